@@ -1,0 +1,1 @@
+//! Control API types shared by `mqttd` and `mqttctl`.
