@@ -7,8 +7,35 @@
 //!
 //! # Layout
 //!
+//! - [`server`]: start (bind listeners) and stop the broker;
+//! - [`config`]: the YAML configuration and its validation;
+//! - [`listener`]: accept loops;
+//! - [`connection`]: framing and the per-connection loop;
+//! - [`connect`]: the CONNECT flow (validate, authenticate, start session, CONNACK);
+//! - [`keepalive`]: the 1.5 × keep alive rule;
+//! - [`auth`]: authentication of CONNECT;
+//! - [`session`]: session tasks, the session table and the manager pool;
+//! - [`router`]: topic matching and retained messages;
+//! - [`message`]: an application message in flight through the broker;
+//! - [`broker`], [`context`]: state shared by tasks;
+//! - [`metrics`]: counters for Prometheus;
+//! - [`logging`]: log setup;
 //! - [`types`]: validated newtypes (client id, topic name/filter, packet id, QoS);
 //! - [`codec`]: the MQTT wire format.
 
+pub mod auth;
+pub mod broker;
 pub mod codec;
+pub mod config;
+pub mod connect;
+pub mod connection;
+pub mod context;
+pub mod keepalive;
+pub mod listener;
+pub mod logging;
+pub mod message;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod session;
 pub mod types;

@@ -1,1 +1,88 @@
-fn main() {}
+//! The `mqttd` binary: parse flags, load the config, set up logging, run
+//! the broker until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mqttd::config::Config;
+use mqttd::server::Server;
+
+/// An MQTT 3.1.1 and 5.0 broker for the edge.
+#[derive(Debug, Parser)]
+#[command(name = "mqttd", version, about)]
+struct Args {
+    /// YAML configuration file (defaults apply to every missing key).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen for plain MQTT on ADDR:PORT instead of the config's TCP
+    /// listeners (repeatable).
+    #[arg(short, long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Check the configuration file and exit (0 if valid, 2 if not).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+/// Exit code for an unusable configuration.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.check_config {
+        return match Config::load(path) {
+            Ok(_) => {
+                println!("{}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mqttd: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mqttd: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Config::default(),
+    };
+    config.override_listeners(&args.listen);
+    if let Err(e) = mqttd::logging::init(&config.log) {
+        eprintln!("mqttd: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mqttd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    wait_for_signal().await.context("cannot install signal handlers")?;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -15,3 +15,9 @@ pub enum EncodeError {
     #[error("packet of {0} bytes exceeds the protocol's maximum remaining length")]
     TooLarge(usize),
 }
+
+impl DecodeError {
+    pub fn reason_code(&self) -> super::ReasonCode {
+        super::ReasonCode::MALFORMED_PACKET
+    }
+}

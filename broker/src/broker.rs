@@ -1,0 +1,37 @@
+//! The running broker as its connections see it: shared context, session
+//! manager, shutdown signal and connection tracking.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::session::SessionManager;
+
+pub struct Broker {
+    pub ctx: Arc<Context>,
+    pub manager: SessionManager,
+    /// Cancelled when the broker stops: listeners stop accepting and
+    /// connections close.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+    pub started_at: Instant,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Broker> {
+        let size = config.session_manager.effective_size();
+        let ctx = Context::new(Arc::new(config));
+        Arc::new(Broker {
+            manager: SessionManager::new(ctx.clone(), size),
+            ctx,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            started_at: Instant::now(),
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! The broker's configuration: the YAML file's schema, its defaults and its
+//! validation.
+//!
+//! Every key has a default, so an empty file (or none at all) gives a
+//! working broker: plain MQTT on 0.0.0.0:1883, anonymous clients allowed.
+//! Errors name the file, the key and what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::types::TopicFilter;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Network listeners; the default is one plain listener on 0.0.0.0:1883.
+    pub listeners: Vec<ListenerConfig>,
+    pub log: LogConfig,
+    pub mqtt: MqttConfig,
+    pub session_manager: PoolConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig::tcp("mqtt", default_bind())],
+            log: LogConfig::default(),
+            mqtt: MqttConfig::default(),
+            session_manager: PoolConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 1883))
+}
+
+/// The transport a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Tcp,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs, metrics and `mqttctl` (defaults to `KIND-PORT`).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "default_kind")]
+    pub kind: ListenerKind,
+    pub bind: SocketAddr,
+}
+
+fn default_kind() -> ListenerKind {
+    ListenerKind::Tcp
+}
+
+impl ListenerConfig {
+    pub fn tcp(name: &str, bind: SocketAddr) -> Self {
+        ListenerConfig {
+            name: name.to_string(),
+            kind: ListenerKind::Tcp,
+            bind,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter, e.g. `info` or `mqttd=debug,info`. The
+    /// `RUST_LOG` environment variable, when set, wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+/// Protocol limits and behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from a client, fixed header included.
+    pub max_packet_size_bytes: u32,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Outgoing QoS 1 and 2 messages unacknowledged at once, per session.
+    pub max_inflight_messages: u16,
+    /// Messages held per session beyond the in-flight window (while the
+    /// client is offline or slow); newer messages are dropped and counted.
+    pub max_queued_messages: usize,
+    /// QoS 0 messages waiting to be written to a slow client before newer
+    /// ones are dropped and counted.
+    pub max_pending_qos0_messages: usize,
+    /// Whether retained messages are kept.
+    pub retain_available: bool,
+    /// Topic filters the broker refuses to subscribe (SUBACK 0x80): any
+    /// requested filter covered by one of these.
+    pub deny_subscribe: Vec<String>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size_bytes: crate::codec::decode::DEFAULT_MAX_PACKET_SIZE,
+            connect_timeout_secs: 10,
+            max_inflight_messages: 32,
+            max_queued_messages: 1000,
+            max_pending_qos0_messages: 10_000,
+            retain_available: true,
+            deny_subscribe: Vec::new(),
+        }
+    }
+}
+
+impl MqttConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+}
+
+/// Largest session-manager pool accepted (config and `mqttctl pool resize`).
+pub const MAX_POOL_SIZE: usize = 1024;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Number of session-manager workers; 0 means the number of CPUs.
+    pub pool_size: usize,
+}
+
+impl PoolConfig {
+    /// The pool size to start with.
+    pub fn effective_size(&self) -> usize {
+        if self.pool_size == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.pool_size
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept clients that send no username.
+    pub allow_anonymous: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for broker state.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("/var/lib/mqttd"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates YAML text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        // An empty file is a valid config made only of defaults.
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(key, e.into_inner().to_string())
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| invalid(key.to_string(), message))?;
+        Ok(config)
+    }
+
+    /// Semantic checks serde cannot express; errors are `(key, message)`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.listeners.is_empty() {
+            return Err(("listeners".into(), "at least one listener is needed".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !l.name.is_empty() && !names.insert(l.name.as_str()) {
+                return Err((
+                    format!("listeners[{i}].name"),
+                    format!("duplicate listener name `{}`", l.name),
+                ));
+            }
+        }
+        let m = &self.mqtt;
+        if m.max_packet_size_bytes < 64 {
+            return Err((
+                "mqtt.max_packet_size_bytes".into(),
+                "must be at least 64".into(),
+            ));
+        }
+        if m.max_inflight_messages == 0 {
+            return Err((
+                "mqtt.max_inflight_messages".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if m.connect_timeout_secs == 0 {
+            return Err((
+                "mqtt.connect_timeout_secs".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        for (i, f) in m.deny_subscribe.iter().enumerate() {
+            if let Err(e) = TopicFilter::new(f) {
+                return Err((format!("mqtt.deny_subscribe[{i}]"), e.to_string()));
+            }
+        }
+        if self.session_manager.pool_size > MAX_POOL_SIZE {
+            return Err((
+                "session_manager.pool_size".into(),
+                format!("must be between 0 (number of CPUs) and {MAX_POOL_SIZE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces the plain TCP listeners with `binds` (the `--listen` flag).
+    pub fn override_listeners(&mut self, binds: &[SocketAddr]) {
+        if binds.is_empty() {
+            return;
+        }
+        self.listeners.retain(|l| l.kind != ListenerKind::Tcp);
+        for (i, bind) in binds.iter().enumerate() {
+            let name = if i == 0 {
+                "mqtt".to_string()
+            } else {
+                format!("mqtt-{i}")
+            };
+            self.listeners.push(ListenerConfig::tcp(&name, *bind));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].bind, default_bind());
+        assert!(c.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let err = parse("mqtt:\n  max_inflight_messages: lots\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.yaml"), "{msg}");
+        assert!(msg.contains("mqtt.max_inflight_messages"), "{msg}");
+
+        let err = parse("mqtt:\n  bogus: 1\n").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+
+        let err = parse("listeners:\n  - bind: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("listeners[0].bind"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key() {
+        let err = parse("mqtt:\n  deny_subscribe: ['a/#/b']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.deny_subscribe[0]"), "{err}");
+        let err = parse("session_manager:\n  pool_size: 5000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_manager.pool_size"), "{err}");
+    }
+
+    #[test]
+    fn listen_override_replaces_tcp_listeners() {
+        let mut c = Config::default();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        c.override_listeners(&[a]);
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].bind, a);
+    }
+}

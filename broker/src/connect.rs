@@ -1,0 +1,250 @@
+//! The CONNECT handshake, step by step as in the seed: extract and
+//! validate the parameters, authenticate, start the session through the
+//! session manager, record the client, answer CONNACK.
+//!
+//! Nothing happens before validation and authentication pass; a refused
+//! client gets the CONNACK code the specification names and is closed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::auth::{self, AuthError};
+use crate::broker::Broker;
+use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
+use crate::connection::{outbound_channel, Ending, Framed};
+use crate::session::{ClientInfo, ConnHandle, Outbound, SessionMsg, SessionTx, StartRequest};
+use crate::types::ClientId;
+
+/// Longest client id MQTT 3.1 allows.
+const MAX_CLIENT_ID_LEN_V31: usize = 23;
+
+/// A connection whose CONNECT was accepted and answered.
+pub(crate) struct Accepted {
+    pub client_id: ClientId,
+    pub conn_id: u64,
+    pub session: SessionTx,
+    pub outbound: mpsc::UnboundedReceiver<Outbound>,
+    pub pending_qos0: Arc<AtomicUsize>,
+    pub version: ProtocolVersion,
+    pub keep_alive_secs: u16,
+}
+
+/// Waits for CONNECT (bounded by the connect timeout) and runs the connect
+/// flow. `None` when the connection must close.
+pub(crate) async fn handshake<S>(framed: &mut Framed<S>, broker: &Broker) -> Option<Accepted>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ctx = &broker.ctx;
+    let timeout = ctx.config.mqtt.connect_timeout();
+    let peer = framed.peer;
+    let first = tokio::select! {
+        r = tokio::time::timeout(timeout, framed.read_packet()) => r,
+        _ = broker.shutdown.cancelled() => return None,
+    };
+    let connect = match first {
+        Err(_) => {
+            tracing::info!(%peer, ?timeout, "no CONNECT in time; closing");
+            return None;
+        }
+        Ok(Ok(None)) | Ok(Err(Ending::Closed(_))) => return None,
+        Ok(Ok(Some(Packet::Connect(c)))) => *c,
+        Ok(Ok(Some(other))) => {
+            tracing::warn!(%peer, packet = other.name(), "first packet must be CONNECT [MQTT-3.1.0-1]; closing");
+            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Ok(Err(Ending::Violation { reason, code })) => {
+            tracing::warn!(%peer, %reason, "invalid CONNECT; closing");
+            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+                // [MQTT-3.1.2-2]: answer 0x01 before closing.
+                let ack = connack(false, ReasonCode(connack_v3::UNACCEPTABLE_PROTOCOL_VERSION));
+                let _ = framed.send(&ack, ProtocolVersion::V311).await;
+            }
+            return None;
+        }
+        Ok(Err(_)) => return None,
+    };
+    accept(framed, broker, connect).await
+}
+
+fn connack(session_present: bool, code: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        code,
+        properties: Default::default(),
+    })
+}
+
+/// Sends a refusal CONNACK in the client's protocol version.
+async fn refuse<S>(framed: &mut Framed<S>, version: ProtocolVersion, v3: u8, v5: ReasonCode)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let code = if version.is_v5() { v5 } else { ReasonCode(v3) };
+    let _ = framed.send(&connack(false, code), version).await;
+}
+
+/// The client id to use, and whether the broker assigned it; `Err` when
+/// the id must be rejected (CONNACK 0x02 / 0x85).
+fn client_id_for(c: &Connect) -> Result<(ClientId, bool), &'static str> {
+    if c.client_id.is_empty() {
+        return match c.protocol {
+            ProtocolVersion::V31 => Err("MQTT 3.1 requires a client id"),
+            ProtocolVersion::V311 if !c.clean_start => {
+                Err("empty client id with a persistent session [MQTT-3.1.3-8]")
+            }
+            _ => Ok((
+                ClientId::new(format!("mqttd-{:016x}", rand::random::<u64>())),
+                true,
+            )),
+        };
+    }
+    if c.protocol == ProtocolVersion::V31 && c.client_id.len() > MAX_CLIENT_ID_LEN_V31 {
+        return Err("MQTT 3.1 client ids are at most 23 characters");
+    }
+    Ok((ClientId::new(c.client_id.as_str()), false))
+}
+
+async fn accept<S>(framed: &mut Framed<S>, broker: &Broker, c: Connect) -> Option<Accepted>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ctx = &broker.ctx;
+    let version = c.protocol;
+    let peer = framed.peer;
+    let (client_id, assigned) = match client_id_for(&c) {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::info!(%peer, client_id = %c.client_id, reason = why, "client id rejected");
+            refuse(
+                framed,
+                version,
+                connack_v3::IDENTIFIER_REJECTED,
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            )
+            .await;
+            return None;
+        }
+    };
+    let username = match auth::authenticate(&ctx.config.auth, &c) {
+        Ok(u) => u,
+        Err(e) => {
+            ctx.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, %client_id, reason = %e, "authentication failed");
+            let (v3, v5) = match e {
+                AuthError::BadCredentials => (
+                    connack_v3::BAD_USER_NAME_OR_PASSWORD,
+                    ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                ),
+                AuthError::NotAuthorized => (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED),
+            };
+            refuse(framed, version, v3, v5).await;
+            return None;
+        }
+    };
+    let persistent = if version.is_v5() {
+        c.properties.session_expiry_interval.unwrap_or(0) > 0
+    } else {
+        !c.clean_start
+    };
+    let conn_id = ctx.next_id();
+    let (tx, outbound, pending_qos0) = outbound_channel();
+    let info = Arc::new(ClientInfo {
+        conn_id,
+        peer,
+        username,
+        protocol: version,
+        keep_alive_secs: c.keep_alive,
+        connected_at: SystemTime::now(),
+        listener: framed.listener.clone(),
+    });
+    let conn = ConnHandle {
+        conn_id,
+        tx,
+        pending_qos0: pending_qos0.clone(),
+        info,
+        will: c.will,
+        receive_maximum: c.properties.receive_maximum,
+    };
+    let request = StartRequest {
+        client_id: client_id.clone(),
+        clean_start: c.clean_start,
+        persistent,
+        conn,
+    };
+    let started = match broker.manager.start_session(request).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%peer, %client_id, error = %e, "cannot start session");
+            refuse(
+                framed,
+                version,
+                connack_v3::SERVER_UNAVAILABLE,
+                ReasonCode::SERVER_UNAVAILABLE,
+            )
+            .await;
+            return None;
+        }
+    };
+    let mut ack = ConnAck {
+        session_present: started.session_present,
+        code: ReasonCode::SUCCESS,
+        properties: Default::default(),
+    };
+    if assigned && version.is_v5() {
+        ack.properties.assigned_client_identifier = Some(client_id.to_string());
+    }
+    if framed.send(&Packet::ConnAck(ack), version).await.is_err() {
+        let _ = started.session.send(SessionMsg::Detach {
+            conn_id,
+            graceful: false,
+        });
+        return None;
+    }
+    tracing::debug!(%peer, %client_id, %version, session_present = started.session_present, "client connected");
+    Some(Accepted {
+        client_id,
+        conn_id,
+        session: started.session,
+        outbound,
+        pending_qos0,
+        version,
+        keep_alive_secs: c.keep_alive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(protocol: ProtocolVersion, id: &str, clean: bool) -> Connect {
+        Connect {
+            protocol,
+            clean_start: clean,
+            keep_alive: 0,
+            client_id: id.to_string(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        }
+    }
+
+    #[test]
+    fn client_id_rules() {
+        use ProtocolVersion::*;
+        assert!(client_id_for(&connect(V311, "", false)).is_err());
+        let (id, assigned) = client_id_for(&connect(V311, "", true)).unwrap();
+        assert!(assigned && !id.is_empty());
+        assert!(client_id_for(&connect(V31, "", true)).is_err());
+        assert!(client_id_for(&connect(V31, &"x".repeat(24), true)).is_err());
+        assert!(client_id_for(&connect(V311, &"x".repeat(100), true)).is_ok());
+        assert!(client_id_for(&connect(V5, "", false)).unwrap().1);
+    }
+}

@@ -1,0 +1,323 @@
+//! One client connection (the seed's "protocol" process): framing, the
+//! CONNECT handshake, keep alive, and the loop that passes packets between
+//! the socket and the session.
+//!
+//! The connection owns no session state: everything that must survive a
+//! disconnect lives in the session task. Reads and writes are buffered;
+//! outgoing packets are batched into one write per wake-up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use crate::connect::{self, Accepted};
+use crate::keepalive::KeepAlive;
+use crate::session::{CloseReason, Outbound, SessionMsg, SessionTx};
+use crate::types::{ClientId, QoS};
+
+/// Initial read buffer; it grows to the largest packet seen.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Outgoing bytes gathered before a write is issued.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Why a connection ended, for the log line and the will.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// The client sent DISCONNECT: no will.
+    Disconnected,
+    /// The peer closed the socket or it failed.
+    Closed(&'static str),
+    /// Keep alive expired.
+    KeepAliveTimeout,
+    /// The client broke the protocol; `code` goes into a 5.0 DISCONNECT.
+    Violation { reason: String, code: ReasonCode },
+    /// The session or the broker closed it.
+    ByServer(CloseReason),
+}
+
+/// The framed socket of one connection.
+pub(crate) struct Framed<S> {
+    pub stream: S,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    pub decoder: Decoder,
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
+    /// Reads until one whole packet is decoded. `Ok(None)`: clean EOF.
+    pub async fn read_packet(&mut self) -> Result<Option<Packet>, Ending> {
+        loop {
+            if let Some(p) = self.try_decode()? {
+                return Ok(Some(p));
+            }
+            if self.fill().await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Decodes a packet already buffered, if there is one.
+    pub fn try_decode(&mut self) -> Result<Option<Packet>, Ending> {
+        self.decoder
+            .decode(&mut self.rbuf)
+            .map_err(|e| Ending::Violation {
+                reason: e.to_string(),
+                code: e.reason_code(),
+            })
+    }
+
+    /// One read into the buffer; 0 at EOF. Cancel safe.
+    pub async fn fill(&mut self) -> Result<usize, Ending> {
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) if !self.rbuf.is_empty() => Err(Ending::Closed("connection closed mid-packet")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(Ending::Closed("read error")),
+        }
+    }
+
+    /// Encodes `packet` into the write buffer.
+    pub fn queue(&mut self, packet: &Packet, version: ProtocolVersion) {
+        if let Err(e) = encode(packet, version, &mut self.wbuf) {
+            tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), Ending> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        result.map_err(|_| Ending::Closed("write error"))
+    }
+
+    pub async fn send(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), Ending> {
+        self.queue(packet, version);
+        self.flush().await
+    }
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Arc<str>, broker: Arc<Broker>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ctx = &broker.ctx;
+    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_current.fetch_add(1, Ordering::Relaxed);
+    let mut framed = Framed {
+        stream,
+        rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        wbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        decoder: Decoder::new(ctx.config.mqtt.max_packet_size_bytes),
+        peer,
+        listener,
+    };
+    if let Some(accepted) = connect::handshake(&mut framed, &broker).await {
+        let client_id = accepted.client_id.clone();
+        let conn_id = accepted.conn_id;
+        let session = accepted.session.clone();
+        let ending = run(&mut framed, &broker, accepted).await;
+        log_ending(&client_id, peer, &ending);
+        if let Ending::Violation { .. } = ending {
+            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+        }
+        let graceful = matches!(ending, Ending::Disconnected);
+        let _ = session.send(SessionMsg::Detach { conn_id, graceful });
+        let _ = framed.stream.shutdown().await;
+    }
+    ctx.metrics.connections_current.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
+    match ending {
+        Ending::Disconnected => tracing::debug!(%client_id, %peer, "client disconnected"),
+        Ending::Closed(why) => tracing::info!(%client_id, %peer, reason = why, "connection closed"),
+        Ending::KeepAliveTimeout => tracing::info!(%client_id, %peer, "keep alive timeout"),
+        Ending::Violation { reason, .. } => {
+            tracing::warn!(%client_id, %peer, %reason, "closing connection: protocol violation")
+        }
+        Ending::ByServer(r) => tracing::info!(%client_id, %peer, reason = ?r, "connection closed by broker"),
+    }
+}
+
+/// The connected state: packets in go to the session, packets out come
+/// from it, until one side ends the connection.
+async fn run<S>(framed: &mut Framed<S>, broker: &Broker, mut a: Accepted) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut keepalive = KeepAlive::new(a.keep_alive_secs);
+    let ending = loop {
+        // Packets that arrived with the CONNECT (or earlier reads).
+        if let Err(e) = drain_buffered(framed, &mut a, &mut keepalive).await {
+            break e;
+        }
+        let deadline = keepalive.deadline();
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => break Ending::ByServer(CloseReason::ServerShutdown),
+            out = a.outbound.recv() => match out {
+                Some(out) => if let Err(e) = write_outbound(framed, broker, &mut a, out).await { break e; },
+                None => break Ending::ByServer(CloseReason::ServerShutdown),
+            },
+            read = framed.fill() => match read {
+                Ok(0) => break Ending::Closed("peer closed the connection"),
+                Ok(_) => {}
+                Err(e) => break e,
+            },
+            _ = sleep_until(deadline) => {
+                if keepalive.expired() {
+                    break Ending::KeepAliveTimeout;
+                }
+            }
+        }
+    };
+    if a.version.is_v5() {
+        let code = match &ending {
+            Ending::Violation { code, .. } => Some(*code),
+            Ending::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Ending::ByServer(r) => Some(close_code(*r)),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let d = Disconnect {
+                code,
+                properties: Default::default(),
+            };
+            let _ = framed.send(&Packet::Disconnect(d), a.version).await;
+        }
+    }
+    ending
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn close_code(r: CloseReason) -> ReasonCode {
+    match r {
+        CloseReason::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
+        CloseReason::Destroyed => ReasonCode::ADMINISTRATIVE_ACTION,
+        CloseReason::ServerShutdown => ReasonCode::SERVER_SHUTTING_DOWN,
+        CloseReason::ProtocolError => ReasonCode::PROTOCOL_ERROR,
+    }
+}
+
+/// Handles every whole packet in the read buffer.
+async fn drain_buffered<S>(
+    framed: &mut Framed<S>,
+    a: &mut Accepted,
+    keepalive: &mut KeepAlive,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(packet) = framed.try_decode()? {
+        keepalive.touch();
+        handle_incoming(framed, a, packet)?;
+    }
+    framed.flush().await
+}
+
+fn handle_incoming<S>(
+    framed: &mut Framed<S>,
+    a: &mut Accepted,
+    packet: Packet,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match packet {
+        Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
+        Packet::Disconnect(_) => return Err(Ending::Disconnected),
+        Packet::Publish(_)
+        | Packet::PubAck(_)
+        | Packet::PubRec(_)
+        | Packet::PubRel(_)
+        | Packet::PubComp(_)
+        | Packet::Subscribe(_)
+        | Packet::Unsubscribe(_) => forward(&a.session, a.conn_id, packet)?,
+        Packet::Connect(_) => {
+            return Err(violation(
+                "second CONNECT on a connection [MQTT-3.1.0-2]",
+                ReasonCode::PROTOCOL_ERROR,
+            ))
+        }
+        other => {
+            return Err(violation(
+                &format!("{} is not sent by clients", other.name()),
+                ReasonCode::PROTOCOL_ERROR,
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn violation(reason: &str, code: ReasonCode) -> Ending {
+    Ending::Violation {
+        reason: reason.to_string(),
+        code,
+    }
+}
+
+fn forward(session: &SessionTx, conn_id: u64, packet: Packet) -> Result<(), Ending> {
+    session
+        .send(SessionMsg::Packet { conn_id, packet })
+        .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))
+}
+
+/// Writes `first` and whatever else the session has queued, in one batch.
+async fn write_outbound<S>(
+    framed: &mut Framed<S>,
+    broker: &Broker,
+    a: &mut Accepted,
+    first: Outbound,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut next = Some(first);
+    while let Some(out) = next.take() {
+        match out {
+            Outbound::Packet(packet) => {
+                if let Packet::Publish(p) = &packet {
+                    broker.ctx.metrics.sent(p.qos);
+                    if p.qos == QoS::AtMostOnce {
+                        a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                framed.queue(&packet, a.version);
+            }
+            Outbound::Close(reason) => {
+                framed.flush().await?;
+                return Err(Ending::ByServer(reason));
+            }
+        }
+        if framed.wbuf.len() < WRITE_BATCH_BYTES {
+            next = a.outbound.try_recv().ok();
+        }
+    }
+    framed.flush().await
+}
+
+/// The receiving side of a connection's outbound channel and its QoS 0
+/// backlog counter.
+pub(crate) fn outbound_channel() -> (
+    mpsc::UnboundedSender<Outbound>,
+    mpsc::UnboundedReceiver<Outbound>,
+    Arc<AtomicUsize>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, rx, Arc::new(AtomicUsize::new(0)))
+}

@@ -1,0 +1,38 @@
+//! The state every broker task shares: configuration, session table,
+//! router, retained messages and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::router::{RetainedStore, Router};
+use crate::session::{SessionTable, SessionTx};
+
+pub struct Context {
+    pub config: Arc<Config>,
+    pub table: SessionTable,
+    pub router: Router<SessionTx>,
+    pub retained: RetainedStore<Arc<Message>>,
+    pub metrics: Metrics,
+    next_id: AtomicU64,
+}
+
+impl Context {
+    pub fn new(config: Arc<Config>) -> Arc<Context> {
+        Arc::new(Context {
+            config,
+            table: SessionTable::new(),
+            router: Router::new(),
+            retained: RetainedStore::new(),
+            metrics: Metrics::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A process-unique id for a connection or a session incarnation.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

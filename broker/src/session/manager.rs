@@ -1,0 +1,340 @@
+//! The session-manager pool (emqttd's `emqttd_sm` workers).
+//!
+//! Requests for client id C go to worker `hash(C) mod N`, so every
+//! lifecycle step of one client id is serialized by one worker while
+//! different ids proceed in parallel. The session table is shared, so a
+//! resize moves nothing: it swaps generations. The swap holds the write
+//! side of a lock that every dispatch takes for reading; it closes the old
+//! workers' queues, waits until each has drained and exited, and only then
+//! starts the new set. No two workers ever handle one id at once, and
+//! requests that arrive during the swap wait instead of failing.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::session::spawn;
+use super::table::{SessionEntry, SessionShared};
+use super::{CloseReason, ConnHandle, SessionMsg, SessionTx};
+use crate::config::MAX_POOL_SIZE;
+use crate::context::Context;
+use crate::types::ClientId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("the session manager is shutting down")]
+    ShuttingDown,
+    #[error("session of client {0} ended unexpectedly during resume")]
+    SessionLost(ClientId),
+    #[error("pool size {0} is out of range 1..={MAX_POOL_SIZE}")]
+    InvalidSize(usize),
+}
+
+/// `start_session` input: what the connect flow validated.
+#[derive(Debug)]
+pub struct StartRequest {
+    pub client_id: ClientId,
+    /// Clean Session (3.1.1) / Clean Start (5.0).
+    pub clean_start: bool,
+    /// Whether the session outlives the connection.
+    pub persistent: bool,
+    pub conn: ConnHandle,
+}
+
+#[derive(Debug)]
+pub struct StartResult {
+    pub session: SessionTx,
+    pub session_present: bool,
+}
+
+enum Request {
+    Start(
+        StartRequest,
+        oneshot::Sender<Result<StartResult, ManagerError>>,
+    ),
+    Destroy(ClientId, CloseReason, oneshot::Sender<bool>),
+}
+
+impl Request {
+    fn client_id(&self) -> &ClientId {
+        match self {
+            Request::Start(r, _) => &r.client_id,
+            Request::Destroy(id, _, _) => id,
+        }
+    }
+}
+
+/// Per-worker counters, kept across nothing: a new generation starts at 0.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub queue_depth: AtomicUsize,
+    pub created: AtomicU64,
+    pub resumed: AtomicU64,
+    pub destroyed: AtomicU64,
+}
+
+struct Worker {
+    tx: mpsc::UnboundedSender<Request>,
+    stats: Arc<WorkerStats>,
+    join: JoinHandle<()>,
+}
+
+/// A snapshot of the pool for the control API and metrics.
+#[derive(Debug, Clone)]
+pub struct PoolSnapshot {
+    pub size: usize,
+    pub workers: Vec<Arc<WorkerStats>>,
+}
+
+pub struct SessionManager {
+    ctx: Arc<Context>,
+    workers: RwLock<Vec<Worker>>,
+    /// The current generation's stats, readable without awaiting.
+    stats: parking_lot::Mutex<Vec<Arc<WorkerStats>>>,
+}
+
+impl SessionManager {
+    pub fn new(ctx: Arc<Context>, size: usize) -> Self {
+        let workers = spawn_workers(&ctx, size.clamp(1, MAX_POOL_SIZE));
+        let stats = workers.iter().map(|w| w.stats.clone()).collect();
+        SessionManager {
+            ctx,
+            workers: RwLock::new(workers),
+            stats: parking_lot::Mutex::new(stats),
+        }
+    }
+
+    /// Creates or resumes the session for a connection (the seed's
+    /// `start_session`).
+    pub async fn start_session(&self, req: StartRequest) -> Result<StartResult, ManagerError> {
+        let (tx, rx) = oneshot::channel();
+        self.dispatch(Request::Start(req, tx)).await?;
+        rx.await.map_err(|_| ManagerError::ShuttingDown)?
+    }
+
+    /// Destroys the session of `id`, closing its connection; `false` when
+    /// there is none.
+    pub async fn destroy_session(
+        &self,
+        id: ClientId,
+        reason: CloseReason,
+    ) -> Result<bool, ManagerError> {
+        let (tx, rx) = oneshot::channel();
+        self.dispatch(Request::Destroy(id, reason, tx)).await?;
+        rx.await.map_err(|_| ManagerError::ShuttingDown)
+    }
+
+    async fn dispatch(&self, req: Request) -> Result<(), ManagerError> {
+        let workers = self.workers.read().await;
+        if workers.is_empty() {
+            return Err(ManagerError::ShuttingDown);
+        }
+        let worker = &workers[worker_index(req.client_id(), workers.len())];
+        worker.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        worker
+            .tx
+            .send(req)
+            .map_err(|_| ManagerError::ShuttingDown)
+    }
+
+    /// Changes the number of workers (a generation swap, see the module doc).
+    pub async fn resize(&self, size: usize) -> Result<(), ManagerError> {
+        if !(1..=MAX_POOL_SIZE).contains(&size) {
+            return Err(ManagerError::InvalidSize(size));
+        }
+        let mut workers = self.workers.write().await;
+        if workers.is_empty() {
+            return Err(ManagerError::ShuttingDown);
+        }
+        drain(std::mem::take(&mut *workers)).await;
+        *workers = spawn_workers(&self.ctx, size);
+        *self.stats.lock() = workers.iter().map(|w| w.stats.clone()).collect();
+        tracing::info!(size, "session-manager pool resized");
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let workers = self.stats.lock().clone();
+        PoolSnapshot {
+            size: workers.len(),
+            workers,
+        }
+    }
+
+    /// Stops the pool after the queued requests are done.
+    pub async fn shutdown(&self) {
+        let mut workers = self.workers.write().await;
+        drain(std::mem::take(&mut *workers)).await;
+    }
+}
+
+async fn drain(workers: Vec<Worker>) {
+    let joins: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            drop(w.tx);
+            w.join
+        })
+        .collect();
+    for join in joins {
+        if let Err(e) = join.await {
+            tracing::error!(error = %e, "session-manager worker failed");
+        }
+    }
+}
+
+fn worker_index(id: &ClientId, n: usize) -> usize {
+    // SipHash with fixed keys: stable for the process, well spread.
+    let mut h = std::hash::DefaultHasher::new();
+    id.as_str().hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+fn spawn_workers(ctx: &Arc<Context>, n: usize) -> Vec<Worker> {
+    (0..n)
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let stats = Arc::new(WorkerStats::default());
+            let join = tokio::spawn(run_worker(ctx.clone(), rx, stats.clone()));
+            Worker { tx, stats, join }
+        })
+        .collect()
+}
+
+async fn run_worker(
+    ctx: Arc<Context>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    stats: Arc<WorkerStats>,
+) {
+    while let Some(req) = rx.recv().await {
+        stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        match req {
+            Request::Start(req, reply) => {
+                let result = start(&ctx, &stats, req).await;
+                let _ = reply.send(result);
+            }
+            Request::Destroy(id, reason, reply) => {
+                let found = match ctx.table.get(id.as_str()) {
+                    Some(entry) => {
+                        destroy(&ctx, &entry, reason).await;
+                        stats.destroyed.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(found);
+            }
+        }
+    }
+}
+
+/// The seed's `start_session`: resume a live persistent session, or
+/// destroy what is there and create a new one.
+async fn start(
+    ctx: &Arc<Context>,
+    stats: &WorkerStats,
+    req: StartRequest,
+) -> Result<StartResult, ManagerError> {
+    let mut conn = req.conn;
+    if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
+        if req.clean_start {
+            destroy(ctx, &entry, CloseReason::TakenOver).await;
+            stats.destroyed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            match resume(&entry, conn).await {
+                Ok(()) => {
+                    entry
+                        .shared
+                        .persistent
+                        .store(req.persistent, Ordering::Relaxed);
+                    stats.resumed.fetch_add(1, Ordering::Relaxed);
+                    ctx.metrics.sessions_resumed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(StartResult {
+                        session: entry.tx.clone(),
+                        session_present: true,
+                    });
+                }
+                Err(Some(returned)) => {
+                    // The session was ending: wait until it is gone, then
+                    // create a new one below.
+                    conn = returned;
+                    entry.ended.cancelled().await;
+                }
+                Err(None) => {
+                    // The task died (a panic) holding the connection.
+                    entry.ended.cancelled().await;
+                    return Err(ManagerError::SessionLost(req.client_id));
+                }
+            }
+        }
+    }
+    Ok(create(ctx, stats, req.client_id, req.persistent, conn))
+}
+
+/// Attaches `conn` to a live session. `Err(Some(conn))`: the session is
+/// ending and gave the connection back; `Err(None)`: it died holding it.
+async fn resume(entry: &SessionEntry, conn: ConnHandle) -> Result<(), Option<ConnHandle>> {
+    let (tx, rx) = oneshot::channel();
+    match entry.tx.send(SessionMsg::Attach { conn, reply: tx }) {
+        Ok(()) => match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(conn)) => Err(Some(conn)),
+            Err(_) => Err(None),
+        },
+        Err(mpsc::error::SendError(SessionMsg::Attach { conn, .. })) => Err(Some(conn)),
+        Err(_) => Err(None),
+    }
+}
+
+fn create(
+    ctx: &Arc<Context>,
+    stats: &WorkerStats,
+    client_id: ClientId,
+    persistent: bool,
+    conn: ConnHandle,
+) -> StartResult {
+    let shared = Arc::new(SessionShared::default());
+    let (tx, join) = spawn(ctx.clone(), client_id.clone(), persistent, shared.clone(), conn);
+    let entry = Arc::new(SessionEntry {
+        uid: ctx.next_id(),
+        client_id,
+        tx: tx.clone(),
+        created_at: SystemTime::now(),
+        ended: CancellationToken::new(),
+        shared,
+    });
+    if let Some(old) = ctx.table.insert(entry.clone()) {
+        tracing::error!(client_id = %old.client_id, "replaced a live session table entry");
+    }
+    stats.created.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.sessions_created.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(watch(ctx.clone(), entry, join));
+    StartResult {
+        session: tx,
+        session_present: false,
+    }
+}
+
+/// Removes the table row when the session task ends for any reason,
+/// including a panic, then signals `ended`.
+async fn watch(ctx: Arc<Context>, entry: Arc<SessionEntry>, join: JoinHandle<()>) {
+    if let Err(e) = join.await {
+        ctx.metrics.session_panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(client_id = %entry.client_id, error = %e, "session task failed");
+    }
+    ctx.table.remove_if(entry.client_id.as_str(), entry.uid);
+    ctx.metrics.sessions_ended.fetch_add(1, Ordering::Relaxed);
+    entry.ended.cancel();
+}
+
+/// Shuts a session down and waits until it is gone from the table.
+async fn destroy(ctx: &Context, entry: &SessionEntry, reason: CloseReason) {
+    let _ = entry.tx.send(SessionMsg::Shutdown(reason));
+    entry.ended.cancelled().await;
+    ctx.metrics.sessions_destroyed.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,108 @@
+//! Sessions and their manager: the heart of the seed's connect flow.
+//!
+//! - `session`: the session task (subscriptions, QoS 1/2 in-flight window,
+//!   offline queue, will), alive independently of any connection;
+//! - `outgoing`: the in-flight window and queue of messages to the client;
+//! - `table`: the shared session table (client id → entry);
+//! - `manager`: the pool of session-manager workers that create, resume
+//!   and destroy sessions, and its run-time resize.
+
+pub mod manager;
+mod outgoing;
+#[allow(clippy::module_inception)]
+pub mod session;
+pub mod table;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{LastWill, Packet};
+use crate::message::Message;
+use crate::types::{QoS, TopicFilter};
+pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
+pub use table::{ClientInfo, SessionEntry, SessionTable};
+
+/// The sending side of a session task's mailbox.
+pub type SessionTx = mpsc::UnboundedSender<SessionMsg>;
+
+/// Why the broker closes a connection from the session side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another connection took the session over [MQTT-3.1.4-2].
+    TakenOver,
+    /// An operator destroyed the session.
+    Destroyed,
+    /// The broker is stopping.
+    ServerShutdown,
+    /// The client broke the protocol in a way the session detected.
+    ProtocolError,
+}
+
+/// What a session sends to its connection.
+#[derive(Debug)]
+pub enum Outbound {
+    Packet(Packet),
+    Close(CloseReason),
+}
+
+/// A connection as the session sees it: where to send packets, and what
+/// the connection announced in CONNECT.
+#[derive(Debug)]
+pub struct ConnHandle {
+    pub conn_id: u64,
+    pub tx: mpsc::UnboundedSender<Outbound>,
+    /// QoS 0 PUBLISH packets sent to the connection and not yet written;
+    /// past the configured bound the session drops QoS 0 messages.
+    pub pending_qos0: Arc<AtomicUsize>,
+    pub info: Arc<ClientInfo>,
+    pub will: Option<LastWill>,
+    /// The client's receive maximum (MQTT 5.0); bounds the in-flight window.
+    pub receive_maximum: Option<u16>,
+}
+
+/// A message routed to a session by a subscription.
+#[derive(Debug)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// The granted QoS of the matching subscription(s).
+    pub qos: QoS,
+    /// Keep the RETAIN flag (retained on subscribe, or retain-as-published).
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+/// One subscription as reported to operators.
+#[derive(Debug, Clone)]
+pub struct SubscriptionInfo {
+    pub filter: TopicFilter,
+    pub qos: QoS,
+}
+
+/// A session's full state for `mqttctl sessions show`.
+#[derive(Debug, Clone)]
+pub struct SessionDetail {
+    pub subscriptions: Vec<SubscriptionInfo>,
+    pub inflight: usize,
+    pub queued: usize,
+}
+
+/// The session task's mailbox messages.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// Attach a new connection (resume or takeover). A session that is
+    /// ending answers `Err` with the connection handle, unused.
+    Attach {
+        conn: ConnHandle,
+        reply: oneshot::Sender<Result<(), ConnHandle>>,
+    },
+    /// A packet from the attached connection `conn_id`.
+    Packet { conn_id: u64, packet: Packet },
+    /// Connection `conn_id` is gone; `graceful` after DISCONNECT.
+    Detach { conn_id: u64, graceful: bool },
+    Deliver(Delivery),
+    Inspect(oneshot::Sender<SessionDetail>),
+    /// End the session, closing its connection for `reason`.
+    Shutdown(CloseReason),
+}

@@ -1,0 +1,268 @@
+//! Messages on their way to the client: the QoS 1/2 in-flight window
+//! (sent, not yet acknowledged) and the queue behind it.
+//!
+//! The window keeps send order so that a resumed session redelivers
+//! unacknowledged messages in their original order [MQTT-4.4.0-1],
+//! [MQTT-4.6.0-1]. Packet ids are allocated here and never reused while
+//! in flight [MQTT-2.3.1-2].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::codec::{Packet, PubResp, Publish};
+use crate::message::Message;
+use crate::types::{PacketId, QoS};
+
+/// A message waiting for, or occupying, a place in the window.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub msg: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+impl Pending {
+    pub fn to_publish(&self, packet_id: Option<PacketId>, dup: bool) -> Publish {
+        let mut p = self.msg.to_publish(self.qos, self.retain, &self.sub_ids);
+        p.packet_id = packet_id;
+        p.dup = dup;
+        p
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREL sent; waiting for PUBCOMP (QoS 2).
+    Released,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    id: PacketId,
+    pending: Pending,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    inflight: VecDeque<Inflight>,
+    queue: VecDeque<Pending>,
+    next_id: PacketId,
+    window: usize,
+    max_queued: usize,
+}
+
+/// What a PUBREC did to the window.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RecOutcome {
+    /// Known id: answer with PUBREL.
+    Release,
+    /// No such QoS 2 message in flight.
+    Unknown,
+}
+
+impl Outgoing {
+    pub fn new(window: usize, max_queued: usize) -> Self {
+        Outgoing {
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
+            window: window.max(1),
+            max_queued,
+        }
+    }
+
+    /// Sets the window (the smaller of ours and the client's receive
+    /// maximum). Messages already in flight stay.
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window.max(1);
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.inflight.len() < self.window
+    }
+
+    fn allocate_id(&mut self) -> PacketId {
+        loop {
+            let id = self.next_id;
+            self.next_id = id.next();
+            if !self.inflight.iter().any(|m| m.id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Puts a QoS 1/2 message into the window and returns its PUBLISH.
+    /// The caller checks [`Outgoing::has_room`] first.
+    pub fn send(&mut self, pending: Pending) -> Publish {
+        let id = self.allocate_id();
+        let publish = pending.to_publish(Some(id), false);
+        self.inflight.push_back(Inflight {
+            id,
+            pending,
+            stage: Stage::Published,
+        });
+        publish
+    }
+
+    /// Queues a message behind the window; gives it back when the queue is
+    /// full (the caller counts and drops it).
+    pub fn enqueue(&mut self, pending: Pending) -> Result<(), Pending> {
+        if self.queue.len() >= self.max_queued {
+            return Err(pending);
+        }
+        self.queue.push_back(pending);
+        Ok(())
+    }
+
+    /// Takes the next queued message if the window has room.
+    pub fn next_queued(&mut self) -> Option<Pending> {
+        if self.has_room() {
+            self.queue.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Removes a message acknowledged by PUBACK; `false` if unknown.
+    pub fn puback(&mut self, id: PacketId) -> bool {
+        self.remove_where(id, |m| m.pending.qos == QoS::AtLeastOnce)
+    }
+
+    /// Moves a QoS 2 message to the released stage on PUBREC.
+    pub fn pubrec(&mut self, id: PacketId) -> RecOutcome {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|m| m.id == id && m.pending.qos == QoS::ExactlyOnce)
+        {
+            Some(m) => {
+                m.stage = Stage::Released;
+                RecOutcome::Release
+            }
+            None => RecOutcome::Unknown,
+        }
+    }
+
+    /// Removes a QoS 2 message completed by PUBCOMP; `false` if unknown.
+    pub fn pubcomp(&mut self, id: PacketId) -> bool {
+        self.remove_where(id, |m| m.stage == Stage::Released)
+    }
+
+    fn remove_where(&mut self, id: PacketId, ok: impl Fn(&Inflight) -> bool) -> bool {
+        match self.inflight.iter().position(|m| m.id == id && ok(m)) {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The packets that resume the window on a new connection, in order:
+    /// PUBLISH with DUP for unacknowledged messages, PUBREL for released
+    /// ones [MQTT-4.4.0-1].
+    pub fn resend(&self) -> Vec<Packet> {
+        self.inflight
+            .iter()
+            .map(|m| match m.stage {
+                Stage::Published => Packet::Publish(m.pending.to_publish(Some(m.id), true)),
+                Stage::Released => Packet::PubRel(PubResp::success(m.id)),
+            })
+            .collect()
+    }
+
+    /// Drops messages whose MQTT 5.0 message expiry has passed; returns
+    /// how many were dropped from the queue.
+    pub fn drop_expired(&mut self) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|p| !p.msg.is_expired());
+        before - self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ClientId, TopicName};
+
+    fn pending(qos: QoS) -> Pending {
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: TopicName::new("t").unwrap(),
+            packet_id: None,
+            payload: bytes::Bytes::from_static(b"x"),
+            properties: Default::default(),
+        };
+        Pending {
+            msg: Message::from_publish(publish, &ClientId::new("c")),
+            qos,
+            retain: false,
+            sub_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn window_bounds_inflight_and_queue_bounds_backlog() {
+        let mut o = Outgoing::new(2, 1);
+        let a = o.send(pending(QoS::AtLeastOnce));
+        let b = o.send(pending(QoS::ExactlyOnce));
+        assert!(!o.has_room());
+        assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_ok());
+        assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_err());
+        assert!(o.next_queued().is_none());
+        let (a, b) = (a.packet_id.unwrap(), b.packet_id.unwrap());
+        assert_ne!(a, b);
+        assert!(o.puback(a));
+        assert!(!o.puback(a), "second PUBACK is unknown");
+        assert!(!o.puback(b), "PUBACK does not complete QoS 2");
+        assert!(o.next_queued().is_some());
+        assert_eq!(o.pubrec(b), RecOutcome::Release);
+        let resend = o.resend();
+        assert!(matches!(resend[0], Packet::PubRel(_)));
+        assert!(o.pubcomp(b));
+        assert_eq!(o.inflight_len(), 0);
+    }
+
+    #[test]
+    fn resend_sets_dup_in_order() {
+        let mut o = Outgoing::new(10, 10);
+        let ids: Vec<_> = (0..3)
+            .map(|_| o.send(pending(QoS::AtLeastOnce)).packet_id)
+            .collect();
+        let resent: Vec<_> = o
+            .resend()
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => {
+                    assert!(p.dup);
+                    p.packet_id
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, resent);
+    }
+
+    #[test]
+    fn packet_ids_skip_those_in_flight() {
+        let mut o = Outgoing::new(10, 10);
+        o.next_id = PacketId::new(u16::MAX).unwrap();
+        let a = o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap();
+        let b = o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap();
+        assert_eq!((a.get(), b.get()), (u16::MAX, 1));
+    }
+}

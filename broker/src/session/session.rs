@@ -1,0 +1,517 @@
+//! The session task: one per client id, alive independently of the TCP
+//! connection (emqttd's `emqttd_session`).
+//!
+//! It owns the subscriptions, the outgoing window and queue, the incoming
+//! QoS 2 state and the will. Connections attach to it (create, resume,
+//! takeover) and detach from it; the router delivers messages to its
+//! mailbox. It never blocks: everything it sends goes through unbounded
+//! channels whose growth it bounds itself (window, queue, QoS 0 backlog).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::outgoing::{Outgoing, Pending, RecOutcome};
+use super::table::SessionShared;
+use super::{
+    CloseReason, ConnHandle, Delivery, Outbound, SessionDetail, SessionMsg, SessionTx,
+    SubscriptionInfo,
+};
+use crate::codec::{
+    LastWill, Packet, ProtocolVersion, PubResp, Publish, ReasonCode, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+};
+use crate::context::Context;
+use crate::message::Message;
+use crate::router::SubscribeOutcome;
+use crate::types::{ClientId, PacketId, QoS, TopicFilter};
+
+/// Whether the task goes on after a mailbox message.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub(crate) struct Session {
+    ctx: Arc<Context>,
+    client_id: ClientId,
+    self_tx: SessionTx,
+    shared: Arc<SessionShared>,
+    conn: Option<ConnHandle>,
+    protocol: ProtocolVersion,
+    persistent: bool,
+    subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
+    out: Outgoing,
+    /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
+    awaiting_rel: HashSet<PacketId>,
+    will: Option<LastWill>,
+    /// Set while the queue overflows, so one burst logs one line.
+    dropping: bool,
+}
+
+/// Starts a session task with `conn` attached. Returns its mailbox and
+/// the task's join handle (watched by the manager).
+pub(crate) fn spawn(
+    ctx: Arc<Context>,
+    client_id: ClientId,
+    persistent: bool,
+    shared: Arc<SessionShared>,
+    conn: ConnHandle,
+) -> (SessionTx, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cfg = &ctx.config.mqtt;
+    let out = Outgoing::new(
+        usize::from(cfg.max_inflight_messages),
+        cfg.max_queued_messages,
+    );
+    shared.persistent.store(persistent, Ordering::Relaxed);
+    let mut session = Session {
+        protocol: conn.info.protocol,
+        ctx,
+        client_id,
+        self_tx: tx.clone(),
+        shared,
+        conn: None,
+        persistent,
+        subscriptions: HashMap::new(),
+        out,
+        awaiting_rel: HashSet::new(),
+        will: None,
+        dropping: false,
+    };
+    session.attach(conn);
+    let join = tokio::spawn(session.run(rx));
+    (tx, join)
+}
+
+impl Session {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
+        while let Some(msg) = rx.recv().await {
+            let flow = self.handle(msg);
+            self.publish_counters();
+            if flow == Flow::Stop {
+                break;
+            }
+        }
+        // Give back connections that tried to attach while we were ending,
+        // so the manager can create a new session for them.
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let SessionMsg::Attach { conn, reply } = msg {
+                let _ = reply.send(Err(conn));
+            }
+        }
+        tracing::debug!(client_id = %self.client_id, "session ended");
+    }
+
+    fn handle(&mut self, msg: SessionMsg) -> Flow {
+        match msg {
+            SessionMsg::Attach { conn, reply } => {
+                self.take_over();
+                self.attach(conn);
+                let _ = reply.send(Ok(()));
+            }
+            SessionMsg::Packet { conn_id, packet } => {
+                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                    self.on_packet(packet);
+                }
+            }
+            SessionMsg::Detach { conn_id, graceful } => {
+                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                    return self.detach(graceful);
+                }
+            }
+            SessionMsg::Deliver(d) => self.deliver(d),
+            SessionMsg::Inspect(reply) => {
+                let _ = reply.send(self.detail());
+            }
+            SessionMsg::Shutdown(reason) => {
+                if let Some(conn) = self.conn.take() {
+                    let _ = conn.tx.send(Outbound::Close(reason));
+                    self.publish_will();
+                }
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Closes the current connection because a new one attaches
+    /// [MQTT-3.1.4-2]; its will is published as for any unclean close.
+    fn take_over(&mut self) {
+        if let Some(old) = self.conn.take() {
+            tracing::info!(client_id = %self.client_id, peer = %old.info.peer, "session taken over");
+            let _ = old.tx.send(Outbound::Close(CloseReason::TakenOver));
+            self.ctx.metrics.sessions_taken_over.fetch_add(1, Ordering::Relaxed);
+            self.publish_will();
+        }
+    }
+
+    fn attach(&mut self, mut conn: ConnHandle) {
+        self.protocol = conn.info.protocol;
+        self.will = conn.will.take();
+        let ours = self.ctx.config.mqtt.max_inflight_messages;
+        let window = conn.receive_maximum.map_or(ours, |theirs| theirs.min(ours));
+        self.out.set_window(usize::from(window));
+        self.shared.set_client(Some(conn.info.clone()));
+        for packet in self.out.resend() {
+            let _ = conn.tx.send(Outbound::Packet(packet));
+        }
+        self.conn = Some(conn);
+        self.fill_window();
+    }
+
+    fn detach(&mut self, graceful: bool) -> Flow {
+        self.conn = None;
+        self.shared.set_client(None);
+        if graceful {
+            // DISCONNECT discards the will [MQTT-3.14.4-3].
+            self.will = None;
+        } else {
+            self.publish_will();
+        }
+        if self.persistent {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
+
+    fn send(&self, packet: Packet) {
+        if let Some(conn) = &self.conn {
+            let _ = conn.tx.send(Outbound::Packet(packet));
+        }
+    }
+
+    fn publish_will(&mut self) {
+        if let Some(will) = self.will.take() {
+            let msg = Arc::new(Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties: will.properties,
+                publisher: Some(self.client_id.clone()),
+                received_at: std::time::Instant::now(),
+            });
+            tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
+            route(&self.ctx, msg);
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet) {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(r) => {
+                self.out.puback(r.packet_id);
+                self.fill_window();
+            }
+            Packet::PubRec(r) => self.on_pubrec(r),
+            Packet::PubRel(r) => {
+                let known = self.awaiting_rel.remove(&r.packet_id);
+                let mut resp = PubResp::success(r.packet_id);
+                if !known && self.protocol.is_v5() {
+                    resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.send(Packet::PubComp(resp));
+            }
+            Packet::PubComp(r) => {
+                self.out.pubcomp(r.packet_id);
+                self.fill_window();
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            other => {
+                tracing::debug!(client_id = %self.client_id, packet = other.name(), "ignored by session");
+            }
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) {
+        self.ctx.metrics.received(p.qos);
+        let (qos, id) = (p.qos, p.packet_id);
+        let msg = Message::from_publish(p, &self.client_id);
+        match (qos, id) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                route(&self.ctx, msg);
+                self.send(Packet::PubAck(PubResp::success(id)));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                // Method B of the specification: deliver on PUBLISH, then
+                // ignore duplicates until PUBREL [MQTT-4.3.3-2].
+                if self.awaiting_rel.insert(id) {
+                    route(&self.ctx, msg);
+                }
+                self.send(Packet::PubRec(PubResp::success(id)));
+            }
+            _ => route(&self.ctx, msg),
+        }
+    }
+
+    fn on_pubrec(&mut self, r: PubResp) {
+        if r.code.is_error() {
+            // MQTT 5.0: a failed PUBREC ends the exchange [MQTT-4.3.3-4].
+            self.out.pubrec(r.packet_id);
+            self.out.pubcomp(r.packet_id);
+            self.fill_window();
+            return;
+        }
+        let mut resp = PubResp::success(r.packet_id);
+        if self.out.pubrec(r.packet_id) == RecOutcome::Unknown && self.protocol.is_v5() {
+            resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.send(Packet::PubRel(resp));
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) {
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in s.filters {
+            if self.is_denied(&filter) {
+                tracing::info!(client_id = %self.client_id, %filter, "subscription refused by deny list");
+                codes.push(self.refusal(ReasonCode::NOT_AUTHORIZED));
+                continue;
+            }
+            let outcome = self.ctx.router.subscribe(
+                &self.client_id,
+                &filter,
+                opts,
+                sub_id,
+                self.self_tx.clone(),
+            );
+            match outcome {
+                Ok(outcome) => {
+                    codes.push(ReasonCode(opts.qos as u8));
+                    let send_retained = match opts.retain_handling {
+                        RetainHandling::SendAtSubscribe => true,
+                        RetainHandling::SendIfNew => outcome == SubscribeOutcome::New,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send_retained && !filter.as_str().starts_with("$share/") {
+                        retained.push((self.ctx.retained.matching(&filter), opts.qos));
+                    }
+                    self.subscriptions.insert(filter, opts);
+                }
+                Err(e) => {
+                    tracing::info!(client_id = %self.client_id, %filter, error = %e, "subscription refused");
+                    codes.push(self.refusal(ReasonCode::TOPIC_FILTER_INVALID));
+                }
+            }
+        }
+        self.send(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            codes,
+            properties: Default::default(),
+        }));
+        // Retained messages follow the SUBACK, with RETAIN set [MQTT-3.3.1-8].
+        for (msgs, qos) in retained {
+            for msg in msgs {
+                self.deliver(Delivery {
+                    msg,
+                    qos,
+                    retain: true,
+                    subscription_ids: sub_id.into_iter().collect(),
+                });
+            }
+        }
+    }
+
+    /// The SUBACK failure code: 0x80 for 3.1.1, `v5` for 5.0.
+    fn refusal(&self, v5: ReasonCode) -> ReasonCode {
+        if self.protocol.is_v5() {
+            v5
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        }
+    }
+
+    fn is_denied(&self, filter: &TopicFilter) -> bool {
+        self.ctx
+            .config
+            .mqtt
+            .deny_subscribe
+            .iter()
+            .any(|deny| filter_covers(deny, filter.as_str()))
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let existed = self.subscriptions.remove(filter).is_some();
+            self.ctx.router.unsubscribe(&self.client_id, filter);
+            codes.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if !self.protocol.is_v5() {
+            codes.clear();
+        }
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            codes,
+            properties: Default::default(),
+        }));
+    }
+
+    /// Sends or queues a message routed to this session, at the minimum of
+    /// the published and granted QoS [MQTT-3.8.4-6].
+    fn deliver(&mut self, d: Delivery) {
+        let qos = d.msg.qos.min(d.qos);
+        if d.msg.is_expired() {
+            self.ctx.metrics.dropped(qos);
+            return;
+        }
+        let pending = Pending {
+            msg: d.msg,
+            qos,
+            retain: d.retain,
+            sub_ids: d.subscription_ids,
+        };
+        if qos == QoS::AtMostOnce {
+            self.deliver_qos0(pending);
+        } else if self.conn.is_some() && self.out.has_room() {
+            let publish = self.out.send(pending);
+            self.send(Packet::Publish(publish));
+        } else if let Err(p) = self.out.enqueue(pending) {
+            self.ctx.metrics.dropped(p.qos);
+            if !self.dropping {
+                self.dropping = true;
+                tracing::warn!(
+                    client_id = %self.client_id,
+                    limit = self.ctx.config.mqtt.max_queued_messages,
+                    "session queue full: dropping messages"
+                );
+            }
+        } else {
+            self.dropping = false;
+        }
+    }
+
+    /// QoS 0 goes straight to a connected client unless it is too far
+    /// behind; offline sessions do not queue QoS 0.
+    fn deliver_qos0(&mut self, pending: Pending) {
+        let limit = self.ctx.config.mqtt.max_pending_qos0_messages;
+        match &self.conn {
+            Some(conn) if conn.pending_qos0.load(Ordering::Relaxed) < limit => {
+                conn.pending_qos0.fetch_add(1, Ordering::Relaxed);
+                let publish = pending.to_publish(None, false);
+                let _ = conn.tx.send(Outbound::Packet(Packet::Publish(publish)));
+            }
+            _ => self.ctx.metrics.dropped(QoS::AtMostOnce),
+        }
+    }
+
+    /// Moves queued messages into the window while it has room.
+    fn fill_window(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        let expired = self.out.drop_expired();
+        for _ in 0..expired {
+            self.ctx.metrics.dropped(QoS::AtLeastOnce);
+        }
+        while let Some(pending) = self.out.next_queued() {
+            let publish = self.out.send(pending);
+            self.send(Packet::Publish(publish));
+        }
+    }
+
+    fn publish_counters(&self) {
+        let s = &self.shared;
+        s.subscriptions
+            .store(self.subscriptions.len(), Ordering::Relaxed);
+        s.inflight.store(self.out.inflight_len(), Ordering::Relaxed);
+        s.queued.store(self.out.queued_len(), Ordering::Relaxed);
+    }
+
+    fn detail(&self) -> SessionDetail {
+        let mut subscriptions: Vec<_> = self
+            .subscriptions
+            .iter()
+            .map(|(filter, opts)| SubscriptionInfo {
+                filter: filter.clone(),
+                qos: opts.qos,
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
+        SessionDetail {
+            subscriptions,
+            inflight: self.out.inflight_len(),
+            queued: self.out.queued_len(),
+        }
+    }
+}
+
+impl Drop for Session {
+    /// Runs on every exit, a panic included: the router must not keep
+    /// subscriptions pointing at a dead mailbox.
+    fn drop(&mut self) {
+        self.ctx
+            .router
+            .unsubscribe_all(&self.client_id, self.subscriptions.keys());
+        self.shared.set_client(None);
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.tx.send(Outbound::Close(CloseReason::ServerShutdown));
+        }
+    }
+}
+
+/// Stores a retained message and hands `msg` to every matching session.
+pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
+    if msg.retain && ctx.config.mqtt.retain_available {
+        // An empty retained payload clears the topic [MQTT-3.3.1-10] and
+        // is still delivered to current subscribers.
+        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
+        ctx.retained.set(&msg.topic, stored);
+    }
+    for d in ctx.router.route(&msg.topic, msg.publisher.as_ref()) {
+        let _ = d.handle.send(SessionMsg::Deliver(Delivery {
+            msg: msg.clone(),
+            qos: d.qos,
+            // Forwarded messages carry RETAIN 0 unless retain-as-published
+            // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+            retain: d.retain_as_published && msg.retain,
+            subscription_ids: d.subscription_ids,
+        }));
+    }
+}
+
+/// Whether every topic `requested` can match is also matched by `deny`.
+fn filter_covers(deny: &str, requested: &str) -> bool {
+    let mut req = requested.split('/');
+    for d in deny.split('/') {
+        match (d, req.next()) {
+            ("#", _) => return true,
+            (_, None) => return false,
+            ("+", Some("#")) => return false,
+            ("+", Some(_)) => {}
+            (lit, Some(r)) if lit == r => {}
+            _ => return false,
+        }
+    }
+    req.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_covers;
+
+    #[test]
+    fn deny_list_coverage() {
+        assert!(filter_covers("secret/#", "secret/a"));
+        assert!(filter_covers("secret/#", "secret/+/b"));
+        assert!(filter_covers("secret/#", "secret/#"));
+        assert!(filter_covers("secret/#", "secret"));
+        assert!(!filter_covers("secret/#", "#"));
+        assert!(filter_covers("+/x", "a/x"));
+        assert!(!filter_covers("+/x", "#"));
+        assert!(!filter_covers("a/b", "a/b/c"));
+        assert!(filter_covers("a/b", "a/b"));
+    }
+}
