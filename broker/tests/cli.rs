@@ -1,0 +1,89 @@
+//! The `mqttd` binary: flags, config checking, signals.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MQTTD: &str = env!("CARGO_BIN_EXE_mqttd");
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(MQTTD).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(MQTTD).arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--config", "--listen", "--check-config"] {
+        assert!(help.contains(flag), "{flag} in help");
+    }
+}
+
+#[test]
+fn check_config_accepts_good_and_names_key_in_bad() {
+    let mut good = tempfile::NamedTempFile::new().expect("temp");
+    writeln!(good, "listeners:\n  - bind: 127.0.0.1:1883\nlog:\n  format: json").expect("write");
+    let out = Command::new(MQTTD)
+        .arg("--check-config")
+        .arg(good.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+
+    let mut bad = tempfile::NamedTempFile::new().expect("temp");
+    writeln!(bad, "mqtt:\n  max_inflight_messages: -3").expect("write");
+    let out = Command::new(MQTTD)
+        .arg("--check-config")
+        .arg(bad.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&bad.path().display().to_string()), "{err}");
+    assert!(err.contains("mqtt.max_inflight_messages"), "{err}");
+
+    let out = Command::new(MQTTD)
+        .args(["--config", "/nonexistent/mqttd.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mqttd.yaml"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let port = free_port();
+    let mut child = Command::new(MQTTD)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mqttd");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "mqttd did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _client = common::connect_id(addr, "alive").await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let stopped = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "mqttd did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh Debian machine: installs what
+# it needs (apt packages, Python venvs, local Docker base images), then
+# runs format and lint checks, every Rust test, the fuzz target build, the
+# Helm chart test and the Docker image test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)
+command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+command -v openssl >/dev/null || need_apt+=(openssl)
+if ((${#need_apt[@]})); then
+    step "installing ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+if [ -d fuzz ]; then
+    step "fuzz targets build"
+    (cd fuzz && cargo check --locked --bins)
+fi
+
+for t in helm/test-chart.sh docker/test-image.sh; do
+    if [ -x "$t" ]; then
+        step "$t"
+        "$t"
+    fi
+done
+
+step "all tests passed"
