@@ -8,7 +8,10 @@
 //! # Layout
 //!
 //! - [`types`]: validated newtypes (client id, topic name/filter, packet id, QoS);
-//! - [`codec`]: the MQTT wire format.
+//! - [`codec`]: the MQTT wire format;
+//! - [`router`]: subscription matching (topic trie, shared subscriptions)
+//!   and retained messages.
 
 pub mod codec;
+pub mod router;
 pub mod types;
