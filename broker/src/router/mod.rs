@@ -1,14 +1,17 @@
 //! The message router: which sessions get a published message (a topic
-//! trie of subscriptions, with MQTT 5.0 shared subscriptions).
+//! trie of subscriptions, with MQTT 5.0 shared subscriptions), and the
+//! retained-message store.
 //!
 //! - `filter`: splitting `$share/GROUP/FILTER` and filter levels;
 //! - `trie`: the subscription trie and the per-publish match walk;
-//! - `shared`: a shared-subscription group and its round-robin.
+//! - `shared`: a shared-subscription group and its round-robin;
+//! - `retained`: [`RetainedStore`].
 //!
 //! The router is generic over the subscriber's delivery handle `S` (the
 //! session's mailbox sender in the broker), so it knows nothing of sessions.
 
 mod filter;
+mod retained;
 mod shared;
 mod trie;
 
@@ -16,6 +19,8 @@ mod trie;
 mod tests;
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use retained::RetainedStore;
 
 use crate::codec::packet::SubscriptionOptions;
 use crate::types::{ClientId, QoS, TopicFilter, TopicName};

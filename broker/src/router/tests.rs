@@ -327,4 +327,5 @@ fn too_deep_filter_is_refused() {
 fn router_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Router<std::sync::Arc<str>>>();
+    assert_send_sync::<RetainedStore<std::sync::Arc<str>>>();
 }
