@@ -1,36 +1,125 @@
-//! PLACEHOLDER router (replaced by the router branch): naive matching.
+//! The message router: which sessions get a published message (a topic
+//! trie of subscriptions, with MQTT 5.0 shared subscriptions), and the
+//! retained-message store.
+//!
+//! - `filter`: splitting `$share/GROUP/FILTER` and filter levels;
+//! - `trie`: the subscription trie and the per-publish match walk;
+//! - `shared`: a shared-subscription group and its round-robin;
+//! - `retained`: [`RetainedStore`].
+//!
+//! The router is generic over the subscriber's delivery handle `S` (the
+//! session's mailbox sender in the broker), so it knows nothing of sessions.
 
-use std::collections::HashMap;
+mod filter;
+mod retained;
+mod shared;
+mod trie;
 
-use parking_lot::RwLock;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
 
-use crate::codec::SubscriptionOptions;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use retained::RetainedStore;
+
+use crate::codec::packet::SubscriptionOptions;
 use crate::types::{ClientId, QoS, TopicFilter, TopicName};
+use filter::ParsedFilter;
+use trie::{Collector, Entry, Node};
 
-#[derive(Debug, thiserror::Error)]
+/// Most levels a stored topic filter or retained topic may have.
+///
+/// The trie is walked recursively, one frame per level; bounding its depth
+/// bounds stack use whatever a client sends (a filter of 65,000 `/` once
+/// overflowed Mosquitto's stack). Topics routed through the trie need no
+/// limit: the walk never goes deeper than the trie.
+pub const MAX_TOPIC_LEVELS: usize = 200;
+
+/// Why the router refused a subscription or a retained message.
+///
+/// All but [`RouterError::NoLocalOnShared`] become a SUBACK failure
+/// ("topic filter invalid", 0x8F); that one is a protocol error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
-    #[error("invalid shared subscription")]
-    InvalidShared,
+    #[error("shared subscription {filter} has an empty share name")]
+    EmptyShareName { filter: TopicFilter },
+    #[error("shared subscription {filter} has a wildcard in its share name")]
+    WildcardInShareName { filter: TopicFilter },
+    #[error("shared subscription {filter} has no topic filter after the share name")]
+    MissingSharedFilter { filter: TopicFilter },
+    #[error("no local is set on shared subscription {filter} [MQTT-3.8.3-4]")]
+    NoLocalOnShared { filter: TopicFilter },
+    #[error("topic filter {filter} has more than {MAX_TOPIC_LEVELS} levels")]
+    FilterTooDeep { filter: TopicFilter },
+    #[error("topic {topic} has more than {MAX_TOPIC_LEVELS} levels and cannot be retained")]
+    TopicTooDeep { topic: TopicName },
 }
 
+impl RouterError {
+    /// True if the client broke the protocol (close with DISCONNECT 0x82)
+    /// rather than asked for a filter the server refuses.
+    pub fn is_protocol_error(&self) -> bool {
+        matches!(self, RouterError::NoLocalOnShared { .. })
+    }
+}
+
+/// Whether a subscribe created a subscription or replaced the options of
+/// an existing one for the same client and filter [MQTT-3.8.4-3].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeOutcome {
     New,
     Replaced,
 }
 
+impl SubscribeOutcome {
+    /// For retain handling 1 ("send retained only if new").
+    pub fn is_new(self) -> bool {
+        self == SubscribeOutcome::New
+    }
+}
+
+/// One copy of a published message for one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery<S> {
     pub client_id: ClientId,
     pub handle: S,
+    /// The highest QoS granted among the matching subscriptions; the sender
+    /// downgrades it to the message's own QoS.
     pub qos: QoS,
     pub retain_as_published: bool,
+    /// Identifiers of all matching subscriptions that have one [MQTT-3.3.4-4].
     pub subscription_ids: Vec<u32>,
 }
 
-type Subs<S> = HashMap<(ClientId, TopicFilter), (SubscriptionOptions, Option<u32>, S)>;
+impl<S> Delivery<S> {
+    /// Folds an overlapping subscription of the same client into this one
+    /// [MQTT-3.3.4-2].
+    fn merge(&mut self, other: &mut Delivery<S>) {
+        self.qos = self.qos.max(other.qos);
+        self.retain_as_published |= other.retain_as_published;
+        self.subscription_ids.append(&mut other.subscription_ids);
+    }
+}
 
+/// The subscriptions of all sessions.
+///
+/// One `std::sync::RwLock` over the whole trie: `route` (every publish)
+/// takes it shared, so publishes match in parallel; subscribe/unsubscribe
+/// take it exclusively for a few hash operations. The lock is never held
+/// across an `.await`, so a blocking lock is right; std's futex-based lock
+/// prefers waiting writers, so a flood of publishes cannot starve
+/// subscribers, and it costs no extra dependency.
+#[derive(Debug)]
 pub struct Router<S> {
-    subs: RwLock<Subs<S>>,
+    inner: RwLock<Inner<S>>,
+}
+
+#[derive(Debug)]
+struct Inner<S> {
+    root: Node<S>,
+    count: usize,
 }
 
 impl<S: Clone> Default for Router<S> {
@@ -39,35 +128,28 @@ impl<S: Clone> Default for Router<S> {
     }
 }
 
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut t = topic.split('/');
-    for f in filter.split('/') {
-        match f {
-            "#" => return true,
-            "+" => {
-                if t.next().is_none() {
-                    return false;
-                }
-            }
-            lit => {
-                if t.next() != Some(lit) {
-                    return false;
-                }
-            }
-        }
-    }
-    t.next().is_none()
-}
-
 impl<S: Clone> Router<S> {
     pub fn new() -> Self {
         Router {
-            subs: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Inner {
+                root: Node::default(),
+                count: 0,
+            }),
         }
     }
+
+    // A panic cannot leave the trie half-updated in a way that matters
+    // more than losing the broker, so a poisoned lock is used as is.
+    fn read(&self) -> RwLockReadGuard<'_, Inner<S>> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner<S>> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `client`'s subscription to `filter`, or replaces its options
+    /// if it already has one to the identical filter.
     pub fn subscribe(
         &self,
         client: &ClientId,
@@ -76,96 +158,74 @@ impl<S: Clone> Router<S> {
         subscription_id: Option<u32>,
         handle: S,
     ) -> Result<SubscribeOutcome, RouterError> {
-        let old = self.subs.write().insert(
-            (client.clone(), filter.clone()),
-            (opts, subscription_id, handle),
-        );
-        Ok(if old.is_some() {
-            SubscribeOutcome::Replaced
+        let parsed = ParsedFilter::parse(filter)?;
+        if parsed.group.is_some() && opts.no_local {
+            return Err(RouterError::NoLocalOnShared {
+                filter: filter.clone(),
+            });
+        }
+        let entry = Entry {
+            opts,
+            subscription_id,
+            handle,
+        };
+        let mut inner = self.write();
+        if inner.root.insert(&parsed, client, entry) {
+            inner.count += 1;
+            Ok(SubscribeOutcome::New)
         } else {
-            SubscribeOutcome::New
-        })
+            Ok(SubscribeOutcome::Replaced)
+        }
     }
+
+    /// Removes `client`'s subscription to `filter`; false if it had none.
     pub fn unsubscribe(&self, client: &ClientId, filter: &TopicFilter) -> bool {
-        self.subs
-            .write()
-            .remove(&(client.clone(), filter.clone()))
-            .is_some()
+        let Ok(parsed) = ParsedFilter::parse(filter) else {
+            return false;
+        };
+        let mut inner = self.write();
+        let removed = inner.root.remove(&parsed, client);
+        if removed {
+            inner.count -= 1;
+        }
+        removed
     }
-    pub fn unsubscribe_all<'a>(
+
+    /// Removes all of `client`'s subscriptions to `filters` under a single
+    /// lock (session teardown).
+    pub fn unsubscribe_all<'f>(
         &self,
         client: &ClientId,
-        filters: impl IntoIterator<Item = &'a TopicFilter>,
+        filters: impl IntoIterator<Item = &'f TopicFilter>,
     ) {
-        let mut subs = self.subs.write();
-        for f in filters {
-            subs.remove(&(client.clone(), f.clone()));
+        let mut inner = self.write();
+        for filter in filters {
+            if let Ok(parsed) = ParsedFilter::parse(filter) {
+                if inner.root.remove(&parsed, client) {
+                    inner.count -= 1;
+                }
+            }
         }
     }
+
+    /// Who gets a message published to `topic`: one delivery per client
+    /// with matching normal subscriptions (merged), plus one per matching
+    /// shared group (its next member in turn). `publisher` is used for
+    /// no-local subscriptions; `None` for messages the broker publishes.
     pub fn route(&self, topic: &TopicName, publisher: Option<&ClientId>) -> Vec<Delivery<S>> {
-        let subs = self.subs.read();
-        let mut out: HashMap<ClientId, Delivery<S>> = HashMap::new();
-        for ((c, f), (o, id, h)) in subs.iter() {
-            if !matches(f.as_str(), topic.as_str()) || (o.no_local && publisher == Some(c)) {
-                continue;
-            }
-            let d = out.entry(c.clone()).or_insert_with(|| Delivery {
-                client_id: c.clone(),
-                handle: h.clone(),
-                qos: o.qos,
-                retain_as_published: false,
-                subscription_ids: vec![],
-            });
-            d.qos = d.qos.max(o.qos);
-            d.retain_as_published |= o.retain_as_published;
-            d.subscription_ids.extend(id);
-        }
-        out.into_values().collect()
+        let mut out = Collector::new(publisher);
+        self.read().root.route(topic, &mut out);
+        out.finish()
     }
+
+    /// Number of subscriptions (each member of a shared group counts once).
     pub fn subscription_count(&self) -> usize {
-        self.subs.read().len()
+        self.read().count
     }
-}
 
-pub struct RetainedStore<M> {
-    msgs: RwLock<HashMap<TopicName, M>>,
-}
-
-impl<M: Clone> Default for RetainedStore<M> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<M: Clone> RetainedStore<M> {
-    pub fn new() -> Self {
-        RetainedStore {
-            msgs: RwLock::new(HashMap::new()),
-        }
-    }
-    pub fn set(&self, topic: &TopicName, msg: Option<M>) {
-        let mut m = self.msgs.write();
-        match msg {
-            Some(msg) => {
-                m.insert(topic.clone(), msg);
-            }
-            None => {
-                m.remove(topic);
-            }
-        }
-    }
-    pub fn matching(&self, filter: &TopicFilter) -> Vec<M> {
-        self.msgs
-            .read()
-            .iter()
-            .filter(|(t, _)| matches(filter.as_str(), t.as_str()))
-            .map(|(_, m)| m.clone())
-            .collect()
-    }
-    pub fn len(&self) -> usize {
-        self.msgs.read().len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Number of trie nodes, root included: 1 when there are no
+    /// subscriptions. Walks the trie; for tests and diagnostics.
+    pub fn node_count(&self) -> usize {
+        self.read().root.node_count()
     }
 }

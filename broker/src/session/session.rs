@@ -468,7 +468,9 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
         // is still delivered to current subscribers.
         let stored = (!msg.payload.is_empty()).then(|| msg.clone());
-        ctx.retained.set(&msg.topic, stored);
+        if let Err(e) = ctx.retained.set(&msg.topic, stored) {
+            tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
+        }
     }
     for d in ctx.router.route(&msg.topic, msg.publisher.as_ref()) {
         let _ = d.handle.send(SessionMsg::Deliver(Delivery {

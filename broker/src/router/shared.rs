@@ -1,0 +1,72 @@
+//! One shared-subscription group (MQTT 5.0 section 4.8.2): the members that
+//! subscribed with the same `$share/GROUP/FILTER`, and the round-robin
+//! cursor that picks which single member gets each message.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::trie::Entry;
+use crate::types::ClientId;
+
+/// The members of one group for one filter, in subscription order.
+///
+/// Kept as a `Vec`: groups are small (a handful of workers), picking a
+/// member is an index, and order makes the rotation deterministic.
+#[derive(Debug)]
+pub(crate) struct SharedGroup<S> {
+    members: Vec<(ClientId, Entry<S>)>,
+    /// Advanced under the router's *read* lock, hence atomic: concurrent
+    /// publishes each take a distinct turn.
+    next: AtomicUsize,
+}
+
+impl<S> SharedGroup<S> {
+    pub fn new() -> Self {
+        SharedGroup {
+            members: Vec::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `client` or replaces its entry; true if it was not a member.
+    pub fn insert(&mut self, client: &ClientId, entry: Entry<S>) -> bool {
+        match self.members.iter_mut().find(|(c, _)| c == client) {
+            Some((_, old)) => {
+                *old = entry;
+                false
+            }
+            None => {
+                self.members.push((client.clone(), entry));
+                true
+            }
+        }
+    }
+
+    /// Removes `client`; true if it was a member.
+    pub fn remove(&mut self, client: &ClientId) -> bool {
+        match self.members.iter().position(|(c, _)| c == client) {
+            Some(i) => {
+                self.members.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The member whose turn it is, advancing the rotation.
+    pub fn pick(&self) -> Option<&(ClientId, Entry<S>)> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        self.members.get(turn % self.members.len())
+    }
+}
