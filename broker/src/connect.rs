@@ -16,7 +16,10 @@ use crate::auth::{self, AuthError};
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
-use crate::session::{ClientInfo, ConnHandle, Outbound, SessionMsg, SessionTx, StartRequest};
+use crate::session::{
+    ClientInfo, ConnHandle, DetachKind, Outbound, SessionMsg, SessionTx, StartRequest,
+    NEVER_EXPIRES,
+};
 use crate::types::ClientId;
 
 /// Longest client id MQTT 3.1 allows.
@@ -31,6 +34,9 @@ pub(crate) struct Accepted {
     pub pending_qos0: Arc<AtomicUsize>,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,
+    /// The session expiry interval of CONNECT (MQTT 5.0), to validate the
+    /// one DISCONNECT may carry [MQTT-3.14.2-2].
+    pub session_expiry_secs: u32,
 }
 
 /// Waits for CONNECT (bounded by the connect timeout) and runs the connect
@@ -55,12 +61,16 @@ where
         Ok(Ok(Some(Packet::Connect(c)))) => *c,
         Ok(Ok(Some(other))) => {
             tracing::warn!(%peer, packet = other.name(), "first packet must be CONNECT [MQTT-3.1.0-1]; closing");
-            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
             return None;
         }
         Ok(Err(Ending::Violation { reason, code })) => {
             tracing::warn!(%peer, %reason, "invalid CONNECT; closing");
-            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
             if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
                 // [MQTT-3.1.2-2]: answer 0x01 before closing.
                 let ack = connack(false, ReasonCode(connack_v3::UNACCEPTABLE_PROTOCOL_VERSION));
@@ -142,16 +152,18 @@ where
                     connack_v3::BAD_USER_NAME_OR_PASSWORD,
                     ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                 ),
-                AuthError::NotAuthorized => (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED),
+                AuthError::NotAuthorized => {
+                    (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED)
+                }
             };
             refuse(framed, version, v3, v5).await;
             return None;
         }
     };
-    let persistent = if version.is_v5() {
-        c.properties.session_expiry_interval.unwrap_or(0) > 0
-    } else {
-        !c.clean_start
+    let session_expiry_secs = match (version.is_v5(), c.clean_start) {
+        (true, _) => c.properties.session_expiry_interval.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => NEVER_EXPIRES,
     };
     let conn_id = ctx.next_id();
     let (tx, outbound, pending_qos0) = outbound_channel();
@@ -171,11 +183,12 @@ where
         info,
         will: c.will,
         receive_maximum: c.properties.receive_maximum,
+        max_packet_size: c.properties.maximum_packet_size,
+        session_expiry_secs,
     };
     let request = StartRequest {
         client_id: client_id.clone(),
         clean_start: c.clean_start,
-        persistent,
         conn,
     };
     let started = match broker.manager.start_session(request).await {
@@ -203,7 +216,7 @@ where
     if framed.send(&Packet::ConnAck(ack), version).await.is_err() {
         let _ = started.session.send(SessionMsg::Detach {
             conn_id,
-            graceful: false,
+            ending: DetachKind::Unclean,
         });
         return None;
     }
@@ -216,6 +229,7 @@ where
         pending_qos0,
         version,
         keep_alive_secs: c.keep_alive,
+        session_expiry_secs,
     })
 }
 

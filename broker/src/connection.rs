@@ -18,7 +18,7 @@ use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::connect::{self, Accepted};
 use crate::keepalive::KeepAlive;
-use crate::session::{CloseReason, Outbound, SessionMsg, SessionTx};
+use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
 use crate::types::{ClientId, QoS};
 
 /// Initial read buffer; it grows to the largest packet seen.
@@ -29,8 +29,8 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Why a connection ended, for the log line and the will.
 #[derive(Debug)]
 pub(crate) enum Ending {
-    /// The client sent DISCONNECT: no will.
-    Disconnected,
+    /// The client sent DISCONNECT.
+    Disconnected(DetachKind),
     /// The peer closed the socket or it failed.
     Closed(&'static str),
     /// Keep alive expired.
@@ -111,8 +111,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
-    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.connections_current.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .connections_current
+        .fetch_add(1, Ordering::Relaxed);
     let mut framed = Framed {
         stream,
         rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
@@ -128,24 +132,36 @@ where
         let ending = run(&mut framed, &broker, accepted).await;
         log_ending(&client_id, peer, &ending);
         if let Ending::Violation { .. } = ending {
-            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
         }
-        let graceful = matches!(ending, Ending::Disconnected);
-        let _ = session.send(SessionMsg::Detach { conn_id, graceful });
+        let detach = match ending {
+            Ending::Disconnected(kind) => kind,
+            _ => DetachKind::Unclean,
+        };
+        let _ = session.send(SessionMsg::Detach {
+            conn_id,
+            ending: detach,
+        });
         let _ = framed.stream.shutdown().await;
     }
-    ctx.metrics.connections_current.fetch_sub(1, Ordering::Relaxed);
+    ctx.metrics
+        .connections_current
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
     match ending {
-        Ending::Disconnected => tracing::debug!(%client_id, %peer, "client disconnected"),
+        Ending::Disconnected(_) => tracing::debug!(%client_id, %peer, "client disconnected"),
         Ending::Closed(why) => tracing::info!(%client_id, %peer, reason = why, "connection closed"),
         Ending::KeepAliveTimeout => tracing::info!(%client_id, %peer, "keep alive timeout"),
         Ending::Violation { reason, .. } => {
             tracing::warn!(%client_id, %peer, %reason, "closing connection: protocol violation")
         }
-        Ending::ByServer(r) => tracing::info!(%client_id, %peer, reason = ?r, "connection closed by broker"),
+        Ending::ByServer(r) => {
+            tracing::info!(%client_id, %peer, reason = ?r, "connection closed by broker")
+        }
     }
 }
 
@@ -240,7 +256,7 @@ where
 {
     match packet {
         Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
-        Packet::Disconnect(_) => return Err(Ending::Disconnected),
+        Packet::Disconnect(d) => return Err(on_disconnect(a, &d)),
         Packet::Publish(_)
         | Packet::PubAck(_)
         | Packet::PubRec(_)
@@ -262,6 +278,26 @@ where
         }
     }
     Ok(())
+}
+
+/// What a client's DISCONNECT means for its session.
+fn on_disconnect(a: &Accepted, d: &Disconnect) -> Ending {
+    let expiry = d.properties.session_expiry_interval;
+    if a.session_expiry_secs == 0 && expiry.is_some_and(|e| e > 0) {
+        return violation(
+            "DISCONNECT sets a session expiry after CONNECT set none [MQTT-3.14.2-2]",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+    }
+    Ending::Disconnected(if d.code == ReasonCode::DISCONNECT_WITH_WILL {
+        DetachKind::DisconnectWithWill {
+            session_expiry_secs: expiry,
+        }
+    } else {
+        DetachKind::Disconnect {
+            session_expiry_secs: expiry,
+        }
+    })
 }
 
 fn violation(reason: &str, code: ReasonCode) -> Ending {
