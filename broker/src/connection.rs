@@ -227,6 +227,7 @@ fn close_code(r: CloseReason) -> ReasonCode {
         CloseReason::Destroyed => ReasonCode::ADMINISTRATIVE_ACTION,
         CloseReason::ServerShutdown => ReasonCode::SERVER_SHUTTING_DOWN,
         CloseReason::ProtocolError => ReasonCode::PROTOCOL_ERROR,
+        CloseReason::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
     }
 }
 
@@ -257,8 +258,21 @@ where
     match packet {
         Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
         Packet::Disconnect(d) => return Err(on_disconnect(a, &d)),
-        Packet::Publish(_)
-        | Packet::PubAck(_)
+        Packet::Publish(mut p) => {
+            if a.version.is_v5() {
+                a.aliases_in
+                    .resolve(&mut p)
+                    .map_err(|(reason, code)| violation(reason, code))?;
+            }
+            forward(&a.session, a.conn_id, Packet::Publish(p))?
+        }
+        Packet::Auth(_) => {
+            return Err(violation(
+                "AUTH without enhanced authentication [MQTT-4.12.0-1]",
+                ReasonCode::PROTOCOL_ERROR,
+            ))
+        }
+        Packet::PubAck(_)
         | Packet::PubRec(_)
         | Packet::PubRel(_)
         | Packet::PubComp(_)
@@ -326,14 +340,31 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         match out {
-            Outbound::Packet(packet) => {
-                if let Packet::Publish(p) = &packet {
-                    broker.ctx.metrics.sent(p.qos);
-                    if p.qos == QoS::AtMostOnce {
-                        a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+            Outbound::Packet(Packet::Publish(mut p)) => {
+                if p.qos == QoS::AtMostOnce {
+                    a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+                }
+                let new_alias = a.aliases_out.apply(&mut p);
+                let (qos, id) = (p.qos, p.packet_id);
+                if write_limited(framed, a, &Packet::Publish(p)) {
+                    broker.ctx.metrics.sent(qos);
+                } else {
+                    if let Some(topic) = new_alias {
+                        a.aliases_out.forget(&topic);
+                    }
+                    // Too large for the client: discard it and behave as
+                    // if it had been delivered [MQTT-3.1.2-25].
+                    broker.ctx.metrics.dropped(qos);
+                    if let Some(packet_id) = id {
+                        let _ = a.session.send(SessionMsg::Discarded {
+                            conn_id: a.conn_id,
+                            packet_id,
+                        });
                     }
                 }
-                framed.queue(&packet, a.version);
+            }
+            Outbound::Packet(packet) => {
+                write_limited(framed, a, &packet);
             }
             Outbound::Close(reason) => {
                 framed.flush().await?;
@@ -345,6 +376,23 @@ where
         }
     }
     framed.flush().await
+}
+
+/// Encodes `packet` unless it exceeds the client's maximum packet size;
+/// `false` if it was left out.
+fn write_limited<S>(framed: &mut Framed<S>, a: &Accepted, packet: &Packet) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let before = framed.wbuf.len();
+    framed.queue(packet, a.version);
+    match a.max_packet_out {
+        Some(max) if framed.wbuf.len() - before > max as usize => {
+            framed.wbuf.truncate(before);
+            false
+        }
+        _ => true,
+    }
 }
 
 /// The receiving side of a connection's outbound channel and its QoS 0

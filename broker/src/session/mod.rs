@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{LastWill, Packet};
 use crate::message::Message;
-use crate::types::{QoS, TopicFilter};
+use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
 pub use table::{ClientInfo, SessionEntry, SessionTable};
 
@@ -38,6 +38,9 @@ pub enum CloseReason {
     ServerShutdown,
     /// The client broke the protocol in a way the session detected.
     ProtocolError,
+    /// The client sent more unacknowledged QoS 2 messages than the
+    /// broker's Receive Maximum [MQTT-3.3.4-9].
+    ReceiveMaximumExceeded,
 }
 
 /// What a session sends to its connection.
@@ -127,6 +130,12 @@ pub enum SessionMsg {
     Detach {
         conn_id: u64,
         ending: DetachKind,
+    },
+    /// The connection discarded the PUBLISH `packet_id` as too large for
+    /// the client; it counts as delivered.
+    Discarded {
+        conn_id: u64,
+        packet_id: PacketId,
     },
     Deliver(Delivery),
     Inspect(oneshot::Sender<SessionDetail>),

@@ -144,6 +144,12 @@ impl Session {
                     return self.detach(ending);
                 }
             }
+            SessionMsg::Discarded { conn_id, packet_id } => {
+                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                    self.out.discard(packet_id);
+                    self.fill_window();
+                }
+            }
             SessionMsg::Deliver(d) => self.deliver(d),
             SessionMsg::Inspect(reply) => {
                 let _ = reply.send(self.detail());
@@ -332,18 +338,46 @@ impl Session {
         let msg = Message::from_publish(p, &self.client_id);
         match (qos, id) {
             (QoS::AtLeastOnce, Some(id)) => {
-                route(&self.ctx, msg);
-                self.send(Packet::PubAck(PubResp::success(id)));
+                let n = route(&self.ctx, msg);
+                self.send(Packet::PubAck(self.publish_ack(id, n)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Method B of the specification: deliver on PUBLISH, then
                 // ignore duplicates until PUBREL [MQTT-4.3.3-2].
-                if self.awaiting_rel.insert(id) {
-                    route(&self.ctx, msg);
+                let mut n = 1;
+                if !self.awaiting_rel.contains(&id) {
+                    if self.awaiting_rel.len() >= usize::from(self.ctx.config.mqtt.receive_maximum)
+                        && self.protocol.is_v5()
+                    {
+                        self.close(CloseReason::ReceiveMaximumExceeded);
+                        return;
+                    }
+                    self.awaiting_rel.insert(id);
+                    n = route(&self.ctx, msg);
                 }
-                self.send(Packet::PubRec(PubResp::success(id)));
+                self.send(Packet::PubRec(self.publish_ack(id, n)));
             }
-            _ => route(&self.ctx, msg),
+            _ => {
+                route(&self.ctx, msg);
+            }
+        }
+    }
+
+    /// PUBACK/PUBREC for a message that reached `receivers` sessions.
+    fn publish_ack(&self, id: PacketId, receivers: usize) -> PubResp {
+        let mut ack = PubResp::success(id);
+        if receivers == 0 && self.protocol.is_v5() {
+            ack.code = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+        }
+        ack
+    }
+
+    /// Closes the connection (not the session) for a protocol violation
+    /// the session detected; the connection publishes the will.
+    fn close(&mut self, reason: CloseReason) {
+        if let Some(conn) = &self.conn {
+            tracing::warn!(client_id = %self.client_id, ?reason, "closing connection");
+            let _ = conn.tx.send(Outbound::Close(reason));
         }
     }
 
@@ -391,6 +425,12 @@ impl Session {
                         retained.push((self.ctx.retained.matching(&filter), opts.qos));
                     }
                     self.subscriptions.insert(filter, opts);
+                }
+                Err(e) if e.is_protocol_error() && self.protocol.is_v5() => {
+                    // No Local on a shared subscription [MQTT-3.8.3-4].
+                    tracing::info!(client_id = %self.client_id, %filter, error = %e, "protocol error in SUBSCRIBE");
+                    self.close(CloseReason::ProtocolError);
+                    return;
                 }
                 Err(e) => {
                     tracing::info!(client_id = %self.client_id, %filter, error = %e, "subscription refused");
@@ -565,8 +605,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Stores a retained message and hands `msg` to every matching session.
-pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
+/// Stores a retained message and hands `msg` to every matching session;
+/// returns how many sessions it went to.
+pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
         // is still delivered to current subscribers.
@@ -575,7 +616,9 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
             tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
         }
     }
-    for d in ctx.router.route(&msg.topic, msg.publisher.as_ref()) {
+    let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
+    let n = deliveries.len();
+    for d in deliveries {
         let _ = d.handle.send(SessionMsg::Deliver(Delivery {
             msg: msg.clone(),
             qos: d.qos,
@@ -585,6 +628,7 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
             subscription_ids: d.subscription_ids,
         }));
     }
+    n
 }
 
 /// Whether every topic `requested` can match is also matched by `deny`.
