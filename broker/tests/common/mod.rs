@@ -262,3 +262,4 @@ pub async fn raw_connect(addr: SocketAddr, id: &str, flags: u8) -> (Raw, bool) {
     assert_eq!(body[1], 0, "connection accepted");
     (raw, body[0] & 1 == 1)
 }
+pub mod v5;
