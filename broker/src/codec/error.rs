@@ -235,9 +235,3 @@ pub enum EncodeError {
     #[error("subscription identifier {0} is out of range")]
     SubscriptionIdOutOfRange(u32),
 }
-
-impl DecodeError {
-    pub fn reason_code(&self) -> super::ReasonCode {
-        super::ReasonCode::MALFORMED_PACKET
-    }
-}
