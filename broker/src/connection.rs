@@ -259,6 +259,12 @@ where
         Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
         Packet::Disconnect(d) => return Err(on_disconnect(a, &d)),
         Packet::Publish(mut p) => {
+            if !p.properties.subscription_identifiers.is_empty() {
+                return Err(violation(
+                    "PUBLISH from a client carries a subscription identifier [MQTT-3.3.4-6]",
+                    ReasonCode::PROTOCOL_ERROR,
+                ));
+            }
             if a.version.is_v5() {
                 a.aliases_in
                     .resolve(&mut p)

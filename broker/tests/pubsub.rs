@@ -64,7 +64,7 @@ async fn retained_messages_stored_delivered_and_cleared() {
 
     let mut s = connect_id(b.addr, "late").await;
     s.subscribe("r/#", QoS::AtLeastOnce).await;
-    let mut got = vec![s.publish().await, s.publish().await];
+    let mut got = [s.publish().await, s.publish().await];
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert!(got.iter().all(|m| m.retain), "retain flag set on subscribe");
     assert_eq!(&got[0].payload[..], b"kept");

@@ -52,7 +52,7 @@ pub struct StartResult {
 
 enum Request {
     Start(
-        StartRequest,
+        Box<StartRequest>,
         oneshot::Sender<Result<StartResult, ManagerError>>,
     ),
     Destroy(ClientId, CloseReason, oneshot::Sender<bool>),
@@ -111,7 +111,7 @@ impl SessionManager {
     /// `start_session`).
     pub async fn start_session(&self, req: StartRequest) -> Result<StartResult, ManagerError> {
         let (tx, rx) = oneshot::channel();
-        self.dispatch(Request::Start(req, tx)).await?;
+        self.dispatch(Request::Start(Box::new(req), tx)).await?;
         rx.await.map_err(|_| ManagerError::ShuttingDown)?
     }
 
@@ -210,7 +210,7 @@ async fn run_worker(
         stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
         match req {
             Request::Start(req, reply) => {
-                let result = start(&ctx, &stats, req).await;
+                let result = start(&ctx, &stats, *req).await;
                 let _ = reply.send(result);
             }
             Request::Destroy(id, reason, reply) => {

@@ -44,6 +44,9 @@ pub enum CloseReason {
 }
 
 /// What a session sends to its connection.
+// Boxing the packet would cost an allocation per message on the hot path;
+// each value is moved once, into a channel slot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
     Packet(Packet),

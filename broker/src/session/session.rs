@@ -290,15 +290,7 @@ impl Session {
 
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
-            let msg = Arc::new(Message {
-                topic: will.topic,
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-                properties: will.properties,
-                publisher: Some(self.client_id.clone()),
-                received_at: std::time::Instant::now(),
-            });
+            let msg = Message::from_will(will, &self.client_id);
             tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
             route(&self.ctx, msg);
         }
@@ -496,7 +488,9 @@ impl Session {
     }
 
     /// Sends or queues a message routed to this session, at the minimum of
-    /// the published and granted QoS [MQTT-3.8.4-6].
+    /// the published and granted QoS [MQTT-3.8.4-6]. While QoS 1/2
+    /// messages wait behind a full window, QoS 0 ones queue behind them so
+    /// that each publisher's messages arrive in order [MQTT-4.6.0-6].
     fn deliver(&mut self, d: Delivery) {
         let qos = d.msg.qos.min(d.qos);
         if d.msg.is_expired() {
@@ -509,9 +503,10 @@ impl Session {
             retain: d.retain,
             sub_ids: d.subscription_ids,
         };
-        if qos == QoS::AtMostOnce {
+        let behind_queue = self.conn.is_some() && self.out.queued_len() > 0;
+        if qos == QoS::AtMostOnce && !behind_queue {
             self.deliver_qos0(pending);
-        } else if self.conn.is_some() && self.out.has_room() {
+        } else if qos != QoS::AtMostOnce && self.conn.is_some() && self.out.has_room() {
             let publish = self.out.send(pending);
             self.send(Packet::Publish(publish));
         } else if let Err(p) = self.out.enqueue(pending) {
@@ -553,8 +548,12 @@ impl Session {
             self.ctx.metrics.dropped(QoS::AtLeastOnce);
         }
         while let Some(pending) = self.out.next_queued() {
-            let publish = self.out.send(pending);
-            self.send(Packet::Publish(publish));
+            if pending.qos == QoS::AtMostOnce {
+                self.deliver_qos0(pending);
+            } else {
+                let publish = self.out.send(pending);
+                self.send(Packet::Publish(publish));
+            }
         }
     }
 
@@ -611,7 +610,13 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
         // is still delivered to current subscribers.
-        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
+        // Stored messages get their own copy of the payload: the received
+        // one shares (and would keep alive) the connection's read buffer.
+        let stored = (!msg.payload.is_empty()).then(|| {
+            let mut copy = Message::clone(&msg);
+            copy.payload = bytes::Bytes::copy_from_slice(&msg.payload);
+            Arc::new(copy)
+        });
         if let Err(e) = ctx.retained.set(&msg.topic, stored) {
             tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
         }
