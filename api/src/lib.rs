@@ -175,15 +175,15 @@ impl SessionQuery {
     /// Whether a session passes the `connected`, `prefix` and `username`
     /// filters (paging is left to the caller).
     pub fn matches(&self, s: &SessionSummary) -> bool {
-        self.connected.map_or(true, |c| c == s.connected)
+        self.connected.is_none_or(|c| c == s.connected)
             && self
                 .prefix
                 .as_deref()
-                .map_or(true, |p| s.client_id.starts_with(p))
+                .is_none_or(|p| s.client_id.starts_with(p))
             && self
                 .username
                 .as_deref()
-                .map_or(true, |u| s.username.as_deref() == Some(u))
+                .is_none_or(|u| s.username.as_deref() == Some(u))
     }
 }
 

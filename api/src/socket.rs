@@ -38,7 +38,11 @@ pub fn socket_path_candidates(xdg_runtime_dir: Option<&Path>, uid: u32) -> Vec<P
     if let Some(dir) = xdg_runtime_dir.filter(|d| d.is_absolute()) {
         out.push(dir.join("mqttd").join(SOCKET_FILE_NAME));
     }
-    out.push(Path::new("/tmp").join(format!("mqttd-{uid}")).join(SOCKET_FILE_NAME));
+    out.push(
+        Path::new("/tmp")
+            .join(format!("mqttd-{uid}"))
+            .join(SOCKET_FILE_NAME),
+    );
     out
 }
 

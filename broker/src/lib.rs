@@ -8,7 +8,12 @@
 //! # Layout
 //!
 //! - [`types`]: validated newtypes (client id, topic name/filter, packet id, QoS);
-//! - [`codec`]: the MQTT wire format.
+//! - [`codec`]: the MQTT wire format;
+//! - [`control`]: the admin API on the control socket, health and metrics
+//!   HTTP server;
+//! - [`metrics`]: broker-wide counters rendered for Prometheus.
 
 pub mod codec;
+pub mod control;
+pub mod metrics;
 pub mod types;
