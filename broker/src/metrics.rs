@@ -212,8 +212,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut e = Exposition::default();
         self.render_process(&mut e);
-        self.render_connections(&mut e);
-        self.render_sessions(&mut e);
+        for (name, help, value) in self.scalars() {
+            match value {
+                Value::Counter(v) => e.single(name, Kind::Counter, help, v),
+                Value::Gauge(v) => e.single(name, Kind::Gauge, help, v),
+            }
+        }
         self.render_messages(&mut e);
         self.render_pool(&mut e);
         e.out
@@ -243,91 +247,27 @@ impl Metrics {
         e.sample(name, &[], start);
     }
 
-    fn render_connections(&self, e: &mut Exposition) {
-        e.single(
-            "mqttd_connections",
-            Kind::Gauge,
-            "Network connections open now.",
-            self.connections.get(),
-        );
-        e.single(
-            "mqttd_connections_total",
-            Kind::Counter,
-            "Network connections accepted.",
-            self.connections_total.get(),
-        );
-        e.single(
-            "mqttd_bytes_received_total",
-            Kind::Counter,
-            "Bytes read from clients.",
-            self.bytes_received.get(),
-        );
-        e.single(
-            "mqttd_bytes_sent_total",
-            Kind::Counter,
-            "Bytes written to clients.",
-            self.bytes_sent.get(),
-        );
-        e.single(
-            "mqttd_malformed_packets_total",
-            Kind::Counter,
-            "Packets rejected as malformed.",
-            self.malformed_packets.get(),
-        );
-        e.single(
-            "mqttd_auth_failures_total",
-            Kind::Counter,
-            "CONNECTs refused by authentication.",
-            self.auth_failures.get(),
-        );
-    }
-
-    fn render_sessions(&self, e: &mut Exposition) {
-        e.single(
-            "mqttd_sessions",
-            Kind::Gauge,
-            "Sessions in the session table.",
-            self.sessions.get(),
-        );
-        let counters = [
-            ("created", "Sessions created.", &self.sessions_created),
-            (
-                "resumed",
-                "Persistent sessions resumed.",
-                &self.sessions_resumed,
-            ),
-            ("destroyed", "Sessions destroyed.", &self.sessions_destroyed),
-            (
-                "expired",
-                "Sessions removed because their expiry interval elapsed.",
-                &self.sessions_expired,
-            ),
-            (
-                "taken_over",
-                "Sessions taken over by a new connection with the same client id.",
-                &self.sessions_taken_over,
-            ),
-        ];
-        for (what, help, counter) in counters {
-            e.single(
-                &format!("mqttd_sessions_{what}_total"),
-                Kind::Counter,
-                help,
-                counter.get(),
-            );
-        }
-        e.single(
-            "mqttd_subscriptions",
-            Kind::Gauge,
-            "Subscriptions across all sessions.",
-            self.subscriptions.get(),
-        );
-        e.single(
-            "mqttd_retained_messages",
-            Kind::Gauge,
-            "Retained messages stored.",
-            self.retained_messages.get(),
-        );
+    /// The unlabelled metrics: name, help and value.
+    #[rustfmt::skip] // a table reads better one metric per line
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 15] {
+        use Value::{Counter as C, Gauge as G};
+        [
+            ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
+            ("mqttd_connections_total", "Network connections accepted.", C(self.connections_total.get())),
+            ("mqttd_bytes_received_total", "Bytes read from clients.", C(self.bytes_received.get())),
+            ("mqttd_bytes_sent_total", "Bytes written to clients.", C(self.bytes_sent.get())),
+            ("mqttd_malformed_packets_total", "Packets rejected as malformed.", C(self.malformed_packets.get())),
+            ("mqttd_auth_failures_total", "CONNECTs refused by authentication.", C(self.auth_failures.get())),
+            ("mqttd_sessions", "Sessions in the session table.", G(self.sessions.get())),
+            ("mqttd_sessions_created_total", "Sessions created.", C(self.sessions_created.get())),
+            ("mqttd_sessions_resumed_total", "Persistent sessions resumed.", C(self.sessions_resumed.get())),
+            ("mqttd_sessions_destroyed_total", "Sessions destroyed.", C(self.sessions_destroyed.get())),
+            ("mqttd_sessions_expired_total", "Sessions whose expiry interval elapsed.", C(self.sessions_expired.get())),
+            ("mqttd_sessions_taken_over_total", "Sessions taken over by a new connection.", C(self.sessions_taken_over.get())),
+            ("mqttd_subscriptions", "Subscriptions across all sessions.", G(self.subscriptions.get())),
+            ("mqttd_retained_messages", "Retained messages stored.", G(self.retained_messages.get())),
+            ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
+        ]
     }
 
     fn render_messages(&self, e: &mut Exposition) {
@@ -358,12 +298,6 @@ impl Metrics {
     }
 
     fn render_pool(&self, e: &mut Exposition) {
-        e.single(
-            "mqttd_session_manager_pool_size",
-            Kind::Gauge,
-            "Session-manager workers.",
-            self.pool_size.get(),
-        );
         let workers = self.workers();
         let name = "mqttd_session_manager_queue_depth";
         e.family(
@@ -392,6 +326,12 @@ impl Metrics {
             }
         }
     }
+}
+
+/// A sampled value, typed by what it measures.
+enum Value {
+    Counter(u64),
+    Gauge(i64),
 }
 
 /// Prometheus metric type, as written on `# TYPE` lines.
