@@ -28,7 +28,7 @@
 //! - `socket`: socket path choice, stale-socket handling, file mode;
 //! - `auth`: bearer token for the TCP listener;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
-//! - [`fake`] (tests and the `test-util` feature): an in-memory backend.
+//! - `fake` (tests and the `test-util` feature): an in-memory backend.
 
 use std::fmt::Debug;
 use std::future::IntoFuture;

@@ -104,14 +104,26 @@ async fn list(client: &Client, args: &ListArgs, format: Format) -> Result<(), Ct
             emit(&render_list(&page.sessions, now_secs()));
             if let Some(cursor) = &page.next_cursor {
                 eprintln!(
-                    "{} of {} sessions shown; next page: --cursor {cursor} (or --all)",
+                    "{} of {} sessions shown; next page: --cursor {} (or --all)",
                     page.sessions.len(),
-                    page.total
+                    page.total,
+                    shell_quote(cursor)
                 );
             }
         }
     }
     Ok(())
+}
+
+/// `s` as one shell word, quoted only when needed (cursors are client ids,
+/// which may hold spaces or quotes).
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// Progress of `list --all` on stderr: one updated line on a terminal, a
@@ -283,5 +295,18 @@ fn not_found_as_session(err: CtlError, client_id: &str) -> CtlError {
             CtlError::NotFound(format!("no session with client id {client_id:?}"))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn cursors_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("dev-2"), "dev-2");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }
