@@ -247,8 +247,11 @@ async fn offline_queue_is_bounded_and_drops_are_counted() {
             .unwrap();
     }
     tokio::time::sleep(QUIET).await;
-    let dropped = b.server.broker().ctx.metrics.messages_dropped[1]
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let metrics = &b.server.broker().ctx.metrics;
+    let dropped = metrics
+        .messages_dropped
+        .qos(mqttd::types::QoS::AtLeastOnce)
+        .get();
     assert_eq!(dropped, 5);
 
     let mut o = options(b.addr, "offline");

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{LastWill, Packet};
+use crate::codec::{LastWill, Packet, SubscriptionOptions};
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
@@ -92,7 +92,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
     pub filter: TopicFilter,
-    pub qos: QoS,
+    pub options: SubscriptionOptions,
 }
 
 /// A session's full state for `mqttctl sessions show`.

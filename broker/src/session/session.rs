@@ -171,10 +171,7 @@ impl Session {
         if let Some(old) = self.conn.take() {
             tracing::info!(client_id = %self.client_id, peer = %old.info.peer, "session taken over");
             let _ = old.tx.send(Outbound::Close(CloseReason::TakenOver));
-            self.ctx
-                .metrics
-                .sessions_taken_over
-                .fetch_add(1, Ordering::Relaxed);
+            self.ctx.metrics.sessions_taken_over.inc();
             // The session goes on, so a delayed will is not due [MQTT-3.1.3-9].
             let delayed = self
                 .will
@@ -273,10 +270,7 @@ impl Session {
         }
         if self.expire_at.is_some_and(|t| t <= now) {
             tracing::info!(client_id = %self.client_id, "session expired");
-            self.ctx
-                .metrics
-                .sessions_expired
-                .fetch_add(1, Ordering::Relaxed);
+            self.ctx.metrics.sessions_expired.inc();
             return Flow::Stop;
         }
         Flow::Continue
@@ -325,7 +319,7 @@ impl Session {
     }
 
     fn on_publish(&mut self, p: Publish) {
-        self.ctx.metrics.received(p.qos);
+        self.ctx.metrics.messages_received.qos(p.qos).inc();
         let (qos, id) = (p.qos, p.packet_id);
         let msg = Message::from_publish(p, &self.client_id);
         match (qos, id) {
@@ -494,7 +488,7 @@ impl Session {
     fn deliver(&mut self, d: Delivery) {
         let qos = d.msg.qos.min(d.qos);
         if d.msg.is_expired() {
-            self.ctx.metrics.dropped(qos);
+            self.ctx.metrics.messages_dropped.qos(qos).inc();
             return;
         }
         let pending = Pending {
@@ -510,7 +504,7 @@ impl Session {
             let publish = self.out.send(pending);
             self.send(Packet::Publish(publish));
         } else if let Err(p) = self.out.enqueue(pending) {
-            self.ctx.metrics.dropped(p.qos);
+            self.ctx.metrics.messages_dropped.qos(p.qos).inc();
             if !self.dropping {
                 self.dropping = true;
                 tracing::warn!(
@@ -534,7 +528,7 @@ impl Session {
                 let publish = pending.to_publish(None, false);
                 let _ = conn.tx.send(Outbound::Packet(Packet::Publish(publish)));
             }
-            _ => self.ctx.metrics.dropped(QoS::AtMostOnce),
+            _ => self.ctx.metrics.messages_dropped.qos(QoS::AtMostOnce).inc(),
         }
     }
 
@@ -545,7 +539,11 @@ impl Session {
         }
         let expired = self.out.drop_expired();
         for _ in 0..expired {
-            self.ctx.metrics.dropped(QoS::AtLeastOnce);
+            self.ctx
+                .metrics
+                .messages_dropped
+                .qos(QoS::AtLeastOnce)
+                .inc();
         }
         while let Some(pending) = self.out.next_queued() {
             if pending.qos == QoS::AtMostOnce {
@@ -571,7 +569,7 @@ impl Session {
             .iter()
             .map(|(filter, opts)| SubscriptionInfo {
                 filter: filter.clone(),
-                qos: opts.qos,
+                options: *opts,
             })
             .collect();
         subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
