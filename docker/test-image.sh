@@ -18,8 +18,8 @@
 #                         public: the Dockerfile's defaults (rust:1-bookworm,
 #                         debian:bookworm-slim) from a registry
 #   MQTTD_TEST_IMAGE      tag of the image built (mqttd:test)
-#   MQTTD_KEEP_IMAGE      1 keeps the image after the test (default: kept;
-#                         0 removes it)
+#   MQTTD_KEEP_IMAGE      1 (default) keeps the image after the test, 0
+#                         removes it
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +40,7 @@ PUBLISH_TRIES=20         # x 0.5 s
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mqttd-image-test.XXXXXX")
 BG_PIDS=()
 PASSED=()
+BIN_COPIED=0
 
 log() { printf 'test-image: %s\n' "$*" >&2; }
 pass() { PASSED+=("$*"); log "ok: $*"; }
@@ -62,6 +63,8 @@ cleanup() {
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
     if [ "$KEEP_IMAGE" = 0 ]; then docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
+    # Host binaries left in docker/.bin/ would bloat every later build context.
+    if [ "$BIN_COPIED" = 1 ]; then rm -f "$HERE/.bin/mqttd" "$HERE/.bin/mqttctl"; fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -85,8 +88,9 @@ need_tools() {
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 ||
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
         fail "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
+    fi
     log "installing ${missing[*]} with apt-get"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
         { apt-get update -q >/dev/null 2>&1 &&
@@ -127,6 +131,7 @@ host_binaries() {
     (cd "$ROOT" && cargo build --release --locked -p mqttd -p mqttctl --bins) ||
         fail "cargo build --release failed"
     local bin
+    BIN_COPIED=1
     for bin in mqttd mqttctl; do
         install -m 0755 "$ROOT/target/release/$bin" "$HERE/.bin/$bin"
         if command -v strip >/dev/null 2>&1; then strip "$HERE/.bin/$bin"; fi
