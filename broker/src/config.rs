@@ -577,9 +577,7 @@ mod tests {
         let err = parse("mqtt:\n  bogus: 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
 
-        let err = parse("listeners:\n  - bind: nowhere\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("listeners:\n  - bind: nowhere\n").unwrap_err().to_string();
         assert!(err.contains("listeners[0].bind"), "{err}");
     }
 

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::auth::{self, AuthError};
+use crate::auth::AuthError;
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
@@ -132,8 +132,13 @@ where
             return None;
         }
     };
-    let username = match auth::authenticate(&ctx.config.auth, &c) {
-        Ok(u) => u,
+    let authenticated = {
+        let password = c.password.as_deref();
+        let req = framed.meta.connect_request(client_id.as_str(), c.username.as_deref(), password);
+        framed.meta.auth().authenticate(&req).await
+    };
+    let username = match authenticated {
+        Ok(client) => client.username,
         Err(e) => {
             ctx.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, %client_id, reason = %e, "authentication failed");

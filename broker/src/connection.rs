@@ -19,6 +19,7 @@ use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonC
 use crate::connect::{self, Accepted};
 use crate::keepalive::KeepAlive;
 use crate::session::{CloseReason, Outbound, SessionMsg, SessionTx};
+use crate::transport::ConnMeta;
 use crate::types::{ClientId, QoS};
 
 /// Initial read buffer; it grows to the largest packet seen.
@@ -49,6 +50,8 @@ pub(crate) struct Framed<S> {
     pub decoder: Decoder,
     pub peer: SocketAddr,
     pub listener: Arc<str>,
+    /// The listener's settings and what the transport established.
+    pub meta: ConnMeta,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -94,7 +97,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.wbuf).await;
+        let mut result = self.stream.write_all(&self.wbuf).await;
+        if result.is_ok() {
+            // TLS and WebSocket streams buffer inside: push the bytes out.
+            result = self.stream.flush().await;
+        }
         self.wbuf.clear();
         result.map_err(|_| Ending::Closed("write error"))
     }
@@ -106,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Arc<str>, broker: Arc<Broker>)
+pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Arc<str>, meta: ConnMeta, broker: Arc<Broker>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -120,6 +127,7 @@ where
         decoder: Decoder::new(ctx.config.mqtt.max_packet_size_bytes),
         peer,
         listener,
+        meta,
     };
     if let Some(accepted) = connect::handshake(&mut framed, &broker).await {
         let client_id = accepted.client_id.clone();

@@ -1,6 +1,7 @@
-//! Starting and stopping the whole broker: bind every listener (so errors
-//! surface before anything runs), start accepting, and on shutdown stop
-//! accepting, close clients (publishing their wills) and wait for them.
+//! Starting and stopping the whole broker: load credentials and
+//! certificates and bind every listener (so errors surface before anything
+//! runs), start accepting and reloading, and on shutdown stop accepting,
+//! close clients (publishing their wills) and wait for them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +9,11 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, AuthSetupError};
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
-use crate::listener::{self, BindError};
+use crate::listener::{self, ListenerError};
+use crate::reload::Reloader;
 
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -23,19 +26,33 @@ pub struct ListenerInfo {
     pub addr: SocketAddr,
 }
 
+/// Why the broker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+}
+
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<ListenerInfo>,
     accept_tasks: JoinSet<()>,
+    reloader: Reloader,
 }
 
 impl Server {
-    /// Binds every listener and starts accepting.
-    pub async fn start(config: Config) -> Result<Server, BindError> {
+    /// Loads credentials and certificates, binds every listener and
+    /// starts accepting.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let auth = Arc::new(Auth::new(&config.auth)?);
         let mut bound = Vec::new();
         for l in &config.listeners {
-            bound.push(listener::bind(l).await?);
+            bound.push(listener::bind(l, auth.clone()).await?);
         }
+        let tls = bound.iter().filter_map(|b| b.tls().cloned()).collect();
+        let reloader = Reloader::new(auth, tls);
         let broker = Broker::new(config);
         let listeners = bound
             .iter()
@@ -49,6 +66,7 @@ impl Server {
         for b in bound {
             accept_tasks.spawn(listener::accept_loop(b, broker.clone()));
         }
+        accept_tasks.spawn(reloader.clone().run(broker.shutdown.clone()));
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             pool_size = broker.manager.snapshot().size,
@@ -58,7 +76,14 @@ impl Server {
             broker,
             listeners,
             accept_tasks,
+            reloader,
         })
+    }
+
+    /// Reloads certificates, the password file and the ACL file now, as
+    /// SIGHUP does; `true` if every file loaded.
+    pub fn reload(&self) -> bool {
+        self.reloader.reload_all()
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
