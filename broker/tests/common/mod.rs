@@ -256,3 +256,6 @@ pub async fn raw_connect(addr: SocketAddr, id: &str, flags: u8) -> (Raw, bool) {
     assert_eq!(body[1], 0, "connection accepted");
     (raw, body[0] & 1 == 1)
 }
+
+/// TLS and WebSocket helpers (certificates, rumqttc TLS options).
+pub mod tls;
