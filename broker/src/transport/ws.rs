@@ -233,6 +233,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
+    #[allow(clippy::result_large_err)]
     fn upgrade(path: &str, protocols: Option<&str>) -> Result<Response, ErrorResponse> {
         let mut req = Request::builder().uri(path);
         if let Some(p) = protocols {
