@@ -24,11 +24,11 @@ use crate::transport::{ws, ConnMeta, ListenerCtx};
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (listener `{name}`): {source}")]
+#[error("cannot listen on {addr} (listener `{name}`): {error}")]
 pub struct BindError {
     pub name: String,
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// Why a listener cannot start.
@@ -36,8 +36,8 @@ pub struct BindError {
 pub enum ListenerError {
     #[error(transparent)]
     Bind(#[from] BindError),
-    #[error("listener `{name}`: {source}")]
-    Tls { name: String, source: TlsError },
+    #[error("listener `{name}`: {error}")]
+    Tls { name: String, error: TlsError },
 }
 
 /// What every connection of one listener shares.
@@ -79,19 +79,19 @@ pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, Listen
     let name = listener_name(cfg);
     let tls = match &cfg.tls {
         Some(t) if cfg.kind.is_tls() => {
-            Some(Arc::new(TlsServer::new(&name, t).map_err(|source| {
+            Some(Arc::new(TlsServer::new(&name, t).map_err(|error| {
                 ListenerError::Tls {
                     name: name.clone(),
-                    source,
+                    error,
                 }
             })?))
         }
         _ => None,
     };
-    let err = |source| BindError {
+    let err = |error| BindError {
         name: name.clone(),
         addr: cfg.bind,
-        source,
+        error,
     };
     let listener = TcpListener::bind(cfg.bind).await.map_err(err)?;
     let local_addr = listener.local_addr().map_err(err)?;

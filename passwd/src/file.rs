@@ -85,9 +85,9 @@ impl PasswordFile {
 
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<PasswordFile, PasswdError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PasswdError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| PasswdError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         PasswordFile::parse(&text, path)
     }
@@ -103,9 +103,9 @@ impl PasswordFile {
     /// Writes the file atomically (a temporary file in the same directory,
     /// synced, then renamed over `path`) with mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), PasswdError> {
-        let err = |source| PasswdError::Write {
+        let err = |error| PasswdError::Write {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

@@ -33,15 +33,15 @@ pub use hash::{verify_hash, Algorithm, Hasher};
 /// Why a password file operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswdError {
-    #[error("cannot read password file {path}: {source}")]
+    #[error("cannot read password file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write password file {path}: {source}")]
+    #[error("cannot write password file {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("password file {path}, line {line}: {message}")]
     Parse {

@@ -41,10 +41,10 @@ use crate::types::TopicFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
-    #[error("cannot read ACL file {path}: {source}")]
+    #[error("cannot read ACL file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("ACL file {path}, line {line}: {message}")]
     Parse {
@@ -115,9 +115,9 @@ enum Question<'a> {
 impl Acl {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Acl, AclError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AclError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| AclError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Acl::parse(&text, path)
     }

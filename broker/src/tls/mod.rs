@@ -33,10 +33,10 @@ use crate::config::{ClientAuth, TlsConfig};
 /// Why a TLS configuration cannot be built; every error names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not valid PEM: {message}")]
     BadPem { path: PathBuf, message: String },
