@@ -389,4 +389,20 @@ topic read sensors/+/temp
         assert_eq!(a.check_publish(&c, "x"), Decision::NoMatch);
         assert!(!a.can_subscribe(&c, "x"));
     }
+
+    /// The example of `docs/security.md`, section 5.
+    #[test]
+    fn documented_example_holds() {
+        let text = "topic read $SYS/broker/#\npattern readwrite devices/%u/#\nuser operator\ntopic read devices/#\ntopic write commands/#\ntopic deny devices/+/secrets/#\n";
+        let a = Acl::parse(text, Path::new("acl")).unwrap();
+        let op = client("console", Some("operator"));
+        assert!(a.can_subscribe(&op, "devices/+/temp"));
+        assert!(!a.can_subscribe(&op, "devices/#"));
+        assert!(a.can_publish(&op, "commands/dev-1/reboot"));
+        let dev = client("d1", Some("device-001"));
+        assert!(a.can_publish(&dev, "devices/device-001/temp"));
+        assert!(!a.can_publish(&dev, "devices/device-002/temp"));
+        assert!(a.can_subscribe(&dev, "$SYS/broker/uptime"));
+        assert!(!a.can_subscribe(&client("anon", None), "devices/+/temp"));
+    }
 }
