@@ -18,8 +18,8 @@ mod listener;
 
 pub use auth::{AuthConfig, HookFailure, HttpHookConfig};
 pub use listener::{
-    CertUsername, ClientAuth, ListenerConfig, ListenerKind, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT_SECS,
-    DEFAULT_WS_PATH,
+    CertUsername, ClientAuth, ListenerConfig, ListenerKind, TlsConfig,
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_WS_PATH,
 };
 
 /// Why a configuration cannot be used.

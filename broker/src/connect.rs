@@ -134,7 +134,9 @@ where
     };
     let authenticated = {
         let password = c.password.as_deref();
-        let req = framed.meta.connect_request(client_id.as_str(), c.username.as_deref(), password);
+        let req = framed
+            .meta
+            .connect_request(client_id.as_str(), c.username.as_deref(), password);
         framed.meta.auth().authenticate(&req).await
     };
     let username = match authenticated {

@@ -113,8 +113,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Arc<str>, meta: ConnMeta, broker: Arc<Broker>)
-where
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    meta: ConnMeta,
+    broker: Arc<Broker>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
