@@ -74,20 +74,21 @@ pub fn listener_name(cfg: &ListenerConfig) -> String {
     }
 }
 
+/// Loads the listener's certificates; `None` for a listener without TLS.
+pub fn load_tls(cfg: &ListenerConfig) -> Result<Option<TlsServer>, ListenerError> {
+    let name = listener_name(cfg);
+    match &cfg.tls {
+        Some(t) if cfg.kind.is_tls() => TlsServer::new(&name, t)
+            .map(Some)
+            .map_err(|error| ListenerError::Tls { name, error }),
+        _ => Ok(None),
+    }
+}
+
 /// Loads the listener's certificates (if any) and binds its address.
 pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, ListenerError> {
     let name = listener_name(cfg);
-    let tls = match &cfg.tls {
-        Some(t) if cfg.kind.is_tls() => {
-            Some(Arc::new(TlsServer::new(&name, t).map_err(|error| {
-                ListenerError::Tls {
-                    name: name.clone(),
-                    error,
-                }
-            })?))
-        }
-        _ => None,
-    };
+    let tls = load_tls(cfg)?.map(Arc::new);
     let err = |error| BindError {
         name: name.clone(),
         addr: cfg.bind,

@@ -35,6 +35,16 @@ pub enum StartError {
     Auth(#[from] AuthSetupError),
 }
 
+/// Loads every password, ACL and certificate file `config` names, without
+/// binding anything (for `mqttd --check-config`).
+pub fn check_files(config: &Config) -> Result<(), StartError> {
+    Auth::new(&config.auth)?;
+    for l in &config.listeners {
+        listener::load_tls(l)?;
+    }
+    Ok(())
+}
+
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<ListenerInfo>,

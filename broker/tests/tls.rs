@@ -306,11 +306,19 @@ async fn changed_certificate_files_are_picked_up() {
     assert_old_connection_alive(&mut old, "poll/check").await;
 }
 
+/// The startup error for `yaml`; `check_files` (for `--check-config`)
+/// reports the same without binding.
 async fn start_error(yaml: &str) -> String {
     let config = Config::parse(yaml, Path::new("test.yaml")).expect("valid config");
+    let checked = mqttd::server::check_files(&config)
+        .err()
+        .map(|e| e.to_string());
     match Server::start(config).await {
         Ok(_) => panic!("broker started with bad TLS files"),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            assert_eq!(checked, Some(e.to_string()));
+            e.to_string()
+        }
     }
 }
 
