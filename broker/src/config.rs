@@ -14,6 +14,15 @@ use serde::Deserialize;
 use crate::control::{ControlConfig, HttpConfig};
 use crate::types::TopicFilter;
 
+mod auth;
+mod listener;
+
+pub use auth::{AuthConfig, HookFailure, HttpHookConfig};
+pub use listener::{
+    CertUsername, ClientAuth, ListenerConfig, ListenerKind, TlsConfig,
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_WS_PATH,
+};
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,46 +73,6 @@ impl Default for Config {
 
 fn default_bind() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 1883))
-}
-
-/// The transport a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerKind {
-    Tcp,
-}
-
-impl ListenerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListenerKind::Tcp => "tcp",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// A name for logs, metrics and `mqttctl` (defaults to `KIND-PORT`).
-    #[serde(default)]
-    pub name: String,
-    #[serde(default = "default_kind")]
-    pub kind: ListenerKind,
-    pub bind: SocketAddr,
-}
-
-fn default_kind() -> ListenerKind {
-    ListenerKind::Tcp
-}
-
-impl ListenerConfig {
-    pub fn tcp(name: &str, bind: SocketAddr) -> Self {
-        ListenerConfig {
-            name: name.to_string(),
-            kind: ListenerKind::Tcp,
-            bind,
-        }
-    }
 }
 
 /// Log output format.
@@ -211,21 +180,6 @@ impl PoolConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Accept clients that send no username.
-    pub allow_anonymous: bool,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            allow_anonymous: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Directory for broker state.
     pub data_dir: PathBuf,
@@ -290,6 +244,10 @@ impl Config {
                     format!("duplicate listener name `{}`", l.name),
                 ));
             }
+            l.validate(&format!("listeners[{i}]"))?;
+        }
+        if let Some(hook) = &self.auth.http_hook {
+            hook.validate()?;
         }
         let m = &self.mqtt;
         if m.max_packet_size_bytes < 64 {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::auth::{self, AuthError};
+use crate::auth::{AuthError, ClientCtx};
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
@@ -44,6 +44,8 @@ pub(crate) struct Accepted {
     pub aliases_out: OutboundAliases,
     /// The largest packet the client accepts (MQTT 5.0).
     pub max_packet_out: Option<u32>,
+    /// Who the client is, for authorization of PUBLISH and SUBSCRIBE.
+    pub client: ClientCtx,
 }
 
 /// The keep alive the broker applies: the client's, capped by `max`
@@ -162,8 +164,15 @@ where
         refuse(framed, version, 0, ReasonCode::BAD_AUTHENTICATION_METHOD).await;
         return None;
     }
-    let username = match auth::authenticate(&ctx.config.auth, &c) {
-        Ok(u) => u,
+    let authenticated = {
+        let password = c.password.as_deref();
+        let req = framed
+            .meta
+            .connect_request(client_id.as_str(), c.username.as_deref(), password);
+        framed.meta.auth().authenticate(&req).await
+    };
+    let client_ctx = match authenticated {
+        Ok(client) => client,
         Err(e) => {
             ctx.metrics.auth_failures.inc();
             tracing::info!(%peer, %client_id, reason = %e, "authentication failed");
@@ -192,7 +201,7 @@ where
     let info = Arc::new(ClientInfo {
         conn_id,
         peer,
-        username,
+        username: client_ctx.username.clone(),
         protocol: version,
         keep_alive_secs,
         connected_at: SystemTime::now(),
@@ -266,6 +275,7 @@ where
         }),
         aliases_out: OutboundAliases::new(c.properties.topic_alias_maximum.unwrap_or(0)),
         max_packet_out: c.properties.maximum_packet_size,
+        client: client_ctx,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonC
 use crate::connect::{self, Accepted};
 use crate::keepalive::KeepAlive;
 use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
+use crate::transport::ConnMeta;
 use crate::types::{ClientId, QoS};
 
 /// Initial read buffer; it grows to the largest packet seen.
@@ -49,6 +50,8 @@ pub(crate) struct Framed<S> {
     pub decoder: Decoder,
     pub peer: SocketAddr,
     pub listener: Arc<str>,
+    /// The listener's settings and what the transport established.
+    pub meta: ConnMeta,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -94,7 +97,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.wbuf).await;
+        let mut result = self.stream.write_all(&self.wbuf).await;
+        if result.is_ok() {
+            // TLS and WebSocket streams buffer inside: push the bytes out.
+            result = self.stream.flush().await;
+        }
         self.wbuf.clear();
         result.map_err(|_| Ending::Closed("write error"))
     }
@@ -106,8 +113,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve<S>(stream: S, peer: SocketAddr, listener: Arc<str>, broker: Arc<Broker>)
-where
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    meta: ConnMeta,
+    broker: Arc<Broker>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
@@ -120,6 +132,7 @@ where
         decoder: Decoder::new(ctx.config.mqtt.max_packet_size_bytes),
         peer,
         listener,
+        meta,
     };
     if let Some(accepted) = connect::handshake(&mut framed, &broker).await {
         let client_id = accepted.client_id.clone();
@@ -234,12 +247,12 @@ where
 {
     while let Some(packet) = framed.try_decode()? {
         keepalive.touch();
-        handle_incoming(framed, a, packet)?;
+        handle_incoming(framed, a, packet).await?;
     }
     framed.flush().await
 }
 
-fn handle_incoming<S>(
+async fn handle_incoming<S>(
     framed: &mut Framed<S>,
     a: &mut Accepted,
     packet: Packet,
@@ -262,7 +275,39 @@ where
                     .resolve(&mut p)
                     .map_err(|(reason, code)| violation(reason, code))?;
             }
-            forward(&a.session, a.conn_id, Packet::Publish(p))?
+            let auth = framed.meta.auth();
+            if auth.authorize_publish(&a.client, p.topic.as_str()).await {
+                forward(&a.session, a.conn_id, Packet::Publish(p))?
+            } else {
+                tracing::info!(client_id = %a.client_id, topic = %p.topic, "publish denied by ACL");
+                let msg = SessionMsg::DeniedPublish {
+                    conn_id: a.conn_id,
+                    qos: p.qos,
+                    packet_id: p.packet_id,
+                };
+                a.session
+                    .send(msg)
+                    .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))?;
+            }
+        }
+        Packet::Subscribe(s) => {
+            let auth = framed.meta.auth();
+            let mut denied = Vec::with_capacity(s.filters.len());
+            for (filter, _) in &s.filters {
+                let ok = auth.authorize_subscribe(&a.client, filter.as_str()).await;
+                if !ok {
+                    tracing::info!(client_id = %a.client_id, %filter, "subscription denied by ACL");
+                }
+                denied.push(!ok);
+            }
+            let msg = SessionMsg::Subscribe {
+                conn_id: a.conn_id,
+                subscribe: s,
+                denied,
+            };
+            a.session
+                .send(msg)
+                .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))?;
         }
         Packet::Auth(_) => {
             return Err(violation(
@@ -274,7 +319,6 @@ where
         | Packet::PubRec(_)
         | Packet::PubRel(_)
         | Packet::PubComp(_)
-        | Packet::Subscribe(_)
         | Packet::Unsubscribe(_) => forward(&a.session, a.conn_id, packet)?,
         Packet::Connect(_) => {
             return Err(violation(

@@ -9,11 +9,14 @@
 //!
 //! - [`server`]: start (bind listeners) and stop the broker;
 //! - [`config`]: the YAML configuration and its validation;
-//! - [`listener`]: accept loops;
+//! - [`listener`]: accept loops and transport handshakes;
+//! - [`tls`]: TLS configuration, client certificates, certificate reload;
+//! - [`transport`]: WebSocket streams and per-connection transport facts;
+//! - [`reload`]: SIGHUP and certificate-file reloads;
 //! - [`connection`]: framing and the per-connection loop;
 //! - [`connect`]: the CONNECT flow (validate, authenticate, start session, CONNACK);
 //! - [`keepalive`]: the 1.5 × keep alive rule;
-//! - [`auth`]: authentication of CONNECT;
+//! - [`auth`]: who may connect, publish and subscribe (passwords, ACL, HTTP hook);
 //! - [`session`]: session tasks, the session table and the manager pool;
 //! - [`router`]: topic matching and retained messages;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
@@ -40,8 +43,11 @@ pub mod listener;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod topic_alias;
+pub mod transport;
 pub mod types;

@@ -1,26 +1,52 @@
 //! Network listeners: bind each configured address and accept
-//! connections until shutdown, one task per connection.
+//! connections until shutdown, one task per connection. A connection's
+//! task first runs its transport's handshake (TLS, WebSocket upgrade, or
+//! both), bounded in time and abandoned on shutdown, then serves MQTT.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::auth::{Auth, CertUser};
 use crate::broker::Broker;
-use crate::config::{ListenerConfig, ListenerKind};
+use crate::config::{ListenerConfig, ListenerKind, DEFAULT_HANDSHAKE_TIMEOUT_SECS};
 use crate::connection;
+use crate::tls::{TlsError, TlsServer};
+use crate::transport::{ws, ConnMeta, ListenerCtx};
 
 /// Pause after an accept error that is not about one connection (e.g. the
 /// process ran out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (listener `{name}`): {source}")]
+#[error("cannot listen on {addr} (listener `{name}`): {error}")]
 pub struct BindError {
     pub name: String,
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
+}
+
+/// Why a listener cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("listener `{name}`: {error}")]
+    Tls { name: String, error: TlsError },
+}
+
+/// What every connection of one listener shares.
+struct Transport {
+    ctx: Arc<ListenerCtx>,
+    tls: Option<Arc<TlsServer>>,
+    ws_path: String,
+    /// Bound on the WebSocket upgrade (and TLS handshake) time.
+    handshake_timeout: Duration,
 }
 
 /// A bound listener, not yet accepting.
@@ -29,26 +55,71 @@ pub struct Bound {
     pub kind: ListenerKind,
     pub local_addr: SocketAddr,
     listener: TcpListener,
+    transport: Arc<Transport>,
 }
 
-pub async fn bind(cfg: &ListenerConfig) -> Result<Bound, BindError> {
-    let name = if cfg.name.is_empty() {
+impl Bound {
+    /// The listener's TLS state, for reloads.
+    pub fn tls(&self) -> Option<&Arc<TlsServer>> {
+        self.transport.tls.as_ref()
+    }
+}
+
+/// The name a listener is known by (defaults to `KIND-PORT`).
+pub fn listener_name(cfg: &ListenerConfig) -> String {
+    if cfg.name.is_empty() {
         format!("{}-{}", cfg.kind.as_str(), cfg.bind.port())
     } else {
         cfg.name.clone()
-    };
-    let err = |source| BindError {
+    }
+}
+
+/// Loads the listener's certificates; `None` for a listener without TLS.
+pub fn load_tls(cfg: &ListenerConfig) -> Result<Option<TlsServer>, ListenerError> {
+    let name = listener_name(cfg);
+    match &cfg.tls {
+        Some(t) if cfg.kind.is_tls() => TlsServer::new(&name, t)
+            .map(Some)
+            .map_err(|error| ListenerError::Tls { name, error }),
+        _ => Ok(None),
+    }
+}
+
+/// Loads the listener's certificates (if any) and binds its address.
+pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, ListenerError> {
+    let name = listener_name(cfg);
+    let tls = load_tls(cfg)?.map(Arc::new);
+    let err = |error| BindError {
         name: name.clone(),
         addr: cfg.bind,
-        source,
+        error,
     };
     let listener = TcpListener::bind(cfg.bind).await.map_err(err)?;
     let local_addr = listener.local_addr().map_err(err)?;
+    let name: Arc<str> = name.as_str().into();
+    let handshake_timeout = cfg
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS), |t| {
+            t.handshake_timeout()
+        });
+    let transport = Arc::new(Transport {
+        ctx: Arc::new(ListenerCtx {
+            name: name.clone(),
+            kind: cfg.kind,
+            allow_anonymous: cfg.allow_anonymous,
+            auth,
+        }),
+        tls,
+        ws_path: cfg.ws_path().to_string(),
+        handshake_timeout,
+    });
     Ok(Bound {
-        name: name.as_str().into(),
+        name,
         kind: cfg.kind,
         local_addr,
         listener,
+        transport,
     })
 }
 
@@ -64,11 +135,8 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
             Ok((stream, peer)) => {
                 // Small MQTT packets must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
-                let broker2 = broker.clone();
-                let name = bound.name.clone();
-                broker
-                    .connections
-                    .spawn(connection::serve(stream, peer, name, broker2));
+                let task = handle(stream, peer, bound.transport.clone(), broker.clone());
+                broker.connections.spawn(task);
             }
             Err(e) => {
                 tracing::warn!(listener = %bound.name, error = %e, "accept failed");
@@ -77,4 +145,72 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
         }
     }
     tracing::debug!(listener = %bound.name, "stopped accepting");
+}
+
+/// One connection: the transport handshake, then MQTT.
+async fn handle(stream: TcpStream, peer: SocketAddr, t: Arc<Transport>, broker: Arc<Broker>) {
+    let meta = |cert_user| ConnMeta {
+        listener: t.ctx.clone(),
+        peer,
+        cert_user,
+    };
+    let name = t.ctx.name.clone();
+    let max_packet = broker.ctx.config.mqtt.max_packet_size_bytes as usize;
+    match (t.ctx.kind, &t.tls) {
+        (ListenerKind::Tcp, _) => {
+            connection::serve(stream, peer, name, meta(CertUser::None), broker).await
+        }
+        (ListenerKind::Tls, Some(tls)) => {
+            if let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await {
+                connection::serve(s, peer, name, meta(user), broker).await;
+            }
+        }
+        (ListenerKind::Ws, _) => {
+            if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(stream, &t, max_packet)).await
+            {
+                connection::serve(s, peer, name, meta(CertUser::None), broker).await;
+            }
+        }
+        (ListenerKind::Wss, Some(tls)) => {
+            let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await else {
+                return;
+            };
+            if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(s, &t, max_packet)).await {
+                connection::serve(s, peer, name, meta(user), broker).await;
+            }
+        }
+        // `bind` makes TLS state for every TLS kind.
+        (ListenerKind::Tls | ListenerKind::Wss, None) => {}
+    }
+}
+
+/// The WebSocket upgrade, bounded by the listener's handshake timeout.
+async fn ws_upgrade<S>(io: S, t: &Transport, max_packet: usize) -> Result<ws::WsStream<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(t.handshake_timeout, ws::accept(io, &t.ws_path, max_packet))
+        .await
+        .map_err(|_| "WebSocket upgrade timed out".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a transport handshake unless the broker stops first; failures are
+/// logged (at debug: scanners and probes make many).
+async fn handshake<T, E: Display>(
+    broker: &Broker,
+    t: &Transport,
+    peer: SocketAddr,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    tokio::select! {
+        r = fut => match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(listener = %t.ctx.name, %peer, error = %e, "handshake failed");
+                None
+            }
+        },
+        _ = broker.shutdown.cancelled() => None,
+    }
 }

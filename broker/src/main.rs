@@ -35,8 +35,11 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        return match Config::load(path) {
-            Ok(_) => {
+        let checked = Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| mqttd::server::check_files(&c).map_err(|e| e.to_string()));
+        return match checked {
+            Ok(()) => {
                 println!("{}: configuration is valid", path.display());
                 ExitCode::SUCCESS
             }

@@ -1,6 +1,7 @@
-//! Starting and stopping the whole broker: bind every listener (so errors
-//! surface before anything runs), start accepting, and on shutdown stop
-//! accepting, close clients (publishing their wills) and wait for them.
+//! Starting and stopping the whole broker: load credentials and
+//! certificates and bind every listener (so errors surface before anything
+//! runs), start accepting and reloading, and on shutdown stop accepting,
+//! close clients (publishing their wills) and wait for them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +12,14 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
+use crate::auth::{Auth, AuthSetupError};
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
 use crate::control::{
     serve_control, serve_http, ControlBackend, ControlError, ControlServer, HttpServer,
 };
-use crate::listener::{self, BindError};
+use crate::listener::{self, ListenerError};
+use crate::reload::Reloader;
 
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -29,30 +32,46 @@ pub struct ListenerInfo {
     pub addr: SocketAddr,
 }
 
+/// Why the broker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// Loads every password, ACL and certificate file `config` names, without
+/// binding anything (for `mqttd --check-config`).
+pub fn check_files(config: &Config) -> Result<(), StartError> {
+    Auth::new(&config.auth)?;
+    for l in &config.listeners {
+        listener::load_tls(l)?;
+    }
+    Ok(())
+}
+
 pub struct Server {
     broker: Arc<Broker>,
     accept_tasks: JoinSet<()>,
     control: ControlServer,
     http: HttpServer,
-}
-
-/// Why the broker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Bind(#[from] BindError),
-    #[error(transparent)]
-    Control(#[from] ControlError),
+    reloader: Reloader,
 }
 
 impl Server {
-    /// Binds every listener, the control socket and the HTTP port, then
-    /// starts accepting.
+    /// Loads credentials and certificates, binds every listener, the
+    /// control socket and the HTTP port, then starts accepting.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        let auth = Arc::new(Auth::new(&config.auth)?);
         let mut bound = Vec::new();
         for l in &config.listeners {
-            bound.push(listener::bind(l).await?);
+            bound.push(listener::bind(l, auth.clone()).await?);
         }
+        let tls = bound.iter().filter_map(|b| b.tls().cloned()).collect();
+        let reloader = Reloader::new(auth, tls);
         let listeners = bound
             .iter()
             .map(|b| ListenerInfo {
@@ -71,6 +90,7 @@ impl Server {
         for b in bound {
             accept_tasks.spawn(listener::accept_loop(b, broker.clone()));
         }
+        accept_tasks.spawn(reloader.clone().run(broker.shutdown.clone()));
         broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -84,7 +104,14 @@ impl Server {
             accept_tasks,
             control,
             http,
+            reloader,
         })
+    }
+
+    /// Reloads certificates, the password file and the ACL file now, as
+    /// SIGHUP does; `true` if every file loaded.
+    pub fn reload(&self) -> bool {
+        self.reloader.reload_all()
     }
 
     pub fn broker(&self) -> &Arc<Broker> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{completions, pool, sessions, status};
+use crate::commands::{completions, passwd, pool, sessions, status};
 use crate::output::Format;
 
 /// Help heading of the flags every command accepts.
@@ -74,6 +74,7 @@ pub enum Command {
     Pool(pool::Command),
     /// Print a shell completion script to stdout.
     Completions(completions::Args),
-    // `passwd FILE USER` (password file maintenance, no broker needed) will
-    // join here as commands/passwd.rs.
+    /// Maintain a password file (no broker needed).
+    #[command(subcommand)]
+    Passwd(passwd::Command),
 }

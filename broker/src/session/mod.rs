@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{LastWill, Packet, SubscriptionOptions};
+use crate::codec::{LastWill, Packet, Subscribe, SubscriptionOptions};
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
@@ -128,6 +128,18 @@ pub enum SessionMsg {
     Packet {
         conn_id: u64,
         packet: Packet,
+    },
+    /// A PUBLISH the client may not send: acknowledged, not routed.
+    DeniedPublish {
+        conn_id: u64,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+    },
+    /// A SUBSCRIBE with the filters authorization refused marked.
+    Subscribe {
+        conn_id: u64,
+        subscribe: Subscribe,
+        denied: Vec<bool>,
     },
     /// Connection `conn_id` is gone.
     Detach {

@@ -144,6 +144,24 @@ impl Session {
                     return self.detach(ending);
                 }
             }
+            SessionMsg::DeniedPublish {
+                conn_id,
+                qos,
+                packet_id,
+            } => {
+                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                    self.on_denied_publish(qos, packet_id);
+                }
+            }
+            SessionMsg::Subscribe {
+                conn_id,
+                subscribe,
+                denied,
+            } => {
+                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                    self.on_subscribe(subscribe, &denied);
+                }
+            }
             SessionMsg::Discarded { conn_id, packet_id } => {
                 if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
                     self.out.discard(packet_id);
@@ -310,7 +328,7 @@ impl Session {
                 self.out.pubcomp(r.packet_id);
                 self.fill_window();
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Subscribe(s) => self.on_subscribe(s, &[]),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             other => {
                 tracing::debug!(client_id = %self.client_id, packet = other.name(), "ignored by session");
@@ -382,11 +400,38 @@ impl Session {
         self.send(Packet::PubRel(resp));
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) {
+    /// Acknowledges a PUBLISH that authorization refused, without routing
+    /// it: 3.1.1 has no way to say no [MQTT-3.3.5-2]; 5.0 answers 0x87.
+    fn on_denied_publish(&mut self, qos: QoS, packet_id: Option<PacketId>) {
+        self.ctx.metrics.messages_dropped.qos(qos).inc();
+        let Some(id) = packet_id else { return };
+        let mut ack = PubResp::success(id);
+        if self.protocol.is_v5() {
+            ack.code = ReasonCode::NOT_AUTHORIZED;
+        }
+        match qos {
+            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                // A failed 5.0 PUBREC ends the exchange; 3.1.1 goes on to PUBREL.
+                if !self.protocol.is_v5() {
+                    self.awaiting_rel.insert(id);
+                }
+                self.send(Packet::PubRec(ack));
+            }
+            QoS::AtMostOnce => {}
+        }
+    }
+
+    /// `denied[i]` marks filters authorization refused.
+    fn on_subscribe(&mut self, s: Subscribe, denied: &[bool]) {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
-        for (filter, opts) in s.filters {
+        for (i, (filter, opts)) in s.filters.into_iter().enumerate() {
+            if denied.get(i).copied().unwrap_or(false) {
+                codes.push(self.refusal(ReasonCode::NOT_AUTHORIZED));
+                continue;
+            }
             if self.is_denied(&filter) {
                 tracing::info!(client_id = %self.client_id, %filter, "subscription refused by deny list");
                 codes.push(self.refusal(ReasonCode::NOT_AUTHORIZED));

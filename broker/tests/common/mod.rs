@@ -31,14 +31,14 @@ impl TestBroker {
 }
 
 /// Starts a broker on 127.0.0.1:0 (MQTT and HTTP) with its control socket
-/// in a temporary directory, and the YAML `extra` appended to the config
-/// (may be empty).
+/// in a temporary directory. The YAML `extra` (may be empty) follows the
+/// first listener, so it may start with more listener items.
 pub async fn start_broker(extra: &str) -> TestBroker {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("mqttd.sock");
     let yaml = format!(
-        "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:0\n\
-         control:\n  socket: {}\nhttp:\n  bind: 127.0.0.1:0\n{extra}",
+        "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:0\n{extra}\
+         control:\n  socket: {}\nhttp:\n  bind: 127.0.0.1:0\n",
         socket.display()
     );
     let config = Config::parse(&yaml, Path::new("test.yaml")).expect("test config");
@@ -278,3 +278,6 @@ pub async fn raw_connect(addr: SocketAddr, id: &str, flags: u8) -> (Raw, bool) {
     (raw, body[0] & 1 == 1)
 }
 pub mod v5;
+
+/// TLS and WebSocket helpers (certificates, rumqttc TLS options).
+pub mod tls;

@@ -10,6 +10,7 @@ use crate::client::{Client, Target};
 use crate::error::{socket_unreachable, CtlError};
 
 pub mod completions;
+pub mod passwd;
 pub mod pool;
 pub mod sessions;
 pub mod status;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Status(args) => status::run(&client()?, &args, output).await,
         Command::Sessions(cmd) => sessions::run(&client()?, cmd, output).await,
         Command::Pool(cmd) => pool::run(&client()?, cmd, output).await,
+        Command::Passwd(cmd) => passwd::run(cmd),
     }
 }
 

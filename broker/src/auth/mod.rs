@@ -1,0 +1,297 @@
+//! Authentication (who may connect) and authorization (what a client may
+//! publish and subscribe to).
+//!
+//! [`Auth`] combines the sources configured under `auth:`:
+//!
+//! - **connect**: a username taken from the client certificate (listeners
+//!   with `username_from_cert`) is trusted as is; a client without a
+//!   username is anonymous, accepted only where `allow_anonymous` holds
+//!   (CONNACK 0x05 / 0x87 otherwise); a username is checked against the
+//!   password file, then (if the user is not in it) the HTTP hook. A wrong
+//!   password or unknown user gets CONNACK 0x04 / 0x86. With no password
+//!   file and no hook, a username is only a label, accepted where
+//!   anonymous clients are.
+//! - **publish / subscribe**: the ACL file decides (deny wins, see
+//!   [`acl`]); questions it has no rule for go to the HTTP hook if it
+//!   authorizes, and are refused otherwise. With neither, everything is
+//!   allowed.
+//!
+//! Files are reloaded by [`Auth::reload`] (SIGHUP); a file that fails to
+//! load keeps its previous contents. Passwords are never logged.
+//!
+//! - [`password`]: the password file, checked on blocking threads;
+//! - [`acl`]: ACL syntax and decisions; [`topics`]: filter set relations;
+//! - [`http_hook`]: the HTTP endpoint; [`cache`]: its answer cache.
+
+pub mod acl;
+pub mod cache;
+pub mod http_hook;
+pub mod password;
+pub mod topics;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mqttd_passwd::{PasswdError, Verification};
+use parking_lot::RwLock;
+
+use crate::codec::Connect;
+use crate::config::AuthConfig;
+pub use acl::{Acl, AclError, Decision};
+use http_hook::{HookAction, HttpHook};
+use password::PasswordStore;
+
+/// Why a client was refused; the connect flow turns it into a CONNACK code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// CONNACK 0x04 (3.1.1) / 0x86 (5.0).
+    #[error("bad user name or password")]
+    BadCredentials,
+    /// CONNACK 0x05 (3.1.1) / 0x87 (5.0).
+    #[error("not authorized")]
+    NotAuthorized,
+}
+
+/// Why the auth sources cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error(transparent)]
+    Passwords(#[from] PasswdError),
+    #[error(transparent)]
+    Acl(#[from] AclError),
+    #[error("cannot set up the HTTP auth hook: {0}")]
+    Hook(String),
+}
+
+/// A connected client as authorization sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCtx {
+    pub client_id: String,
+    /// The authenticated username (from CONNECT or the certificate).
+    pub username: Option<String>,
+    /// The listener the client connected through.
+    pub listener: Arc<str>,
+}
+
+impl ClientCtx {
+    pub fn new(client_id: &str, username: Option<String>, listener: &str) -> ClientCtx {
+        ClientCtx {
+            client_id: client_id.to_string(),
+            username,
+            listener: listener.into(),
+        }
+    }
+}
+
+/// What the TLS layer learned about the client's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CertUser {
+    /// The listener does not take usernames from certificates, or the
+    /// client sent no certificate (optional client auth).
+    #[default]
+    None,
+    /// The username taken from the client certificate.
+    Name(String),
+    /// The listener takes usernames from certificates, but this one has
+    /// no usable name: the client is refused.
+    Unusable,
+}
+
+/// The credentials of one CONNECT and where it came from.
+pub struct ConnectRequest<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    pub listener: &'a str,
+    /// The listener's `allow_anonymous`, overriding `auth.allow_anonymous`.
+    pub allow_anonymous: Option<bool>,
+    pub cert_user: &'a CertUser,
+}
+
+impl fmt::Debug for ConnectRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "<redacted>"))
+            .field("listener", &self.listener)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("cert_user", &self.cert_user)
+            .finish()
+    }
+}
+
+/// Every authentication and authorization source, combined.
+pub struct Auth {
+    allow_anonymous: bool,
+    passwords: Option<PasswordStore>,
+    acl_file: Option<PathBuf>,
+    acl: RwLock<Option<Arc<Acl>>>,
+    hook: Option<HttpHook>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("password_file", &self.passwords.as_ref().map(|p| p.path()))
+            .field("acl_file", &self.acl_file)
+            .field("http_hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl Auth {
+    /// Loads the configured files; fails naming the file that is missing
+    /// or malformed.
+    pub fn new(cfg: &AuthConfig) -> Result<Auth, AuthSetupError> {
+        let passwords = cfg
+            .password_file
+            .as_deref()
+            .map(PasswordStore::load)
+            .transpose()?;
+        let acl = cfg.acl_file.as_deref().map(Acl::load).transpose()?;
+        let hook = cfg
+            .http_hook
+            .as_ref()
+            .map(HttpHook::new)
+            .transpose()
+            .map_err(|e| AuthSetupError::Hook(e.to_string()))?;
+        Ok(Auth {
+            allow_anonymous: cfg.allow_anonymous,
+            passwords,
+            acl_file: cfg.acl_file.clone(),
+            acl: RwLock::new(acl.map(Arc::new)),
+            hook,
+        })
+    }
+
+    /// Re-reads the password and ACL files and forgets cached hook
+    /// answers. A file that fails keeps its previous contents; the first
+    /// error is returned after both were tried.
+    pub fn reload(&self) -> Result<(), AuthSetupError> {
+        let mut first_error = None;
+        if let Some(p) = &self.passwords {
+            match p.reload() {
+                Ok(users) => {
+                    tracing::info!(file = %p.path().display(), users, "password file reloaded")
+                }
+                Err(e) => first_error = Some(AuthSetupError::from(e)),
+            }
+        }
+        if let Some(path) = &self.acl_file {
+            match Acl::load(path) {
+                Ok(acl) => {
+                    *self.acl.write() = Some(Arc::new(acl));
+                    tracing::info!(file = %path.display(), "ACL file reloaded");
+                }
+                Err(e) => {
+                    first_error.get_or_insert(AuthSetupError::from(e));
+                }
+            }
+        }
+        if let Some(h) = &self.hook {
+            h.clear_cache();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Decides whether a CONNECT is accepted, and under which username.
+    pub async fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<ClientCtx, AuthError> {
+        let ctx = |username: Option<&str>| {
+            ClientCtx::new(req.client_id, username.map(str::to_string), req.listener)
+        };
+        match req.cert_user {
+            CertUser::Name(name) => return Ok(ctx(Some(name))),
+            CertUser::Unusable => return Err(AuthError::NotAuthorized),
+            CertUser::None => {}
+        }
+        let anonymous_ok = req.allow_anonymous.unwrap_or(self.allow_anonymous);
+        let Some(user) = req.username else {
+            return if anonymous_ok {
+                Ok(ctx(None))
+            } else {
+                Err(AuthError::NotAuthorized)
+            };
+        };
+        let password = req.password.unwrap_or_default();
+        if let Some(store) = &self.passwords {
+            match store.verify(user, password).await {
+                Verification::Valid => return Ok(ctx(Some(user))),
+                Verification::Invalid => return Err(AuthError::BadCredentials),
+                Verification::UnknownUser => {}
+            }
+        }
+        if let Some(hook) = self.hook.as_ref().filter(|h| h.authenticates()) {
+            return if hook
+                .authenticate(req.client_id, user, req.password, req.listener)
+                .await
+            {
+                Ok(ctx(Some(user)))
+            } else {
+                Err(AuthError::BadCredentials)
+            };
+        }
+        if self.passwords.is_none() && anonymous_ok {
+            // No credential store: the username is only a label.
+            Ok(ctx(Some(user)))
+        } else {
+            Err(AuthError::BadCredentials)
+        }
+    }
+
+    /// Whether `client` may publish to `topic`.
+    pub async fn authorize_publish(&self, client: &ClientCtx, topic: &str) -> bool {
+        let decision = self.acl().map(|acl| acl.check_publish(client, topic));
+        self.finish(client, decision, HookAction::Publish, topic)
+            .await
+    }
+
+    /// Whether `client` may subscribe to `filter` (it must be allowed to
+    /// read every topic the filter can match).
+    pub async fn authorize_subscribe(&self, client: &ClientCtx, filter: &str) -> bool {
+        let decision = self.acl().map(|acl| acl.check_subscribe(client, filter));
+        self.finish(client, decision, HookAction::Subscribe, filter)
+            .await
+    }
+
+    fn acl(&self) -> Option<Arc<Acl>> {
+        self.acl.read().clone()
+    }
+
+    /// Turns the ACL's decision (`None`: no ACL file) into the answer,
+    /// asking the hook when the ACL has no rule.
+    async fn finish(
+        &self,
+        client: &ClientCtx,
+        acl: Option<Decision>,
+        action: HookAction,
+        topic: &str,
+    ) -> bool {
+        match acl {
+            Some(Decision::Allow) => return true,
+            Some(Decision::Deny) => return false,
+            Some(Decision::NoMatch) | None => {}
+        }
+        match self.hook.as_ref().filter(|h| h.authorizes()) {
+            Some(hook) => hook.authorize(client, action, topic).await,
+            None => acl.is_none(),
+        }
+    }
+}
+
+/// The CONNECT check before [`Auth`] existed: anonymous access only.
+/// Superseded by [`Auth::authenticate`]; kept until the connect flow
+/// calls it.
+pub fn authenticate(cfg: &AuthConfig, connect: &Connect) -> Result<Option<String>, AuthError> {
+    match &connect.username {
+        None if !cfg.allow_anonymous => Err(AuthError::NotAuthorized),
+        None => Ok(None),
+        Some(_) if !cfg.allow_anonymous => Err(AuthError::BadCredentials),
+        Some(u) => Ok(Some(u.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+//! How a connection reached the broker: the listener it came through and
+//! what its transport (TLS, WebSocket) established, handed to the
+//! connection with the stream.
+//!
+//! - [`ws`]: MQTT over WebSocket as a byte stream.
+
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::{Auth, CertUser, ConnectRequest};
+use crate::config::ListenerKind;
+
+/// A listener's settings the connect flow needs, shared by its connections.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    pub name: Arc<str>,
+    pub kind: ListenerKind,
+    /// Overrides `auth.allow_anonymous` for this listener.
+    pub allow_anonymous: Option<bool>,
+    /// The broker's authentication and authorization.
+    pub auth: Arc<Auth>,
+}
+
+/// One connection's transport facts.
+#[derive(Debug, Clone)]
+pub struct ConnMeta {
+    pub listener: Arc<ListenerCtx>,
+    pub peer: SocketAddr,
+    /// The username from the client certificate, where the listener takes it.
+    pub cert_user: CertUser,
+}
+
+impl ConnMeta {
+    pub fn auth(&self) -> &Auth {
+        &self.listener.auth
+    }
+
+    /// The authentication request for a CONNECT on this connection.
+    pub fn connect_request<'a>(
+        &'a self,
+        client_id: &'a str,
+        username: Option<&'a str>,
+        password: Option<&'a [u8]>,
+    ) -> ConnectRequest<'a> {
+        ConnectRequest {
+            client_id,
+            username,
+            password,
+            listener: &self.listener.name,
+            allow_anonymous: self.listener.allow_anonymous,
+            cert_user: &self.cert_user,
+        }
+    }
+}
