@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::v5;
-use common::{frame, start_broker, Raw};
+use common::{connect_v5_bytes, frame, start_broker, Raw};
 use rumqttc::v5::mqttbytes::v5::{
     Filter, LastWillProperties, PublishProperties, RetainForwardRule,
 };
@@ -68,11 +68,7 @@ async fn session_resumed_with_clean_start_false() {
 async fn takeover_sends_disconnect_session_taken_over() {
     let b = start_broker("").await;
     let mut raw = Raw::connect(b.addr).await;
-    raw.send(&frame(
-        0x10,
-        &[0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b't'],
-    ))
-    .await;
+    raw.send(&connect_v5_bytes("t", 60)).await;
     raw.read().await.expect("CONNACK");
     let _other = v5::connect_id(b.addr, "t").await;
     let (h, body) = raw.read().await.expect("DISCONNECT");
@@ -84,11 +80,7 @@ async fn keep_alive_timeout_sends_disconnect_0x8d() {
     let b = start_broker("").await;
     let mut raw = Raw::connect(b.addr).await;
     // MQTT 5 CONNECT, clean start, keep alive 1 s, no properties, id "k".
-    raw.send(&frame(
-        0x10,
-        &[0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 1, 0, 0, 1, b'k'],
-    ))
-    .await;
+    raw.send(&connect_v5_bytes("k", 1)).await;
     let (h, _) = raw.read().await.expect("CONNACK");
     assert_eq!(h, 0x20);
     let (h, body) = raw.read().await.expect("DISCONNECT");
@@ -108,11 +100,7 @@ async fn server_keep_alive_caps_the_client() {
 async fn malformed_packet_gets_disconnect_0x81_or_0x82() {
     let b = start_broker("").await;
     let mut raw = Raw::connect(b.addr).await;
-    raw.send(&frame(
-        0x10,
-        &[0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'm'],
-    ))
-    .await;
+    raw.send(&connect_v5_bytes("m", 60)).await;
     raw.read().await.expect("CONNACK");
     // PUBLISH with a property (0x7f) that does not exist.
     raw.send(&frame(0x30, &[0, 1, b't', 2, 0x7f, 0, b'x']))
@@ -374,11 +362,7 @@ async fn topic_alias_from_client_is_resolved() {
     let mut s = v5::connect_id(b.addr, "s").await;
     s.subscribe("alias/t", QoS::AtMostOnce).await;
     let mut raw = Raw::connect(b.addr).await;
-    raw.send(&frame(
-        0x10,
-        &[0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'a'],
-    ))
-    .await;
+    raw.send(&connect_v5_bytes("a", 60)).await;
     raw.read().await.expect("CONNACK");
     // PUBLISH alias/t with topic alias 1, then empty topic with alias 1.
     let mut first = vec![0, 7];
@@ -400,11 +384,7 @@ async fn topic_alias_from_client_is_resolved() {
 async fn receive_maximum_exceeded_disconnects_with_0x93() {
     let b = start_broker("mqtt:\n  receive_maximum: 2\n").await;
     let mut raw = Raw::connect(b.addr).await;
-    raw.send(&frame(
-        0x10,
-        &[0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'r'],
-    ))
-    .await;
+    raw.send(&connect_v5_bytes("r", 60)).await;
     raw.read().await.expect("CONNACK");
     for id in 1..=3u8 {
         // QoS 2 PUBLISH "t", id, no properties, never released.

@@ -205,6 +205,16 @@ pub fn connect_bytes(client_id: &str, flags: u8, keep_alive: u16) -> Vec<u8> {
     frame(0x10, &body)
 }
 
+/// A 5.0 CONNECT with clean start, the given keep alive, no properties.
+pub fn connect_v5_bytes(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    frame(0x10, &body)
+}
+
 /// A fixed header plus body.
 pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
