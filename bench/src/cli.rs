@@ -99,13 +99,25 @@ mod tests {
     #[test]
     fn parses_a_scenario() {
         let cli = Cli::try_parse_from([
-            "mqttd-bench", "pubsub", "--publishers", "8", "--qos", "1", "-o", "json", "-p", "1999",
+            "mqttd-bench",
+            "pubsub",
+            "--publishers",
+            "8",
+            "--qos",
+            "1",
+            "-o",
+            "json",
+            "-p",
+            "1999",
         ]);
         let cli = cli.map_err(|e| e.to_string());
-        assert!(matches!(
-            &cli,
-            Ok(Cli { command: Command::Pubsub(a), global }) if a.publishers == 8 && global.port == Some(1999)
-        ), "{cli:?}");
+        assert!(
+            matches!(
+                &cli,
+                Ok(Cli { command: Command::Pubsub(a), global }) if a.publishers == 8 && global.port == Some(1999)
+            ),
+            "{cli:?}"
+        );
     }
 
     #[test]

@@ -69,7 +69,12 @@ impl Errors {
 
     /// Adds the `errors` metric and the first error to `report`.
     pub fn fill(&self, report: &mut Report) {
-        report.metric("errors", self.count() as f64, "", crate::report::Better::Lower);
+        report.metric(
+            "errors",
+            self.count() as f64,
+            "",
+            crate::report::Better::Lower,
+        );
         report.first_error = self.first();
     }
 }

@@ -77,9 +77,7 @@ pub fn parse_publish(frame: &[u8], v5: bool) -> Result<PublishView<'_>, FrameErr
         let (props_len, used) = read_varint(body.get(pos..).unwrap_or_default())?;
         pos += used + props_len;
     }
-    let payload = body
-        .get(pos..)
-        .ok_or(FrameError::BadPublish("truncated"))?;
+    let payload = body.get(pos..).ok_or(FrameError::BadPublish("truncated"))?;
     Ok(PublishView {
         qos,
         packet_id,
@@ -121,7 +119,10 @@ mod tests {
         assert_eq!(frame_len(&[0xd0, 0], 1024), Ok(Some(2)));
         // Two-byte remaining length: 200 = 0xC8 0x01.
         assert_eq!(frame_len(&[0x30, 0xc8, 0x01], 1024), Ok(None));
-        assert_eq!(frame_len(&[0x30, 0xc8, 0x01], 100), Err(FrameError::TooLarge(203)));
+        assert_eq!(
+            frame_len(&[0x30, 0xc8, 0x01], 100),
+            Err(FrameError::TooLarge(203))
+        );
         assert_eq!(
             frame_len(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01], usize::MAX),
             Err(FrameError::BadLength)

@@ -56,7 +56,11 @@ fn main() -> ExitCode {
     }
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return exit(Err(anyhow::Error::from(e).context("cannot start the runtime"))),
+        Err(e) => {
+            return exit(Err(
+                anyhow::Error::from(e).context("cannot start the runtime")
+            ))
+        }
     };
     let result = rt.block_on(run(&cli));
     // Tasks still blocked on a stuck broker must not hold the exit.
@@ -90,9 +94,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Compare(_) => unreachable!("compare runs without a runtime"),
         }
     };
-    let report = tokio::time::timeout(hard, scenario)
-        .await
-        .map_err(|_| anyhow::anyhow!("hard timeout of {hard:?} reached; the broker may be stuck"))??;
+    let report = tokio::time::timeout(hard, scenario).await.map_err(|_| {
+        anyhow::anyhow!("hard timeout of {hard:?} reached; the broker may be stuck")
+    })??;
     println!("{}", report.render(cli.global.output));
     Ok(())
 }
@@ -105,7 +109,10 @@ fn make_ctx(g: &Global, command: &Command) -> anyhow::Result<Ctx> {
         .next()
         .with_context(|| format!("{} has no address", g.host))?;
     let tls = match (&g.cafile, g.tls) {
-        (Some(ca), true) => Some(tls::client(ca, g.server_name.as_deref().unwrap_or(&g.host))?),
+        (Some(ca), true) => Some(tls::client(
+            ca,
+            g.server_name.as_deref().unwrap_or(&g.host),
+        )?),
         _ => None,
     };
     let sources = match (g.source_ips, command) {

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context as _};
 use bytes::{Bytes, BytesMut};
 use mqttd::codec::{
-    self, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, Properties, PubResp, Publish,
+    self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp, Publish,
     Subscribe, SubscriptionOptions,
 };
 use mqttd::types::{PacketId, QoS, TopicFilter, TopicName};
@@ -33,7 +33,9 @@ pub struct ConnectOpts {
     pub version: ProtocolVersion,
 }
 
-/// A frame received from the broker.
+/// A frame received from the broker. Returned by value and matched at
+/// once, never stored, so the size of `Packet` costs nothing worth boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Incoming {
     /// A PUBLISH, read in place: its stamp if the payload has one.
@@ -174,7 +176,9 @@ impl Client {
         };
         client.send(&connect_packet(opts)).await?;
         match client.reader.recv().await? {
-            Some(Incoming::Packet(Packet::ConnAck(ack))) if !ack.code.is_error() && ack.code.0 == 0 => {
+            Some(Incoming::Packet(Packet::ConnAck(ack)))
+                if !ack.code.is_error() && ack.code.0 == 0 =>
+            {
                 Ok((client, ack))
             }
             Some(Incoming::Packet(Packet::ConnAck(ack))) => {
@@ -197,7 +201,8 @@ impl Client {
 
     /// Subscribes to one filter and waits for a successful SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
-        let filter = TopicFilter::new(filter).map_err(|e| anyhow!("topic filter {filter:?}: {e}"))?;
+        let filter =
+            TopicFilter::new(filter).map_err(|e| anyhow!("topic filter {filter:?}: {e}"))?;
         let id = PacketId::new(1).map_err(|e| anyhow!("{e}"))?;
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: id,
@@ -263,6 +268,9 @@ mod tests {
     #[test]
     fn zero_id_gets_no_ack() {
         assert!(ack_packet(Packet::PubAck, 0).is_none());
-        assert!(matches!(ack_packet(Packet::PubAck, 7), Some(Packet::PubAck(_))));
+        assert!(matches!(
+            ack_packet(Packet::PubAck, 7),
+            Some(Packet::PubAck(_))
+        ));
     }
 }

@@ -51,14 +51,6 @@ impl SourceIps {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.ips.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ips.is_empty()
-    }
-
     fn pick(&self) -> Option<IpAddr> {
         if self.ips.is_empty() {
             return None;
@@ -92,7 +84,7 @@ impl Target {
     }
 
     pub fn source_count(&self) -> usize {
-        self.sources.len().max(1)
+        self.sources.ips.len().max(1)
     }
 
     /// Opens a TCP connection (and TLS session, if configured).

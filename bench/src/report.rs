@@ -71,7 +71,10 @@ impl Report {
 
     /// The value of metric `name`, if reported.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 
     pub fn render(&self, output: Output) -> String {

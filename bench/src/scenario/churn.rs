@@ -104,7 +104,10 @@ struct PhaseCtx {
 }
 
 pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
-    ensure!(args.workers > 0 && args.ids > 0, "--workers and --ids must be at least 1");
+    ensure!(
+        args.workers > 0 && args.ids > 0,
+        "--workers and --ids must be at least 1"
+    );
     let phases = phases(args.mode);
     let share = args.duration / phases.len() as u32;
     let errors = Arc::new(Errors::default());
@@ -129,11 +132,21 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
         total_ops += ops;
         total_time += elapsed;
         r.metric(&format!("{name}_ops"), ops as f64, "", Better::Neither)
-            .metric(&format!("{name}_ops_per_sec"), per_sec(ops, elapsed), "op/s", Better::Higher);
+            .metric(
+                &format!("{name}_ops_per_sec"),
+                per_sec(ops, elapsed),
+                "op/s",
+                Better::Higher,
+            );
         match phase {
             Phase::Persistent => {
                 let present = p.counters.session_present.load(Ordering::Relaxed);
-                r.metric("persistent_session_present", present as f64, "", Better::Neither);
+                r.metric(
+                    "persistent_session_present",
+                    present as f64,
+                    "",
+                    Better::Neither,
+                );
             }
             Phase::Takeover => {
                 let confirmed = p.counters.takeovers_confirmed.load(Ordering::Relaxed);
@@ -142,7 +155,12 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
             Phase::Clean => {}
         }
     }
-    r.metric("ops_per_sec", per_sec(total_ops, total_time), "op/s", Better::Higher);
+    r.metric(
+        "ops_per_sec",
+        per_sec(total_ops, total_time),
+        "op/s",
+        Better::Higher,
+    );
     errors.fill(&mut r);
     Ok(r)
 }
@@ -150,10 +168,18 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
 async fn run_phase(p: &Arc<PhaseCtx>) -> Duration {
     let start = Instant::now();
     let q = p.clone();
-    let progress = Progress::start(&format!("churn {}", p.phase.name()), p.ctx.quiet, move || {
-        let ops = q.counters.ops.load(Ordering::Relaxed);
-        format!("{ops} ops ({:.0}/s), errors {}", per_sec(ops, start.elapsed()), q.errors.count())
-    });
+    let progress = Progress::start(
+        &format!("churn {}", p.phase.name()),
+        p.ctx.quiet,
+        move || {
+            let ops = q.counters.ops.load(Ordering::Relaxed);
+            format!(
+                "{ops} ops ({:.0}/s), errors {}",
+                per_sec(ops, start.elapsed()),
+                q.errors.count()
+            )
+        },
+    );
     let mut workers = JoinSet::new();
     for w in 0..p.workers {
         let p = p.clone();
@@ -187,7 +213,9 @@ async fn session_worker(p: &PhaseCtx, w: usize) -> anyhow::Result<()> {
     while Instant::now() < p.deadline {
         let idx = pool_index(w, k, p.workers, p.ids);
         k += 1;
-        let opts = p.ctx.connect_opts(format!("{}-s{idx}", p.ctx.run_id), clean);
+        let opts = p
+            .ctx
+            .connect_opts(format!("{}-s{idx}", p.ctx.run_id), clean);
         match Client::connect(&p.ctx.target, &opts).await {
             Ok((client, ack)) => {
                 p.counters.ops.fetch_add(1, Ordering::Relaxed);
@@ -221,7 +249,9 @@ async fn takeover_worker(p: &PhaseCtx, w: usize) -> anyhow::Result<()> {
             p.counters.session_present.fetch_add(1, Ordering::Relaxed);
         }
         if closed_by_broker(&mut held).await {
-            p.counters.takeovers_confirmed.fetch_add(1, Ordering::Relaxed);
+            p.counters
+                .takeovers_confirmed
+                .fetch_add(1, Ordering::Relaxed);
         }
         held = next;
     }
@@ -240,7 +270,9 @@ async fn closed_by_broker(old: &mut Client) -> bool {
             }
         }
     };
-    tokio::time::timeout(TAKEOVER_CLOSE_WAIT, wait).await.unwrap_or(false)
+    tokio::time::timeout(TAKEOVER_CLOSE_WAIT, wait)
+        .await
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

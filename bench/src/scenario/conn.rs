@@ -88,7 +88,12 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
         .param("concurrency", args.concurrency);
     r.metric("connections", connected as f64, "", Better::Neither)
         .metric("elapsed_secs", elapsed.as_secs_f64(), "s", Better::Neither)
-        .metric("connections_per_sec", per_sec(connected, elapsed), "conn/s", Better::Higher);
+        .metric(
+            "connections_per_sec",
+            per_sec(connected, elapsed),
+            "conn/s",
+            Better::Higher,
+        );
     percentile_metrics(&mut r, &hist.percentiles(), "handshake_");
     shared.errors.fill(&mut r);
     Ok(r)

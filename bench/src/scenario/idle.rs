@@ -89,12 +89,22 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
         .param("hold_secs", args.hold.as_secs_f64());
     r.metric("connections_held", held as f64, "", Better::Higher)
         .metric("connections_alive", alive as f64, "", Better::Higher)
-        .metric("connect_per_sec", per_sec(held, connect_time), "conn/s", Better::Higher);
+        .metric(
+            "connect_per_sec",
+            per_sec(held, connect_time),
+            "conn/s",
+            Better::Higher,
+        );
     if let (Some(b), Some(a)) = (before, after) {
         r.param("pid", args.pid.unwrap_or_default());
         r.metric("broker_rss_before_bytes", b as f64, "B", Better::Neither)
             .metric("broker_rss_after_bytes", a as f64, "B", Better::Neither)
-            .metric("rss_per_connection_bytes", rss::per_connection(b, a, held), "B", Better::Lower);
+            .metric(
+                "rss_per_connection_bytes",
+                rss::per_connection(b, a, held),
+                "B",
+                Better::Lower,
+            );
     }
     errors.fill(&mut r);
     Ok(r)
@@ -115,9 +125,10 @@ async fn open_all(ctx: &Arc<Ctx>, args: &Args, errors: &Errors) -> Vec<Client> {
             let opened = opened.clone();
             async move {
                 let opts = ctx.connect_opts(format!("{}-i{i}", ctx.run_id), true);
-                let result = tokio::time::timeout_at(deadline.into(), Client::connect(&ctx.target, &opts))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("connect limit reached")));
+                let result =
+                    tokio::time::timeout_at(deadline.into(), Client::connect(&ctx.target, &opts))
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("connect limit reached")));
                 if result.is_ok() {
                     opened.fetch_add(1, Ordering::Relaxed);
                 }

@@ -56,10 +56,22 @@ pub fn time_limit(args: &Args) -> Duration {
 }
 
 pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
-    ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be positive");
-    ensure!(args.payload >= STAMP_LEN, "--payload must be at least {STAMP_LEN} bytes");
-    ensure!(args.publishers > 0 && args.subscribers > 0, "need a publisher and a subscriber");
-    ensure!(args.warmup < args.duration, "--warmup must be shorter than --duration");
+    ensure!(
+        args.rate > 0.0 && args.rate.is_finite(),
+        "--rate must be positive"
+    );
+    ensure!(
+        args.payload >= STAMP_LEN,
+        "--payload must be at least {STAMP_LEN} bytes"
+    );
+    ensure!(
+        args.publishers > 0 && args.subscribers > 0,
+        "need a publisher and a subscriber"
+    );
+    ensure!(
+        args.warmup < args.duration,
+        "--warmup must be shorter than --duration"
+    );
     let spec = FlowSpec {
         publishers: args.publishers,
         subscribers: args.subscribers,
@@ -100,7 +112,12 @@ pub fn percentile_metrics(r: &mut Report, p: &Percentiles, prefix: &str) {
     add("p999_us", p.p999_us);
     add("max_us", p.max_us);
     add("mean_us", p.mean_us);
-    r.metric(&format!("{prefix}samples"), p.count as f64, "", Better::Neither);
+    r.metric(
+        &format!("{prefix}samples"),
+        p.count as f64,
+        "",
+        Better::Neither,
+    );
 }
 
 #[cfg(test)]

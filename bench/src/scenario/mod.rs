@@ -14,7 +14,9 @@ use mqttd::types::QoS;
 
 /// Parses `--qos`.
 pub fn parse_qos(s: &str) -> Result<QoS, String> {
-    let n: u8 = s.parse().map_err(|_| format!("QoS must be 0, 1 or 2, not {s:?}"))?;
+    let n: u8 = s
+        .parse()
+        .map_err(|_| format!("QoS must be 0, 1 or 2, not {s:?}"))?;
     QoS::from_u8(n).map_err(|e| e.to_string())
 }
 
@@ -32,7 +34,10 @@ mod tests {
         assert_eq!(parse_qos("2"), Ok(QoS::ExactlyOnce));
         assert!(parse_qos("3").is_err());
         assert!(parse_qos("x").is_err());
-        assert_eq!(parse_duration("1500ms"), Ok(std::time::Duration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("1500ms"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
         assert!(parse_duration("soon").is_err());
     }
 }

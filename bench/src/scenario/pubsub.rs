@@ -57,9 +57,15 @@ pub fn time_limit(args: &Args) -> Duration {
 }
 
 pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
-    ensure!(args.payload >= STAMP_LEN, "--payload must be at least {STAMP_LEN} bytes");
+    ensure!(
+        args.payload >= STAMP_LEN,
+        "--payload must be at least {STAMP_LEN} bytes"
+    );
     ensure!(args.publishers > 0, "--publishers must be at least 1");
-    ensure!(args.rate >= 0.0 && args.rate.is_finite(), "--rate must be 0 or positive");
+    ensure!(
+        args.rate >= 0.0 && args.rate.is_finite(),
+        "--rate must be 0 or positive"
+    );
     ensure!(args.inflight > 0, "--inflight must be at least 1");
     let spec = FlowSpec {
         publishers: args.publishers,
@@ -97,7 +103,12 @@ pub fn flow_metrics(r: &mut Report, o: &FlowOutcome, receivers: u64, payload: us
     let received_rate = per_sec(unique, o.receive_time);
     r.metric("sent", o.sent as f64, "msg", Better::Neither)
         .metric("received", unique as f64, "msg", Better::Neither)
-        .metric("sent_per_sec", per_sec(o.sent, o.publish_time), "msg/s", Better::Higher)
+        .metric(
+            "sent_per_sec",
+            per_sec(o.sent, o.publish_time),
+            "msg/s",
+            Better::Higher,
+        )
         .metric("received_per_sec", received_rate, "msg/s", Better::Higher)
         .metric(
             "received_mib_per_sec",
@@ -105,10 +116,30 @@ pub fn flow_metrics(r: &mut Report, o: &FlowOutcome, receivers: u64, payload: us
             "MiB/s",
             Better::Higher,
         )
-        .metric("lost", loss::lost(o.sent, receivers, unique) as f64, "msg", Better::Lower)
-        .metric("loss_ratio", loss::loss_ratio(o.sent, receivers, unique), "", Better::Lower)
-        .metric("duplicates", o.received.duplicates as f64, "msg", Better::Lower)
-        .metric("out_of_order", o.received.out_of_order as f64, "msg", Better::Lower);
+        .metric(
+            "lost",
+            loss::lost(o.sent, receivers, unique) as f64,
+            "msg",
+            Better::Lower,
+        )
+        .metric(
+            "loss_ratio",
+            loss::loss_ratio(o.sent, receivers, unique),
+            "",
+            Better::Lower,
+        )
+        .metric(
+            "duplicates",
+            o.received.duplicates as f64,
+            "msg",
+            Better::Lower,
+        )
+        .metric(
+            "out_of_order",
+            o.received.out_of_order as f64,
+            "msg",
+            Better::Lower,
+        );
 }
 
 #[cfg(test)]

@@ -13,15 +13,6 @@ pub fn per_sec(count: u64, elapsed: Duration) -> f64 {
     }
 }
 
-/// `part / whole` as a ratio, 0 when `whole` is zero.
-pub fn ratio(part: f64, whole: f64) -> f64 {
-    if whole == 0.0 {
-        0.0
-    } else {
-        part / whole
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,11 +26,5 @@ mod tests {
     #[test]
     fn zero_interval_gives_zero_not_infinity() {
         assert_eq!(per_sec(10, Duration::ZERO), 0.0);
-    }
-
-    #[test]
-    fn ratio_handles_zero() {
-        assert_eq!(ratio(3.0, 2.0), 1.5);
-        assert_eq!(ratio(3.0, 0.0), 0.0);
     }
 }

@@ -126,7 +126,9 @@ pub async fn run(ctx: &Ctx, spec: FlowSpec, label: &str) -> anyhow::Result<(Flow
     outcome.publish_time = shared.start.elapsed();
     // Counted as written, so a publisher that failed midway still counts.
     outcome.sent = shared.sent.load(Ordering::Acquire);
-    shared.done_at_ns.store(crate::payload::now_ns().max(1), Ordering::Release);
+    shared
+        .done_at_ns
+        .store(crate::payload::now_ns().max(1), Ordering::Release);
     collect_subscribers(&mut sub_tasks, &shared, &mut outcome).await;
     progress.finish();
     let shared = Arc::try_unwrap(shared).map_err(|_| anyhow!("flow tasks still running"))?;
@@ -149,10 +151,16 @@ async fn collect_subscribers(
             Err(e) => shared.errors.record(&e),
         }
     }
-    outcome.receive_time = last_rx.map_or(Duration::ZERO, |t| t.saturating_duration_since(shared.start));
+    outcome.receive_time = last_rx.map_or(Duration::ZERO, |t| {
+        t.saturating_duration_since(shared.start)
+    });
 }
 
-async fn connect_subscribers(ctx: &Ctx, spec: &FlowSpec, topic: &TopicName) -> anyhow::Result<Vec<Client>> {
+async fn connect_subscribers(
+    ctx: &Ctx,
+    spec: &FlowSpec,
+    topic: &TopicName,
+) -> anyhow::Result<Vec<Client>> {
     let mut subs = Vec::new();
     for i in 0..spec.subscribers {
         let opts = ctx.connect_opts(format!("{}-sub-{i}", ctx.run_id), true);

@@ -19,7 +19,7 @@ use tokio::time::{interval, sleep, sleep_until, MissedTickBehavior};
 use super::{FlowSpec, Shared};
 use crate::mqtt::{self, Client, Incoming, Reader};
 use crate::net::BoxWrite;
-use crate::payload::{ns_since_epoch, now_ns, Stamp};
+use crate::payload::{now_ns, ns_since_epoch, Stamp};
 
 /// Bytes gathered before a write: large enough to amortize the syscall,
 /// small enough to keep the latency of a paced stream low.
@@ -154,7 +154,12 @@ async fn publish_loop(
         }
         .to_payload(spec.payload);
         let packet_id = (spec.qos != QoS::AtMostOnce).then_some(id);
-        batch.push(&mqtt::publish_packet(&args.topic, spec.qos, packet_id, payload))?;
+        batch.push(&mqtt::publish_packet(
+            &args.topic,
+            spec.qos,
+            packet_id,
+            payload,
+        ))?;
         batch.pending += 1;
         if packet_id.is_some() {
             id = id.next();
@@ -220,7 +225,11 @@ async fn drain(
     Ok(())
 }
 
-fn push_ack(batch: &mut Batch, kind: fn(mqttd::codec::PubResp) -> Packet, id: u16) -> anyhow::Result<()> {
+fn push_ack(
+    batch: &mut Batch,
+    kind: fn(mqttd::codec::PubResp) -> Packet,
+    id: u16,
+) -> anyhow::Result<()> {
     match mqtt::ack_packet(kind, id) {
         Some(p) => batch.push(&p),
         None => Ok(()),

@@ -61,7 +61,11 @@ struct Tally {
     record_latency: bool,
 }
 
-pub async fn run(client: Client, spec: Arc<FlowSpec>, shared: Arc<Shared>) -> anyhow::Result<SubOutcome> {
+pub async fn run(
+    client: Client,
+    spec: Arc<FlowSpec>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<SubOutcome> {
     let Client {
         mut reader,
         mut writer,
@@ -112,7 +116,11 @@ pub async fn run(client: Client, spec: Arc<FlowSpec>, shared: Arc<Shared>) -> an
             Ok(Err(e)) => return Err(e),
         }
     }
-    let _ = mqtt::encode(&Packet::Disconnect(mqttd::codec::Disconnect::normal()), version, &mut acks);
+    let _ = mqtt::encode(
+        &Packet::Disconnect(mqttd::codec::Disconnect::normal()),
+        version,
+        &mut acks,
+    );
     let _ = writer.write_all(&acks).await;
     let mut counts = tally.tracker.counts();
     counts.foreign = tally.foreign;
@@ -200,7 +208,10 @@ mod tests {
     #[test]
     fn stops_with_everything_received() {
         assert!(!should_stop(check()));
-        assert!(should_stop(StopCheck { unique: 100, ..check() }));
+        assert!(should_stop(StopCheck {
+            unique: 100,
+            ..check()
+        }));
     }
 
     #[test]
