@@ -144,6 +144,15 @@ pub struct MqttConfig {
     pub max_pending_qos0_messages: usize,
     /// Whether retained messages are kept.
     pub retain_available: bool,
+    /// Largest keep alive granted, in seconds; a client asking for more
+    /// (or for none) gets this one through MQTT 5.0 Server Keep Alive.
+    /// 0 grants whatever the client asks.
+    pub max_keepalive_secs: u16,
+    /// Topic aliases a MQTT 5.0 client may use towards the broker.
+    pub topic_alias_maximum: u16,
+    /// Incoming QoS 2 messages a MQTT 5.0 client may have unreleased at
+    /// once (its Receive Maximum towards the broker).
+    pub receive_maximum: u16,
     /// Topic filters the broker refuses to subscribe (SUBACK 0x80): any
     /// requested filter covered by one of these.
     pub deny_subscribe: Vec<String>,
@@ -158,6 +167,9 @@ impl Default for MqttConfig {
             max_queued_messages: 1000,
             max_pending_qos0_messages: 10_000,
             retain_available: true,
+            max_keepalive_secs: 0,
+            topic_alias_maximum: 64,
+            receive_maximum: 1024,
             deny_subscribe: Vec::new(),
         }
     }
@@ -279,6 +291,9 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if m.receive_maximum == 0 {
+            return Err(("mqtt.receive_maximum".into(), "must be at least 1".into()));
+        }
         if m.connect_timeout_secs == 0 {
             return Err((
                 "mqtt.connect_timeout_secs".into(),
@@ -342,7 +357,9 @@ mod tests {
         let err = parse("mqtt:\n  bogus: 1\n").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
 
-        let err = parse("listeners:\n  - bind: nowhere\n").unwrap_err().to_string();
+        let err = parse("listeners:\n  - bind: nowhere\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listeners[0].bind"), "{err}");
     }
 

@@ -16,7 +16,11 @@ use crate::auth::{self, AuthError};
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
-use crate::session::{ClientInfo, ConnHandle, Outbound, SessionMsg, SessionTx, StartRequest};
+use crate::session::{
+    ClientInfo, ConnHandle, DetachKind, Outbound, SessionMsg, SessionTx, StartRequest,
+    NEVER_EXPIRES,
+};
+use crate::topic_alias::{InboundAliases, OutboundAliases};
 use crate::types::ClientId;
 
 /// Longest client id MQTT 3.1 allows.
@@ -31,6 +35,26 @@ pub(crate) struct Accepted {
     pub pending_qos0: Arc<AtomicUsize>,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,
+    /// The session expiry interval of CONNECT (MQTT 5.0), to validate the
+    /// one DISCONNECT may carry [MQTT-3.14.2-2].
+    pub session_expiry_secs: u32,
+    /// Topic aliases set by the client (MQTT 5.0).
+    pub aliases_in: InboundAliases,
+    /// Topic aliases set by the broker (MQTT 5.0).
+    pub aliases_out: OutboundAliases,
+    /// The largest packet the client accepts (MQTT 5.0).
+    pub max_packet_out: Option<u32>,
+}
+
+/// The keep alive the broker applies: the client's, capped by `max`
+/// (0 = no cap) for MQTT 5.0 clients, who are told through Server Keep
+/// Alive [MQTT-3.2.2-21]. A 3.1.1 client cannot be told, so it keeps its own.
+fn granted_keep_alive(asked: u16, max: u16, version: ProtocolVersion) -> u16 {
+    if max == 0 || !version.is_v5() || (asked != 0 && asked <= max) {
+        asked
+    } else {
+        max
+    }
 }
 
 /// Waits for CONNECT (bounded by the connect timeout) and runs the connect
@@ -55,12 +79,16 @@ where
         Ok(Ok(Some(Packet::Connect(c)))) => *c,
         Ok(Ok(Some(other))) => {
             tracing::warn!(%peer, packet = other.name(), "first packet must be CONNECT [MQTT-3.1.0-1]; closing");
-            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
             return None;
         }
         Ok(Err(Ending::Violation { reason, code })) => {
             tracing::warn!(%peer, %reason, "invalid CONNECT; closing");
-            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
             if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
                 // [MQTT-3.1.2-2]: answer 0x01 before closing.
                 let ack = connack(false, ReasonCode(connack_v3::UNACCEPTABLE_PROTOCOL_VERSION));
@@ -132,6 +160,12 @@ where
             return None;
         }
     };
+    if version.is_v5() && c.properties.authentication_method.is_some() {
+        // Enhanced authentication is not offered [MQTT-4.12.0-1].
+        tracing::info!(%peer, %client_id, "enhanced authentication requested; refusing");
+        refuse(framed, version, 0, ReasonCode::BAD_AUTHENTICATION_METHOD).await;
+        return None;
+    }
     let username = match auth::authenticate(&ctx.config.auth, &c) {
         Ok(u) => u,
         Err(e) => {
@@ -142,17 +176,21 @@ where
                     connack_v3::BAD_USER_NAME_OR_PASSWORD,
                     ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                 ),
-                AuthError::NotAuthorized => (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED),
+                AuthError::NotAuthorized => {
+                    (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED)
+                }
             };
             refuse(framed, version, v3, v5).await;
             return None;
         }
     };
-    let persistent = if version.is_v5() {
-        c.properties.session_expiry_interval.unwrap_or(0) > 0
-    } else {
-        !c.clean_start
+    let session_expiry_secs = match (version.is_v5(), c.clean_start) {
+        (true, _) => c.properties.session_expiry_interval.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => NEVER_EXPIRES,
     };
+    let keep_alive_secs =
+        granted_keep_alive(c.keep_alive, ctx.config.mqtt.max_keepalive_secs, version);
     let conn_id = ctx.next_id();
     let (tx, outbound, pending_qos0) = outbound_channel();
     let info = Arc::new(ClientInfo {
@@ -160,7 +198,7 @@ where
         peer,
         username,
         protocol: version,
-        keep_alive_secs: c.keep_alive,
+        keep_alive_secs,
         connected_at: SystemTime::now(),
         listener: framed.listener.clone(),
     });
@@ -171,11 +209,12 @@ where
         info,
         will: c.will,
         receive_maximum: c.properties.receive_maximum,
+        max_packet_size: c.properties.maximum_packet_size,
+        session_expiry_secs,
     };
     let request = StartRequest {
         client_id: client_id.clone(),
         clean_start: c.clean_start,
-        persistent,
         conn,
     };
     let started = match broker.manager.start_session(request).await {
@@ -197,13 +236,20 @@ where
         code: ReasonCode::SUCCESS,
         properties: Default::default(),
     };
-    if assigned && version.is_v5() {
-        ack.properties.assigned_client_identifier = Some(client_id.to_string());
+    if version.is_v5() {
+        let p = &mut ack.properties;
+        let m = &ctx.config.mqtt;
+        p.assigned_client_identifier = assigned.then(|| client_id.to_string());
+        p.receive_maximum = (m.receive_maximum != u16::MAX).then_some(m.receive_maximum);
+        p.maximum_packet_size = Some(m.max_packet_size_bytes);
+        p.topic_alias_maximum = (m.topic_alias_maximum > 0).then_some(m.topic_alias_maximum);
+        p.retain_available = (!m.retain_available).then_some(0);
+        p.server_keep_alive = (keep_alive_secs != c.keep_alive).then_some(keep_alive_secs);
     }
     if framed.send(&Packet::ConnAck(ack), version).await.is_err() {
         let _ = started.session.send(SessionMsg::Detach {
             conn_id,
-            graceful: false,
+            ending: DetachKind::Unclean,
         });
         return None;
     }
@@ -215,7 +261,15 @@ where
         outbound,
         pending_qos0,
         version,
-        keep_alive_secs: c.keep_alive,
+        keep_alive_secs,
+        session_expiry_secs,
+        aliases_in: InboundAliases::new(if version.is_v5() {
+            ctx.config.mqtt.topic_alias_maximum
+        } else {
+            0
+        }),
+        aliases_out: OutboundAliases::new(c.properties.topic_alias_maximum.unwrap_or(0)),
+        max_packet_out: c.properties.maximum_packet_size,
     })
 }
 
@@ -246,5 +300,15 @@ mod tests {
         assert!(client_id_for(&connect(V31, &"x".repeat(24), true)).is_err());
         assert!(client_id_for(&connect(V311, &"x".repeat(100), true)).is_ok());
         assert!(client_id_for(&connect(V5, "", false)).unwrap().1);
+    }
+
+    #[test]
+    fn keep_alive_cap_applies_to_v5_only() {
+        use ProtocolVersion::*;
+        assert_eq!(granted_keep_alive(100, 0, V5), 100);
+        assert_eq!(granted_keep_alive(100, 60, V5), 60);
+        assert_eq!(granted_keep_alive(0, 60, V5), 60);
+        assert_eq!(granted_keep_alive(30, 60, V5), 30);
+        assert_eq!(granted_keep_alive(100, 60, V311), 100);
     }
 }

@@ -18,7 +18,7 @@ use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::connect::{self, Accepted};
 use crate::keepalive::KeepAlive;
-use crate::session::{CloseReason, Outbound, SessionMsg, SessionTx};
+use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
 use crate::types::{ClientId, QoS};
 
 /// Initial read buffer; it grows to the largest packet seen.
@@ -29,8 +29,8 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Why a connection ended, for the log line and the will.
 #[derive(Debug)]
 pub(crate) enum Ending {
-    /// The client sent DISCONNECT: no will.
-    Disconnected,
+    /// The client sent DISCONNECT.
+    Disconnected(DetachKind),
     /// The peer closed the socket or it failed.
     Closed(&'static str),
     /// Keep alive expired.
@@ -111,8 +111,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
-    ctx.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.connections_current.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .connections_current
+        .fetch_add(1, Ordering::Relaxed);
     let mut framed = Framed {
         stream,
         rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
@@ -128,24 +132,36 @@ where
         let ending = run(&mut framed, &broker, accepted).await;
         log_ending(&client_id, peer, &ending);
         if let Ending::Violation { .. } = ending {
-            ctx.metrics.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics
+                .malformed_packets
+                .fetch_add(1, Ordering::Relaxed);
         }
-        let graceful = matches!(ending, Ending::Disconnected);
-        let _ = session.send(SessionMsg::Detach { conn_id, graceful });
+        let detach = match ending {
+            Ending::Disconnected(kind) => kind,
+            _ => DetachKind::Unclean,
+        };
+        let _ = session.send(SessionMsg::Detach {
+            conn_id,
+            ending: detach,
+        });
         let _ = framed.stream.shutdown().await;
     }
-    ctx.metrics.connections_current.fetch_sub(1, Ordering::Relaxed);
+    ctx.metrics
+        .connections_current
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
     match ending {
-        Ending::Disconnected => tracing::debug!(%client_id, %peer, "client disconnected"),
+        Ending::Disconnected(_) => tracing::debug!(%client_id, %peer, "client disconnected"),
         Ending::Closed(why) => tracing::info!(%client_id, %peer, reason = why, "connection closed"),
         Ending::KeepAliveTimeout => tracing::info!(%client_id, %peer, "keep alive timeout"),
         Ending::Violation { reason, .. } => {
             tracing::warn!(%client_id, %peer, %reason, "closing connection: protocol violation")
         }
-        Ending::ByServer(r) => tracing::info!(%client_id, %peer, reason = ?r, "connection closed by broker"),
+        Ending::ByServer(r) => {
+            tracing::info!(%client_id, %peer, reason = ?r, "connection closed by broker")
+        }
     }
 }
 
@@ -211,6 +227,7 @@ fn close_code(r: CloseReason) -> ReasonCode {
         CloseReason::Destroyed => ReasonCode::ADMINISTRATIVE_ACTION,
         CloseReason::ServerShutdown => ReasonCode::SERVER_SHUTTING_DOWN,
         CloseReason::ProtocolError => ReasonCode::PROTOCOL_ERROR,
+        CloseReason::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
     }
 }
 
@@ -240,9 +257,22 @@ where
 {
     match packet {
         Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
-        Packet::Disconnect(_) => return Err(Ending::Disconnected),
-        Packet::Publish(_)
-        | Packet::PubAck(_)
+        Packet::Disconnect(d) => return Err(on_disconnect(a, &d)),
+        Packet::Publish(mut p) => {
+            if a.version.is_v5() {
+                a.aliases_in
+                    .resolve(&mut p)
+                    .map_err(|(reason, code)| violation(reason, code))?;
+            }
+            forward(&a.session, a.conn_id, Packet::Publish(p))?
+        }
+        Packet::Auth(_) => {
+            return Err(violation(
+                "AUTH without enhanced authentication [MQTT-4.12.0-1]",
+                ReasonCode::PROTOCOL_ERROR,
+            ))
+        }
+        Packet::PubAck(_)
         | Packet::PubRec(_)
         | Packet::PubRel(_)
         | Packet::PubComp(_)
@@ -262,6 +292,26 @@ where
         }
     }
     Ok(())
+}
+
+/// What a client's DISCONNECT means for its session.
+fn on_disconnect(a: &Accepted, d: &Disconnect) -> Ending {
+    let expiry = d.properties.session_expiry_interval;
+    if a.session_expiry_secs == 0 && expiry.is_some_and(|e| e > 0) {
+        return violation(
+            "DISCONNECT sets a session expiry after CONNECT set none [MQTT-3.14.2-2]",
+            ReasonCode::PROTOCOL_ERROR,
+        );
+    }
+    Ending::Disconnected(if d.code == ReasonCode::DISCONNECT_WITH_WILL {
+        DetachKind::DisconnectWithWill {
+            session_expiry_secs: expiry,
+        }
+    } else {
+        DetachKind::Disconnect {
+            session_expiry_secs: expiry,
+        }
+    })
 }
 
 fn violation(reason: &str, code: ReasonCode) -> Ending {
@@ -290,14 +340,31 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         match out {
-            Outbound::Packet(packet) => {
-                if let Packet::Publish(p) = &packet {
-                    broker.ctx.metrics.sent(p.qos);
-                    if p.qos == QoS::AtMostOnce {
-                        a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+            Outbound::Packet(Packet::Publish(mut p)) => {
+                if p.qos == QoS::AtMostOnce {
+                    a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+                }
+                let new_alias = a.aliases_out.apply(&mut p);
+                let (qos, id) = (p.qos, p.packet_id);
+                if write_limited(framed, a, &Packet::Publish(p)) {
+                    broker.ctx.metrics.sent(qos);
+                } else {
+                    if let Some(topic) = new_alias {
+                        a.aliases_out.forget(&topic);
+                    }
+                    // Too large for the client: discard it and behave as
+                    // if it had been delivered [MQTT-3.1.2-25].
+                    broker.ctx.metrics.dropped(qos);
+                    if let Some(packet_id) = id {
+                        let _ = a.session.send(SessionMsg::Discarded {
+                            conn_id: a.conn_id,
+                            packet_id,
+                        });
                     }
                 }
-                framed.queue(&packet, a.version);
+            }
+            Outbound::Packet(packet) => {
+                write_limited(framed, a, &packet);
             }
             Outbound::Close(reason) => {
                 framed.flush().await?;
@@ -309,6 +376,23 @@ where
         }
     }
     framed.flush().await
+}
+
+/// Encodes `packet` unless it exceeds the client's maximum packet size;
+/// `false` if it was left out.
+fn write_limited<S>(framed: &mut Framed<S>, a: &Accepted, packet: &Packet) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let before = framed.wbuf.len();
+    framed.queue(packet, a.version);
+    match a.max_packet_out {
+        Some(max) if framed.wbuf.len() - before > max as usize => {
+            framed.wbuf.truncate(before);
+            false
+        }
+        _ => true,
+    }
 }
 
 /// The receiving side of a connection's outbound channel and its QoS 0

@@ -18,8 +18,8 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     pub fn new(keep_alive_secs: u16) -> Self {
-        let grace = (keep_alive_secs > 0)
-            .then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
+        let grace =
+            (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
         KeepAlive {
             grace,
             last_seen: Instant::now(),

@@ -16,6 +16,7 @@
 //! - [`auth`]: authentication of CONNECT;
 //! - [`session`]: session tasks, the session table and the manager pool;
 //! - [`router`]: topic matching and retained messages;
+//! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`broker`], [`context`]: state shared by tasks;
 //! - [`metrics`]: counters for Prometheus;
@@ -38,4 +39,5 @@ pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod topic_alias;
 pub mod types;

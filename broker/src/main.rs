@@ -71,7 +71,9 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
-    wait_for_signal().await.context("cannot install signal handlers")?;
+    wait_for_signal()
+        .await
+        .context("cannot install signal handlers")?;
     server.shutdown().await;
     Ok(())
 }

@@ -53,7 +53,9 @@ impl Message {
     /// The PUBLISH that carries this message to a subscriber at `qos`.
     pub fn to_publish(&self, qos: QoS, retain: bool, sub_ids: &[u32]) -> Publish {
         let mut properties = self.properties.clone();
-        properties.subscription_identifiers.extend_from_slice(sub_ids);
+        properties
+            .subscription_identifiers
+            .extend_from_slice(sub_ids);
         // The remaining lifetime is forwarded, not the original.
         if let Some(secs) = properties.message_expiry_interval {
             let elapsed = u32::try_from(self.received_at.elapsed().as_secs()).unwrap_or(u32::MAX);

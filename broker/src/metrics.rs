@@ -13,6 +13,7 @@ pub struct Metrics {
     pub sessions_destroyed: AtomicU64,
     pub sessions_ended: AtomicU64,
     pub sessions_taken_over: AtomicU64,
+    pub sessions_expired: AtomicU64,
     pub session_panics: AtomicU64,
     pub malformed_packets: AtomicU64,
     pub auth_failures: AtomicU64,

@@ -71,7 +71,10 @@ impl Server {
 
     /// The address of the first listener of `kind` (tests use port 0).
     pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
-        self.listeners.iter().find(|l| l.kind == kind).map(|l| l.addr)
+        self.listeners
+            .iter()
+            .find(|l| l.kind == kind)
+            .map(|l| l.addr)
     }
 
     /// Stops accepting, closes every client (wills are published) and

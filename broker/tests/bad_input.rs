@@ -10,17 +10,41 @@ use rumqttc::QoS;
 const AFTER_CONNECT: &[(&str, &[u8])] = &[
     ("reserved packet type 0", &[0x00, 0x00]),
     ("PUBREL with wrong flags", &[0x60, 0x02, 0x00, 0x01]),
-    ("SUBSCRIBE with wrong flags", &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
+    (
+        "SUBSCRIBE with wrong flags",
+        &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00],
+    ),
     ("SUBSCRIBE with no filters", &[0x82, 0x02, 0x00, 0x01]),
-    ("SUBSCRIBE with packet id 0", &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]),
-    ("SUBSCRIBE with QoS 3", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03]),
-    ("PUBLISH with QoS 3", &[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]),
-    ("PUBLISH with a wildcard topic", &[0x30, 0x04, 0x00, 0x02, b'a', b'#']),
-    ("PUBLISH QoS 1 with packet id 0", &[0x32, 0x05, 0x00, 0x01, b'a', 0x00, 0x00]),
+    (
+        "SUBSCRIBE with packet id 0",
+        &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00],
+    ),
+    (
+        "SUBSCRIBE with QoS 3",
+        &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03],
+    ),
+    (
+        "PUBLISH with QoS 3",
+        &[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01],
+    ),
+    (
+        "PUBLISH with a wildcard topic",
+        &[0x30, 0x04, 0x00, 0x02, b'a', b'#'],
+    ),
+    (
+        "PUBLISH QoS 1 with packet id 0",
+        &[0x32, 0x05, 0x00, 0x01, b'a', 0x00, 0x00],
+    ),
     ("invalid UTF-8 topic", &[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28]),
-    ("remaining length over 4 bytes", &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+    (
+        "remaining length over 4 bytes",
+        &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+    ),
     ("CONNACK from a client", &[0x20, 0x02, 0x00, 0x00]),
-    ("invalid filter", &[0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', b'#', 0x00]),
+    (
+        "invalid filter",
+        &[0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', b'#', 0x00],
+    ),
 ];
 
 #[tokio::test]
@@ -36,7 +60,10 @@ async fn each_malformed_packet_closes_only_its_connection() {
             .unwrap_or_else(|_| panic!("not closed after {what}"));
     }
     let p = connect_id(b.addr, "p").await;
-    p.client.publish("ok", QoS::AtMostOnce, false, "still here").await.unwrap();
+    p.client
+        .publish("ok", QoS::AtMostOnce, false, "still here")
+        .await
+        .unwrap();
     assert_eq!(&bystander.publish().await.payload[..], b"still here");
 }
 
@@ -44,7 +71,8 @@ async fn each_malformed_packet_closes_only_its_connection() {
 async fn oversized_packets_are_refused() {
     let b = start_broker("mqtt:\n  max_packet_size_bytes: 128\n").await;
     let (mut raw, _) = raw_connect(b.addr, "big", 2).await;
-    raw.send(&publish_bytes("t", 0, false, 0, &[0u8; 200])).await;
+    raw.send(&publish_bytes("t", 0, false, 0, &[0u8; 200]))
+        .await;
     raw.expect_closed().await;
 }
 

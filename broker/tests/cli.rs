@@ -28,7 +28,11 @@ fn version_and_help() {
 #[test]
 fn check_config_accepts_good_and_names_key_in_bad() {
     let mut good = tempfile::NamedTempFile::new().expect("temp");
-    writeln!(good, "listeners:\n  - bind: 127.0.0.1:1883\nlog:\n  format: json").expect("write");
+    writeln!(
+        good,
+        "listeners:\n  - bind: 127.0.0.1:1883\nlog:\n  format: json"
+    )
+    .expect("write");
     let out = Command::new(MQTTD)
         .arg("--check-config")
         .arg(good.path())
@@ -68,7 +72,10 @@ async fn sigterm_stops_cleanly() {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "mqttd did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mqttd did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _client = common::connect_id(addr, "alive").await;
@@ -83,7 +90,10 @@ async fn sigterm_stops_cleanly() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(10), "mqttd did not stop");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "mqttd did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -13,8 +13,11 @@ async fn unacceptable_protocol_level_gets_connack_1() {
     let b = start_broker("").await;
     let mut raw = Raw::connect(b.addr).await;
     // Level 6 does not exist.
-    raw.send(&frame(0x10, &[0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60, 0, 1, b'a']))
-        .await;
+    raw.send(&frame(
+        0x10,
+        &[0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60, 0, 1, b'a'],
+    ))
+    .await;
     assert_eq!(raw.read().await, Some((0x20, vec![0, 1])));
     raw.expect_closed().await;
 }
@@ -115,7 +118,10 @@ async fn subscriptions_survive_reconnect_of_persistent_session() {
     // Wait until the broker has queued it.
     let table = &b.server.broker().ctx.table;
     for _ in 0..100 {
-        if table.get("sub-keeper").is_some_and(|e| e.shared.queued.load(std::sync::atomic::Ordering::Relaxed) == 1) {
+        if table
+            .get("sub-keeper")
+            .is_some_and(|e| e.shared.queued.load(std::sync::atomic::Ordering::Relaxed) == 1)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -132,10 +138,8 @@ async fn takeover_closes_the_old_connection() {
     let mut first = connect_id(b.addr, "same").await;
     let _second = connect_id(b.addr, "same").await;
     // The first connection is closed by the broker: its event loop ends.
-    let closed = tokio::time::timeout(WAIT, async {
-        while first.rx.recv().await.is_some() {}
-    })
-    .await;
+    let closed =
+        tokio::time::timeout(WAIT, async { while first.rx.recv().await.is_some() {} }).await;
     assert!(closed.is_ok(), "old connection closed");
     assert_eq!(b.server.broker().ctx.table.len(), 1);
 }

@@ -35,7 +35,11 @@ async fn mosquitto_clients_exchange_messages_at_every_qos() {
     }
     let b = start_broker("").await;
     let port = b.addr.port();
-    pub_(port, &["-t", "interop/retained", "-m", "kept", "-r", "-q", "1"]).await;
+    pub_(
+        port,
+        &["-t", "interop/retained", "-m", "kept", "-r", "-q", "1"],
+    )
+    .await;
     for qos in ["0", "1", "2"] {
         let sub = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -44,7 +48,11 @@ async fn mosquitto_clients_exchange_messages_at_every_qos() {
             .spawn()
             .expect("mosquitto_sub runs");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        pub_(port, &["-t", "interop/live", "-m", &format!("q{qos}"), "-q", qos]).await;
+        pub_(
+            port,
+            &["-t", "interop/live", "-m", &format!("q{qos}"), "-q", qos],
+        )
+        .await;
         let out = sub.wait_with_output().await.expect("mosquitto_sub output");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "mosquitto_sub failed: {text}");

@@ -19,7 +19,10 @@ async fn wildcards_match_as_specified() {
     s.subscribe("x/+/z", QoS::AtMostOnce).await;
     let p = connect_id(b.addr, "pub").await;
     for t in ["a", "a/b/c", "x/y/z", "x/y/y", "x/z", "b"] {
-        p.client.publish(t, QoS::AtMostOnce, false, t).await.unwrap();
+        p.client
+            .publish(t, QoS::AtMostOnce, false, t)
+            .await
+            .unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -69,13 +72,22 @@ async fn retained_messages_stored_delivered_and_cleared() {
     assert_eq!(got[1].qos, QoS::AtMostOnce);
 
     // Live forwarding clears the retain flag [MQTT-3.3.1-9].
-    p.client.publish("r/1", QoS::AtMostOnce, true, "new").await.unwrap();
+    p.client
+        .publish("r/1", QoS::AtMostOnce, true, "new")
+        .await
+        .unwrap();
     let live = s.publish().await;
     assert!(!live.retain);
 
     // Empty payload clears.
-    p.client.publish("r/1", QoS::AtMostOnce, true, "").await.unwrap();
-    p.client.publish("r/2", QoS::AtMostOnce, true, "").await.unwrap();
+    p.client
+        .publish("r/1", QoS::AtMostOnce, true, "")
+        .await
+        .unwrap();
+    p.client
+        .publish("r/2", QoS::AtMostOnce, true, "")
+        .await
+        .unwrap();
     tokio::time::sleep(QUIET).await;
     let mut s2 = connect_id(b.addr, "later").await;
     s2.subscribe("r/#", QoS::AtLeastOnce).await;
@@ -91,10 +103,16 @@ async fn delivery_qos_is_minimum_of_publish_and_subscription() {
     let mut s2 = connect_id(b.addr, "s2").await;
     s2.subscribe("q", QoS::ExactlyOnce).await;
     let p = connect_id(b.addr, "p").await;
-    p.client.publish("q", QoS::ExactlyOnce, false, "x").await.unwrap();
+    p.client
+        .publish("q", QoS::ExactlyOnce, false, "x")
+        .await
+        .unwrap();
     assert_eq!(s1.publish().await.qos, QoS::AtLeastOnce);
     assert_eq!(s2.publish().await.qos, QoS::ExactlyOnce);
-    p.client.publish("q", QoS::AtMostOnce, false, "y").await.unwrap();
+    p.client
+        .publish("q", QoS::AtMostOnce, false, "y")
+        .await
+        .unwrap();
     assert_eq!(s2.publish().await.qos, QoS::AtMostOnce);
 }
 
@@ -105,7 +123,10 @@ async fn overlapping_subscriptions_deliver_once_at_max_qos() {
     s.subscribe("o/#", QoS::AtMostOnce).await;
     s.subscribe("o/+", QoS::ExactlyOnce).await;
     let p = connect_id(b.addr, "p").await;
-    p.client.publish("o/1", QoS::ExactlyOnce, false, "x").await.unwrap();
+    p.client
+        .publish("o/1", QoS::ExactlyOnce, false, "x")
+        .await
+        .unwrap();
     assert_eq!(s.publish().await.qos, QoS::ExactlyOnce);
     s.no_publish(QUIET).await;
 }
@@ -142,7 +163,10 @@ async fn raw_subscriber_receives_qos2_with_full_handshake() {
     raw.send(&subscribe_bytes(1, "h", 2)).await;
     assert_eq!(raw.read().await, Some((0x90, vec![0, 1, 2])));
     let p = connect_id(b.addr, "p").await;
-    p.client.publish("h", QoS::ExactlyOnce, false, "x").await.unwrap();
+    p.client
+        .publish("h", QoS::ExactlyOnce, false, "x")
+        .await
+        .unwrap();
     let (h, body) = raw.read().await.expect("publish");
     assert_eq!(h & 0xf6, 0x34, "QoS 2 PUBLISH");
     let (_, id, payload) = parse_publish(h, &body);
@@ -162,8 +186,15 @@ async fn messages_from_one_publisher_arrive_in_order() {
     s.subscribe("ord", QoS::AtLeastOnce).await;
     let p = connect_id(b.addr, "ord-pub").await;
     for i in 0..200u32 {
-        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-        p.client.publish("ord", qos, false, i.to_string()).await.unwrap();
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        p.client
+            .publish("ord", qos, false, i.to_string())
+            .await
+            .unwrap();
     }
     for i in 0..200u32 {
         let m = s.publish().await;
@@ -178,7 +209,10 @@ async fn unacknowledged_messages_are_redelivered_with_dup_on_resume() {
     raw.send(&subscribe_bytes(1, "d", 1)).await;
     assert_eq!(raw.read().await, Some((0x90, vec![0, 1, 1])));
     let p = connect_id(b.addr, "p").await;
-    p.client.publish("d", QoS::AtLeastOnce, false, "m").await.unwrap();
+    p.client
+        .publish("d", QoS::AtLeastOnce, false, "m")
+        .await
+        .unwrap();
     let (h, body) = raw.read().await.expect("publish");
     assert_eq!(h & 0x08, 0, "first delivery without DUP");
     let (_, id, _) = parse_publish(h, &body);
@@ -190,7 +224,10 @@ async fn unacknowledged_messages_are_redelivered_with_dup_on_resume() {
     let (h2, body2) = raw.read().await.expect("redelivery");
     assert_eq!(h2 & 0x08, 0x08, "DUP set on redelivery");
     let (topic, id2, payload) = parse_publish(h2, &body2);
-    assert_eq!((topic.as_str(), id2, payload.as_slice()), ("d", id, &b"m"[..]));
+    assert_eq!(
+        (topic.as_str(), id2, payload.as_slice()),
+        ("d", id, &b"m"[..])
+    );
 }
 
 #[tokio::test]
@@ -204,10 +241,14 @@ async fn offline_queue_is_bounded_and_drops_are_counted() {
 
     let p = connect_id(b.addr, "p").await;
     for i in 0..10 {
-        p.client.publish("q/x", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+        p.client
+            .publish("q/x", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(QUIET).await;
-    let dropped = b.server.broker().ctx.metrics.messages_dropped[1].load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = b.server.broker().ctx.metrics.messages_dropped[1]
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped, 5);
 
     let mut o = options(b.addr, "offline");
@@ -241,6 +282,9 @@ async fn unsubscribe_stops_delivery() {
         }
     }
     let p = connect_id(b.addr, "p").await;
-    p.client.publish("u", QoS::AtMostOnce, false, "x").await.unwrap();
+    p.client
+        .publish("u", QoS::AtMostOnce, false, "x")
+        .await
+        .unwrap();
     s.no_publish(QUIET).await;
 }

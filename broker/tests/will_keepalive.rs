@@ -24,12 +24,16 @@ async fn keepalive_timeout_closes_and_publishes_will() {
     let mut watcher = connect_id(b.addr, "watcher").await;
     watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
     let mut raw = Raw::connect(b.addr).await;
-    raw.send(&connect_with_will("sleepy", 1, "wills/sleepy", b"gone")).await;
+    raw.send(&connect_with_will("sleepy", 1, "wills/sleepy", b"gone"))
+        .await;
     assert_eq!(raw.read().await, Some((0x20, vec![0, 0])));
     let started = Instant::now();
     raw.expect_closed().await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1400), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed after {waited:?}"
+    );
     let will = watcher.publish().await;
     assert_eq!(will.topic, "wills/sleepy");
     assert_eq!(&will.payload[..], b"gone");

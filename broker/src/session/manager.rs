@@ -41,8 +41,6 @@ pub struct StartRequest {
     pub client_id: ClientId,
     /// Clean Session (3.1.1) / Clean Start (5.0).
     pub clean_start: bool,
-    /// Whether the session outlives the connection.
-    pub persistent: bool,
     pub conn: ConnHandle,
 }
 
@@ -136,10 +134,7 @@ impl SessionManager {
         }
         let worker = &workers[worker_index(req.client_id(), workers.len())];
         worker.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-        worker
-            .tx
-            .send(req)
-            .map_err(|_| ManagerError::ShuttingDown)
+        worker.tx.send(req).map_err(|_| ManagerError::ShuttingDown)
     }
 
     /// Changes the number of workers (a generation swap, see the module doc).
@@ -248,10 +243,6 @@ async fn start(
         } else {
             match resume(&entry, conn).await {
                 Ok(()) => {
-                    entry
-                        .shared
-                        .persistent
-                        .store(req.persistent, Ordering::Relaxed);
                     stats.resumed.fetch_add(1, Ordering::Relaxed);
                     ctx.metrics.sessions_resumed.fetch_add(1, Ordering::Relaxed);
                     return Ok(StartResult {
@@ -273,7 +264,7 @@ async fn start(
             }
         }
     }
-    Ok(create(ctx, stats, req.client_id, req.persistent, conn))
+    Ok(create(ctx, stats, req.client_id, conn))
 }
 
 /// Attaches `conn` to a live session. `Err(Some(conn))`: the session is
@@ -295,11 +286,10 @@ fn create(
     ctx: &Arc<Context>,
     stats: &WorkerStats,
     client_id: ClientId,
-    persistent: bool,
     conn: ConnHandle,
 ) -> StartResult {
     let shared = Arc::new(SessionShared::default());
-    let (tx, join) = spawn(ctx.clone(), client_id.clone(), persistent, shared.clone(), conn);
+    let (tx, join) = spawn(ctx.clone(), client_id.clone(), shared.clone(), conn);
     let entry = Arc::new(SessionEntry {
         uid: ctx.next_id(),
         client_id,
@@ -336,5 +326,7 @@ async fn watch(ctx: Arc<Context>, entry: Arc<SessionEntry>, join: JoinHandle<()>
 async fn destroy(ctx: &Context, entry: &SessionEntry, reason: CloseReason) {
     let _ = entry.tx.send(SessionMsg::Shutdown(reason));
     entry.ended.cancelled().await;
-    ctx.metrics.sessions_destroyed.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .sessions_destroyed
+        .fetch_add(1, Ordering::Relaxed);
 }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{LastWill, Packet};
 use crate::message::Message;
-use crate::types::{QoS, TopicFilter};
+use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
 pub use table::{ClientInfo, SessionEntry, SessionTable};
 
@@ -38,6 +38,9 @@ pub enum CloseReason {
     ServerShutdown,
     /// The client broke the protocol in a way the session detected.
     ProtocolError,
+    /// The client sent more unacknowledged QoS 2 messages than the
+    /// broker's Receive Maximum [MQTT-3.3.4-9].
+    ReceiveMaximumExceeded,
 }
 
 /// What a session sends to its connection.
@@ -60,7 +63,16 @@ pub struct ConnHandle {
     pub will: Option<LastWill>,
     /// The client's receive maximum (MQTT 5.0); bounds the in-flight window.
     pub receive_maximum: Option<u16>,
+    /// The largest packet the client accepts (MQTT 5.0).
+    pub max_packet_size: Option<u32>,
+    /// Seconds the session outlives this connection: 0 ends it with the
+    /// connection, [`NEVER_EXPIRES`] keeps it until destroyed (3.1.1
+    /// persistent sessions).
+    pub session_expiry_secs: u32,
 }
+
+/// The session expiry interval meaning "never" (MQTT 5.0 section 3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
 
 /// A message routed to a session by a subscription.
 #[derive(Debug)]
@@ -88,6 +100,18 @@ pub struct SessionDetail {
     pub queued: usize,
 }
 
+/// How a connection left its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetachKind {
+    /// DISCONNECT: the will is discarded; MQTT 5.0 may set a new session
+    /// expiry interval.
+    Disconnect { session_expiry_secs: Option<u32> },
+    /// MQTT 5.0 DISCONNECT with reason 0x04: publish the will anyway.
+    DisconnectWithWill { session_expiry_secs: Option<u32> },
+    /// Any other end: the will is published.
+    Unclean,
+}
+
 /// The session task's mailbox messages.
 #[derive(Debug)]
 pub enum SessionMsg {
@@ -98,9 +122,21 @@ pub enum SessionMsg {
         reply: oneshot::Sender<Result<(), ConnHandle>>,
     },
     /// A packet from the attached connection `conn_id`.
-    Packet { conn_id: u64, packet: Packet },
-    /// Connection `conn_id` is gone; `graceful` after DISCONNECT.
-    Detach { conn_id: u64, graceful: bool },
+    Packet {
+        conn_id: u64,
+        packet: Packet,
+    },
+    /// Connection `conn_id` is gone.
+    Detach {
+        conn_id: u64,
+        ending: DetachKind,
+    },
+    /// The connection discarded the PUBLISH `packet_id` as too large for
+    /// the client; it counts as delivered.
+    Discarded {
+        conn_id: u64,
+        packet_id: PacketId,
+    },
     Deliver(Delivery),
     Inspect(oneshot::Sender<SessionDetail>),
     /// End the session, closing its connection for `reason`.

@@ -160,6 +160,11 @@ impl Outgoing {
         self.remove_where(id, |m| m.stage == Stage::Released)
     }
 
+    /// Removes a message whatever its stage (it will not be sent again).
+    pub fn discard(&mut self, id: PacketId) -> bool {
+        self.remove_where(id, |_| true)
+    }
+
     fn remove_where(&mut self, id: PacketId, ok: impl Fn(&Inflight) -> bool) -> bool {
         match self.inflight.iter().position(|m| m.id == id && ok(m)) {
             Some(i) => {

@@ -10,14 +10,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::outgoing::{Outgoing, Pending, RecOutcome};
 use super::table::SessionShared;
 use super::{
-    CloseReason, ConnHandle, Delivery, Outbound, SessionDetail, SessionMsg, SessionTx,
-    SubscriptionInfo,
+    CloseReason, ConnHandle, Delivery, DetachKind, Outbound, SessionDetail, SessionMsg, SessionTx,
+    SubscriptionInfo, NEVER_EXPIRES,
 };
 use crate::codec::{
     LastWill, Packet, ProtocolVersion, PubResp, Publish, ReasonCode, RetainHandling, SubAck,
@@ -42,7 +44,12 @@ pub(crate) struct Session {
     shared: Arc<SessionShared>,
     conn: Option<ConnHandle>,
     protocol: ProtocolVersion,
-    persistent: bool,
+    /// Seconds the session outlives a connection (see [`NEVER_EXPIRES`]).
+    expiry_secs: u32,
+    /// When an offline session expires.
+    expire_at: Option<Instant>,
+    /// When a delayed will (MQTT 5.0 will delay interval) is due.
+    will_due: Option<Instant>,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     out: Outgoing,
     /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
@@ -57,7 +64,6 @@ pub(crate) struct Session {
 pub(crate) fn spawn(
     ctx: Arc<Context>,
     client_id: ClientId,
-    persistent: bool,
     shared: Arc<SessionShared>,
     conn: ConnHandle,
 ) -> (SessionTx, tokio::task::JoinHandle<()>) {
@@ -67,7 +73,6 @@ pub(crate) fn spawn(
         usize::from(cfg.max_inflight_messages),
         cfg.max_queued_messages,
     );
-    shared.persistent.store(persistent, Ordering::Relaxed);
     let mut session = Session {
         protocol: conn.info.protocol,
         ctx,
@@ -75,7 +80,9 @@ pub(crate) fn spawn(
         self_tx: tx.clone(),
         shared,
         conn: None,
-        persistent,
+        expiry_secs: 0,
+        expire_at: None,
+        will_due: None,
         subscriptions: HashMap::new(),
         out,
         awaiting_rel: HashSet::new(),
@@ -89,13 +96,26 @@ pub(crate) fn spawn(
 
 impl Session {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
-        while let Some(msg) = rx.recv().await {
-            let flow = self.handle(msg);
+        loop {
+            let timer = match (self.will_due, self.expire_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let flow = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => Flow::Stop,
+                },
+                _ = sleep_until(timer) => self.on_timer(),
+            };
             self.publish_counters();
             if flow == Flow::Stop {
                 break;
             }
         }
+        // The will of a session that ends is sent now, whatever its delay
+        // [MQTT-3.1.3-9].
+        self.publish_will();
         // Give back connections that tried to attach while we were ending,
         // so the manager can create a new session for them.
         rx.close();
@@ -119,9 +139,15 @@ impl Session {
                     self.on_packet(packet);
                 }
             }
-            SessionMsg::Detach { conn_id, graceful } => {
+            SessionMsg::Detach { conn_id, ending } => {
                 if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    return self.detach(graceful);
+                    return self.detach(ending);
+                }
+            }
+            SessionMsg::Discarded { conn_id, packet_id } => {
+                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                    self.out.discard(packet_id);
+                    self.fill_window();
                 }
             }
             SessionMsg::Deliver(d) => self.deliver(d),
@@ -145,14 +171,30 @@ impl Session {
         if let Some(old) = self.conn.take() {
             tracing::info!(client_id = %self.client_id, peer = %old.info.peer, "session taken over");
             let _ = old.tx.send(Outbound::Close(CloseReason::TakenOver));
-            self.ctx.metrics.sessions_taken_over.fetch_add(1, Ordering::Relaxed);
-            self.publish_will();
+            self.ctx
+                .metrics
+                .sessions_taken_over
+                .fetch_add(1, Ordering::Relaxed);
+            // The session goes on, so a delayed will is not due [MQTT-3.1.3-9].
+            let delayed = self
+                .will
+                .as_ref()
+                .is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0);
+            if delayed {
+                self.will = None;
+            } else {
+                self.publish_will();
+            }
         }
     }
 
     fn attach(&mut self, mut conn: ConnHandle) {
         self.protocol = conn.info.protocol;
+        // A reconnect in time cancels a delayed will [MQTT-3.1.3-9].
+        self.will_due = None;
+        self.expire_at = None;
         self.will = conn.will.take();
+        self.set_expiry(conn.session_expiry_secs);
         let ours = self.ctx.config.mqtt.max_inflight_messages;
         let window = conn.receive_maximum.map_or(ours, |theirs| theirs.min(ours));
         self.out.set_window(usize::from(window));
@@ -164,20 +206,80 @@ impl Session {
         self.fill_window();
     }
 
-    fn detach(&mut self, graceful: bool) -> Flow {
+    fn set_expiry(&mut self, secs: u32) {
+        self.expiry_secs = secs;
+        self.shared.persistent.store(secs > 0, Ordering::Relaxed);
+        self.shared
+            .expiry_interval_secs
+            .store(secs, Ordering::Relaxed);
+    }
+
+    fn detach(&mut self, ending: DetachKind) -> Flow {
         self.conn = None;
         self.shared.set_client(None);
-        if graceful {
-            // DISCONNECT discards the will [MQTT-3.14.4-3].
+        let publish_will = match ending {
+            DetachKind::Disconnect {
+                session_expiry_secs,
+            } => {
+                if let Some(secs) = session_expiry_secs {
+                    self.set_expiry(secs);
+                }
+                false
+            }
+            DetachKind::DisconnectWithWill {
+                session_expiry_secs,
+            } => {
+                if let Some(secs) = session_expiry_secs {
+                    self.set_expiry(secs);
+                }
+                true
+            }
+            DetachKind::Unclean => true,
+        };
+        if self.expiry_secs == 0 {
+            if !publish_will {
+                // DISCONNECT discards the will [MQTT-3.14.4-3].
+                self.will = None;
+            }
+            return Flow::Stop;
+        }
+        let now = Instant::now();
+        if self.expiry_secs != NEVER_EXPIRES {
+            self.expire_at = Some(now + Duration::from_secs(u64::from(self.expiry_secs)));
+        }
+        if !publish_will {
             self.will = None;
         } else {
+            let delay = self
+                .will
+                .as_ref()
+                .and_then(|w| w.properties.will_delay_interval)
+                .unwrap_or(0);
+            if delay == 0 {
+                self.publish_will();
+            } else {
+                self.will_due = Some(now + Duration::from_secs(u64::from(delay)));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A timer fired: publish a delayed will, or expire the session.
+    fn on_timer(&mut self) -> Flow {
+        let now = Instant::now();
+        if self.will_due.is_some_and(|t| t <= now) {
+            self.will_due = None;
             self.publish_will();
         }
-        if self.persistent {
-            Flow::Continue
-        } else {
-            Flow::Stop
+        if self.expire_at.is_some_and(|t| t <= now) {
+            tracing::info!(client_id = %self.client_id, "session expired");
+            self.ctx
+                .metrics
+                .sessions_expired
+                .fetch_add(1, Ordering::Relaxed);
+            return Flow::Stop;
         }
+        Flow::Continue
     }
 
     fn send(&self, packet: Packet) {
@@ -236,18 +338,46 @@ impl Session {
         let msg = Message::from_publish(p, &self.client_id);
         match (qos, id) {
             (QoS::AtLeastOnce, Some(id)) => {
-                route(&self.ctx, msg);
-                self.send(Packet::PubAck(PubResp::success(id)));
+                let n = route(&self.ctx, msg);
+                self.send(Packet::PubAck(self.publish_ack(id, n)));
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Method B of the specification: deliver on PUBLISH, then
                 // ignore duplicates until PUBREL [MQTT-4.3.3-2].
-                if self.awaiting_rel.insert(id) {
-                    route(&self.ctx, msg);
+                let mut n = 1;
+                if !self.awaiting_rel.contains(&id) {
+                    if self.awaiting_rel.len() >= usize::from(self.ctx.config.mqtt.receive_maximum)
+                        && self.protocol.is_v5()
+                    {
+                        self.close(CloseReason::ReceiveMaximumExceeded);
+                        return;
+                    }
+                    self.awaiting_rel.insert(id);
+                    n = route(&self.ctx, msg);
                 }
-                self.send(Packet::PubRec(PubResp::success(id)));
+                self.send(Packet::PubRec(self.publish_ack(id, n)));
             }
-            _ => route(&self.ctx, msg),
+            _ => {
+                route(&self.ctx, msg);
+            }
+        }
+    }
+
+    /// PUBACK/PUBREC for a message that reached `receivers` sessions.
+    fn publish_ack(&self, id: PacketId, receivers: usize) -> PubResp {
+        let mut ack = PubResp::success(id);
+        if receivers == 0 && self.protocol.is_v5() {
+            ack.code = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+        }
+        ack
+    }
+
+    /// Closes the connection (not the session) for a protocol violation
+    /// the session detected; the connection publishes the will.
+    fn close(&mut self, reason: CloseReason) {
+        if let Some(conn) = &self.conn {
+            tracing::warn!(client_id = %self.client_id, ?reason, "closing connection");
+            let _ = conn.tx.send(Outbound::Close(reason));
         }
     }
 
@@ -295,6 +425,12 @@ impl Session {
                         retained.push((self.ctx.retained.matching(&filter), opts.qos));
                     }
                     self.subscriptions.insert(filter, opts);
+                }
+                Err(e) if e.is_protocol_error() && self.protocol.is_v5() => {
+                    // No Local on a shared subscription [MQTT-3.8.3-4].
+                    tracing::info!(client_id = %self.client_id, %filter, error = %e, "protocol error in SUBSCRIBE");
+                    self.close(CloseReason::ProtocolError);
+                    return;
                 }
                 Err(e) => {
                     tracing::info!(client_id = %self.client_id, %filter, error = %e, "subscription refused");
@@ -462,8 +598,16 @@ impl Drop for Session {
     }
 }
 
-/// Stores a retained message and hands `msg` to every matching session.
-pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stores a retained message and hands `msg` to every matching session;
+/// returns how many sessions it went to.
+pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
         // is still delivered to current subscribers.
@@ -472,7 +616,9 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
             tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
         }
     }
-    for d in ctx.router.route(&msg.topic, msg.publisher.as_ref()) {
+    let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
+    let n = deliveries.len();
+    for d in deliveries {
         let _ = d.handle.send(SessionMsg::Deliver(Delivery {
             msg: msg.clone(),
             qos: d.qos,
@@ -482,6 +628,7 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) {
             subscription_ids: d.subscription_ids,
         }));
     }
+    n
 }
 
 /// Whether every topic `requested` can match is also matched by `deny`.

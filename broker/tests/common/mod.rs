@@ -219,7 +219,13 @@ pub fn subscribe_bytes(packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
 }
 
 /// A 3.1.1 PUBLISH.
-pub fn publish_bytes(topic: &str, qos: u8, retain: bool, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+pub fn publish_bytes(
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    packet_id: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut body = (topic.len() as u16).to_be_bytes().to_vec();
     body.extend_from_slice(topic.as_bytes());
     if qos > 0 {
@@ -256,3 +262,4 @@ pub async fn raw_connect(addr: SocketAddr, id: &str, flags: u8) -> (Raw, bool) {
     assert_eq!(body[1], 0, "connection accepted");
     (raw, body[0] & 1 == 1)
 }
+pub mod v5;
