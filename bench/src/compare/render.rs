@@ -186,7 +186,7 @@ fn case_section(out: &mut String, results: &Results, case: &str) {
             None => {
                 let _ = writeln!(
                     out,
-                    "\n{broker}: no result (the run failed; see the script's output)."
+                    "\n{broker}: no result (see the Notes)."
                 );
             }
             Some(r) => {

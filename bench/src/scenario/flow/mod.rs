@@ -77,7 +77,7 @@ struct Shared {
     /// Nanoseconds (payload clock) when every publisher had stopped; 0
     /// while they run.
     done_at_ns: AtomicU64,
-    errors: Errors,
+    errors: Arc<Errors>,
 }
 
 impl Shared {
@@ -88,7 +88,7 @@ impl Shared {
 
 /// Runs the flow; connection errors abort, errors after the start are
 /// counted in `errors`.
-pub async fn run(ctx: &Ctx, spec: FlowSpec, label: &str) -> anyhow::Result<(FlowOutcome, Errors)> {
+pub async fn run(ctx: &Ctx, spec: FlowSpec, label: &str) -> anyhow::Result<(FlowOutcome, Arc<Errors>)> {
     let topic = TopicName::new(&format!("bench/{}/flow", ctx.run_id))
         .map_err(|e| anyhow!("bad topic: {e}"))?;
     let subs = connect_subscribers(ctx, &spec, &topic).await?;
@@ -98,7 +98,7 @@ pub async fn run(ctx: &Ctx, spec: FlowSpec, label: &str) -> anyhow::Result<(Flow
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         done_at_ns: AtomicU64::new(0),
-        errors: Errors::default(),
+        errors: Arc::new(Errors::default()),
     });
     let spec = Arc::new(spec);
     let progress = show_progress(label, ctx.quiet, &shared);
@@ -131,8 +131,7 @@ pub async fn run(ctx: &Ctx, spec: FlowSpec, label: &str) -> anyhow::Result<(Flow
         .store(crate::payload::now_ns().max(1), Ordering::Release);
     collect_subscribers(&mut sub_tasks, &shared, &mut outcome).await;
     progress.finish();
-    let shared = Arc::try_unwrap(shared).map_err(|_| anyhow!("flow tasks still running"))?;
-    Ok((outcome, shared.errors))
+    Ok((outcome, shared.errors.clone()))
 }
 
 async fn collect_subscribers(
