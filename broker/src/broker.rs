@@ -1,6 +1,7 @@
 //! The running broker as its connections see it: shared context, session
 //! manager, shutdown signal and connection tracking.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::server::ListenerInfo;
 use crate::session::SessionManager;
 
 pub struct Broker {
@@ -20,10 +22,14 @@ pub struct Broker {
     /// Every connection task, so shutdown can wait for them.
     pub connections: TaskTracker,
     pub started_at: Instant,
+    /// The bound listeners, for status reports.
+    pub listeners: Vec<ListenerInfo>,
+    /// True while listeners accept connections (`/readyz`).
+    pub ready: AtomicBool,
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Broker> {
+    pub fn new(config: Config, listeners: Vec<ListenerInfo>) -> Arc<Broker> {
         let size = config.session_manager.effective_size();
         let ctx = Context::new(Arc::new(config));
         Arc::new(Broker {
@@ -32,6 +38,8 @@ impl Broker {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             started_at: Instant::now(),
+            listeners,
+            ready: AtomicBool::new(false),
         })
     }
 }

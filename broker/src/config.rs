@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::control::{ControlConfig, HttpConfig};
 use crate::types::TopicFilter;
 
 /// Why a configuration cannot be used.
@@ -40,6 +41,10 @@ pub struct Config {
     pub session_manager: PoolConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    /// The admin API on a Unix socket (and optionally TCP).
+    pub control: ControlConfig,
+    /// Health probes and Prometheus metrics.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             session_manager: PoolConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            control: ControlConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Nothing happens before validation and authentication pass; a refused
 //! client gets the CONNACK code the specification names and is closed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -79,16 +79,12 @@ where
         Ok(Ok(Some(Packet::Connect(c)))) => *c,
         Ok(Ok(Some(other))) => {
             tracing::warn!(%peer, packet = other.name(), "first packet must be CONNECT [MQTT-3.1.0-1]; closing");
-            ctx.metrics
-                .malformed_packets
-                .fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.malformed_packets.inc();
             return None;
         }
         Ok(Err(Ending::Violation { reason, code })) => {
             tracing::warn!(%peer, %reason, "invalid CONNECT; closing");
-            ctx.metrics
-                .malformed_packets
-                .fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.malformed_packets.inc();
             if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
                 // [MQTT-3.1.2-2]: answer 0x01 before closing.
                 let ack = connack(false, ReasonCode(connack_v3::UNACCEPTABLE_PROTOCOL_VERSION));
@@ -169,7 +165,7 @@ where
     let username = match auth::authenticate(&ctx.config.auth, &c) {
         Ok(u) => u,
         Err(e) => {
-            ctx.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.auth_failures.inc();
             tracing::info!(%peer, %client_id, reason = %e, "authentication failed");
             let (v3, v5) = match e {
                 AuthError::BadCredentials => (

@@ -111,12 +111,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
-    ctx.metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
-    ctx.metrics
-        .connections_current
-        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.connections_total.inc();
+    ctx.metrics.connections.inc();
     let mut framed = Framed {
         stream,
         rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
@@ -132,9 +128,7 @@ where
         let ending = run(&mut framed, &broker, accepted).await;
         log_ending(&client_id, peer, &ending);
         if let Ending::Violation { .. } = ending {
-            ctx.metrics
-                .malformed_packets
-                .fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.malformed_packets.inc();
         }
         let detach = match ending {
             Ending::Disconnected(kind) => kind,
@@ -146,9 +140,7 @@ where
         });
         let _ = framed.stream.shutdown().await;
     }
-    ctx.metrics
-        .connections_current
-        .fetch_sub(1, Ordering::Relaxed);
+    ctx.metrics.connections.dec();
 }
 
 fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
@@ -259,6 +251,12 @@ where
         Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
         Packet::Disconnect(d) => return Err(on_disconnect(a, &d)),
         Packet::Publish(mut p) => {
+            if !p.properties.subscription_identifiers.is_empty() {
+                return Err(violation(
+                    "PUBLISH from a client carries a subscription identifier [MQTT-3.3.4-6]",
+                    ReasonCode::PROTOCOL_ERROR,
+                ));
+            }
             if a.version.is_v5() {
                 a.aliases_in
                     .resolve(&mut p)
@@ -347,14 +345,14 @@ where
                 let new_alias = a.aliases_out.apply(&mut p);
                 let (qos, id) = (p.qos, p.packet_id);
                 if write_limited(framed, a, &Packet::Publish(p)) {
-                    broker.ctx.metrics.sent(qos);
+                    broker.ctx.metrics.messages_sent.qos(qos).inc();
                 } else {
                     if let Some(topic) = new_alias {
                         a.aliases_out.forget(&topic);
                     }
                     // Too large for the client: discard it and behave as
                     // if it had been delivered [MQTT-3.1.2-25].
-                    broker.ctx.metrics.dropped(qos);
+                    broker.ctx.metrics.messages_dropped.qos(qos).inc();
                     if let Some(packet_id) = id {
                         let _ = a.session.send(SessionMsg::Discarded {
                             conn_id: a.conn_id,

@@ -19,11 +19,14 @@
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`broker`], [`context`]: state shared by tasks;
-//! - [`metrics`]: counters for Prometheus;
+//! - [`admin`]: the control API backend over the running broker;
+//! - [`control`]: the admin API on the control socket, health and metrics HTTP server;
+//! - [`metrics`]: broker-wide counters rendered for Prometheus;
 //! - [`logging`]: log setup;
 //! - [`types`]: validated newtypes (client id, topic name/filter, packet id, QoS);
 //! - [`codec`]: the MQTT wire format.
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod codec;
@@ -31,6 +34,7 @@ pub mod config;
 pub mod connect;
 pub mod connection;
 pub mod context;
+pub mod control;
 pub mod keepalive;
 pub mod listener;
 pub mod logging;

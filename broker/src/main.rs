@@ -21,6 +21,9 @@ struct Args {
     /// listeners (repeatable).
     #[arg(short, long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Serve the control API on this Unix socket (overrides `control.socket`).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// Check the configuration file and exit (0 if valid, 2 if not).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
@@ -54,6 +57,9 @@ fn main() -> ExitCode {
         None => Config::default(),
     };
     config.override_listeners(&args.listen);
+    if let Some(path) = args.control_socket {
+        config.control.socket = Some(path);
+    }
     if let Err(e) = mqttd::logging::init(&config.log) {
         eprintln!("mqttd: {e}");
         return ExitCode::from(EXIT_CONFIG);

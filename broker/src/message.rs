@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::codec::{Properties, Publish};
+use crate::codec::{LastWill, Properties, Publish};
 use crate::types::{ClientId, QoS, TopicName};
 
 #[derive(Debug, Clone)]
@@ -37,6 +37,30 @@ impl Message {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
+            properties,
+            publisher: Some(publisher.clone()),
+            received_at: Instant::now(),
+        })
+    }
+
+    /// The message a will becomes when it is published.
+    pub fn from_will(will: LastWill, publisher: &ClientId) -> Arc<Message> {
+        let p = will.properties;
+        // Only the properties a PUBLISH may carry; the will delay stays behind.
+        let properties = Properties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            ..Properties::default()
+        };
+        Arc::new(Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
             properties,
             publisher: Some(publisher.clone()),
             received_at: Instant::now(),

@@ -1,38 +1,491 @@
-//! PLACEHOLDER metrics (replaced by the control branch).
+//! Broker-wide counters and gauges, rendered as Prometheus text.
+//!
+//! The broker holds one [`Metrics`] (behind an `Arc`) and bumps its fields on
+//! hot paths: every update is a single relaxed atomic operation, no lock and
+//! no allocation. Per-worker session-manager figures live in
+//! [`WorkerMetrics`], one `Arc` per worker index, handed out by
+//! [`Metrics::resize_workers`] so the pool can keep its own clone.
+//!
+//! [`Metrics::render`] writes the Prometheus text exposition format 0.0.4
+//! (`# HELP` / `# TYPE` then samples) served on `GET /metrics`. It is
+//! hand-rolled rather than built on `prometheus-client` because the set is
+//! small and fixed, and plain atomics in public fields are the cheapest API
+//! for the hot paths.
 
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mqttd_api::{WorkerInfo, WorkerOperations};
 
 use crate::types::QoS;
 
+/// A monotonically increasing count.
 #[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        // Relaxed: each counter is independent; readers only need a recent value.
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn dec(&self) {
+        self.add(-1);
+    }
+
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The value clamped at zero, for API fields that are counts.
+    pub fn get_u64(&self) -> u64 {
+        u64::try_from(self.get()).unwrap_or(0)
+    }
+}
+
+/// One counter per QoS level.
+#[derive(Debug, Default)]
+pub struct ByQos([Counter; 3]);
+
+impl ByQos {
+    /// The counter of `qos`.
+    pub fn qos(&self, qos: QoS) -> &Counter {
+        &self.0[qos as usize]
+    }
+}
+
+/// Figures of one session-manager worker, updated by the pool.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    /// Requests waiting in the worker's queue.
+    pub queue_depth: Gauge,
+    pub created: Counter,
+    pub resumed: Counter,
+    pub destroyed: Counter,
+}
+
+impl WorkerMetrics {
+    /// Completed operations, as the control API reports them.
+    pub fn operations(&self) -> WorkerOperations {
+        WorkerOperations {
+            created: self.created.get(),
+            resumed: self.resumed.get(),
+            destroyed: self.destroyed.get(),
+        }
+    }
+}
+
+/// Everything `/metrics` reports. Field names say what is counted; the
+/// Prometheus names are in [`Metrics::render`].
+#[derive(Debug)]
 pub struct Metrics {
-    pub connections_current: AtomicI64,
-    pub connections_total: AtomicU64,
-    pub sessions_created: AtomicU64,
-    pub sessions_resumed: AtomicU64,
-    pub sessions_destroyed: AtomicU64,
-    pub sessions_ended: AtomicU64,
-    pub sessions_taken_over: AtomicU64,
-    pub sessions_expired: AtomicU64,
-    pub session_panics: AtomicU64,
-    pub malformed_packets: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub messages_received: [AtomicU64; 3],
-    pub messages_sent: [AtomicU64; 3],
-    pub messages_dropped: [AtomicU64; 3],
+    start_time: SystemTime,
+    /// Network connections open now.
+    pub connections: Gauge,
+    /// Network connections accepted since start.
+    pub connections_total: Counter,
+    /// Sessions in the session table now.
+    pub sessions: Gauge,
+    pub sessions_created: Counter,
+    pub sessions_resumed: Counter,
+    pub sessions_destroyed: Counter,
+    pub sessions_expired: Counter,
+    pub sessions_taken_over: Counter,
+    /// PUBLISH packets received from clients.
+    pub messages_received: ByQos,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: ByQos,
+    /// Messages discarded (queue full, expired, no route for QoS 0 ...).
+    pub messages_dropped: ByQos,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub malformed_packets: Counter,
+    pub auth_failures: Counter,
+    pub retained_messages: Gauge,
+    pub subscriptions: Gauge,
+    /// Session-manager workers now.
+    pub pool_size: Gauge,
+    /// Held only to clone or resize the list, never across an await.
+    workers: RwLock<Vec<Arc<WorkerMetrics>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub fn new() -> Self {
+        Metrics {
+            start_time: SystemTime::now(),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            sessions: Gauge::default(),
+            sessions_created: Counter::default(),
+            sessions_resumed: Counter::default(),
+            sessions_destroyed: Counter::default(),
+            sessions_expired: Counter::default(),
+            sessions_taken_over: Counter::default(),
+            messages_received: ByQos::default(),
+            messages_sent: ByQos::default(),
+            messages_dropped: ByQos::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            malformed_packets: Counter::default(),
+            auth_failures: Counter::default(),
+            retained_messages: Gauge::default(),
+            subscriptions: Gauge::default(),
+            pool_size: Gauge::default(),
+            workers: RwLock::new(Vec::new()),
+        }
     }
-    pub fn received(&self, qos: QoS) {
-        Self::inc(&self.messages_received[qos as usize]);
+
+    /// When the broker started.
+    pub fn start_time(&self) -> SystemTime {
+        self.start_time
     }
-    pub fn sent(&self, qos: QoS) {
-        Self::inc(&self.messages_sent[qos as usize]);
+
+    /// Sets the pool to `size` workers and returns their metrics, index by
+    /// index. Indices that survive a resize keep their counters, so the
+    /// series stay monotonic across generations.
+    pub fn resize_workers(&self, size: usize) -> Vec<Arc<WorkerMetrics>> {
+        let mut workers = self.workers.write().unwrap_or_else(|e| e.into_inner());
+        workers.truncate(size);
+        while workers.len() < size {
+            workers.push(Arc::default());
+        }
+        self.pool_size.set(i64::try_from(size).unwrap_or(i64::MAX));
+        workers.clone()
     }
-    pub fn dropped(&self, qos: QoS) {
-        Self::inc(&self.messages_dropped[qos as usize]);
+
+    /// The current workers' metrics.
+    pub fn workers(&self) -> Vec<Arc<WorkerMetrics>> {
+        self.workers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The workers as the control API reports them (`GET /v1/pool`).
+    pub fn worker_infos(&self) -> Vec<WorkerInfo> {
+        self.workers()
+            .iter()
+            .enumerate()
+            .map(|(index, w)| WorkerInfo {
+                index,
+                queue_depth: w.queue_depth.get_u64(),
+                operations: w.operations(),
+            })
+            .collect()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut e = Exposition::default();
+        self.render_process(&mut e);
+        for (name, help, value) in self.scalars() {
+            match value {
+                Value::Counter(v) => e.single(name, Kind::Counter, help, v),
+                Value::Gauge(v) => e.single(name, Kind::Gauge, help, v),
+            }
+        }
+        self.render_messages(&mut e);
+        self.render_pool(&mut e);
+        e.out
+    }
+
+    fn render_process(&self, e: &mut Exposition) {
+        e.family(
+            "mqttd_build_info",
+            Kind::Gauge,
+            "Broker build; the value is always 1.",
+        );
+        e.sample(
+            "mqttd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+        let start = self
+            .start_time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let name = "process_start_time_seconds";
+        e.family(
+            name,
+            Kind::Gauge,
+            "Start time of the process since the Unix epoch in seconds.",
+        );
+        e.sample(name, &[], start);
+    }
+
+    /// The unlabelled metrics: name, help and value.
+    #[rustfmt::skip] // a table reads better one metric per line
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 15] {
+        use Value::{Counter as C, Gauge as G};
+        [
+            ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
+            ("mqttd_connections_total", "Network connections accepted.", C(self.connections_total.get())),
+            ("mqttd_bytes_received_total", "Bytes read from clients.", C(self.bytes_received.get())),
+            ("mqttd_bytes_sent_total", "Bytes written to clients.", C(self.bytes_sent.get())),
+            ("mqttd_malformed_packets_total", "Packets rejected as malformed.", C(self.malformed_packets.get())),
+            ("mqttd_auth_failures_total", "CONNECTs refused by authentication.", C(self.auth_failures.get())),
+            ("mqttd_sessions", "Sessions in the session table.", G(self.sessions.get())),
+            ("mqttd_sessions_created_total", "Sessions created.", C(self.sessions_created.get())),
+            ("mqttd_sessions_resumed_total", "Persistent sessions resumed.", C(self.sessions_resumed.get())),
+            ("mqttd_sessions_destroyed_total", "Sessions destroyed.", C(self.sessions_destroyed.get())),
+            ("mqttd_sessions_expired_total", "Sessions whose expiry interval elapsed.", C(self.sessions_expired.get())),
+            ("mqttd_sessions_taken_over_total", "Sessions taken over by a new connection.", C(self.sessions_taken_over.get())),
+            ("mqttd_subscriptions", "Subscriptions across all sessions.", G(self.subscriptions.get())),
+            ("mqttd_retained_messages", "Retained messages stored.", G(self.retained_messages.get())),
+            ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
+        ]
+    }
+
+    fn render_messages(&self, e: &mut Exposition) {
+        let families = [
+            (
+                "mqttd_messages_received_total",
+                "PUBLISH packets received from clients.",
+                &self.messages_received,
+            ),
+            (
+                "mqttd_messages_sent_total",
+                "PUBLISH packets sent to clients.",
+                &self.messages_sent,
+            ),
+            (
+                "mqttd_messages_dropped_total",
+                "Messages discarded before delivery.",
+                &self.messages_dropped,
+            ),
+        ];
+        for (name, help, by_qos) in families {
+            e.family(name, Kind::Counter, help);
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let label = (qos as u8).to_string();
+                e.sample(name, &[("qos", &label)], by_qos.qos(qos).get());
+            }
+        }
+    }
+
+    fn render_pool(&self, e: &mut Exposition) {
+        let workers = self.workers();
+        let name = "mqttd_session_manager_queue_depth";
+        e.family(
+            name,
+            Kind::Gauge,
+            "Requests waiting in a session-manager worker's queue.",
+        );
+        for (i, w) in workers.iter().enumerate() {
+            e.sample(name, &[("worker", &i.to_string())], w.queue_depth.get());
+        }
+        let name = "mqttd_session_manager_operations_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Lifecycle operations completed by a session-manager worker.",
+        );
+        for (i, w) in workers.iter().enumerate() {
+            let worker = i.to_string();
+            let ops = w.operations();
+            for (op, v) in [
+                ("created", ops.created),
+                ("resumed", ops.resumed),
+                ("destroyed", ops.destroyed),
+            ] {
+                e.sample(name, &[("worker", &worker), ("op", op)], v);
+            }
+        }
+    }
+}
+
+/// A sampled value, typed by what it measures.
+enum Value {
+    Counter(u64),
+    Gauge(i64),
+}
+
+/// Prometheus metric type, as written on `# TYPE` lines.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A text exposition being written.
+#[derive(Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// Starts a metric family: its `# HELP` and `# TYPE` lines.
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.out, "# HELP {name} {}", escape(help, false));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample line of the current family.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            let body: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v, true)))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", body.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// A family with a single unlabelled sample.
+    fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// Escapes a HELP text (`\` and newline) or a label value (also `"`).
+fn escape(s: &str, label: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if label => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    /// Checks the exposition format and returns `series -> value`.
+    fn parse(text: &str) -> HashMap<String, f64> {
+        let mut types: HashMap<&str, &str> = HashMap::new();
+        let mut helped: HashSet<&str> = HashSet::new();
+        let mut samples = HashMap::new();
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(helped.insert(name), "second HELP for {name}");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(helped.contains(name), "TYPE before HELP for {name}");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert!(types.insert(name, kind).is_none(), "second TYPE for {name}");
+            } else {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let name = series.split('{').next().unwrap();
+                assert!(valid_name(name), "bad metric name in {line}");
+                assert!(types.contains_key(name), "sample without TYPE: {line}");
+                if types[name] == "counter" {
+                    assert!(name.ends_with("_total"), "counter {name} lacks _total");
+                }
+                let v: f64 = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line}"));
+                assert!(
+                    samples.insert(series.to_string(), v).is_none(),
+                    "duplicate {series}"
+                );
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn every_sample_has_a_type() {
+        let m = Metrics::new();
+        m.resize_workers(2);
+        let samples = parse(&m.render());
+        assert_eq!(samples["mqttd_connections"], 0.0);
+        assert_eq!(samples["mqttd_session_manager_pool_size"], 2.0);
+        assert!(samples.contains_key("mqttd_session_manager_queue_depth{worker=\"1\"}"));
+        assert!(samples.contains_key("mqttd_messages_sent_total{qos=\"2\"}"));
+    }
+
+    #[test]
+    fn updates_show_in_render() {
+        let m = Metrics::new();
+        let workers = m.resize_workers(3);
+        m.connections.inc();
+        m.connections.inc();
+        m.connections.dec();
+        m.messages_received.qos(QoS::AtLeastOnce).add(5);
+        workers[2].created.inc();
+        workers[2].queue_depth.set(4);
+        let s = parse(&m.render());
+        assert_eq!(s["mqttd_connections"], 1.0);
+        assert_eq!(s["mqttd_messages_received_total{qos=\"1\"}"], 5.0);
+        assert_eq!(s["mqttd_messages_received_total{qos=\"0\"}"], 0.0);
+        assert_eq!(
+            s["mqttd_session_manager_operations_total{worker=\"2\",op=\"created\"}"],
+            1.0
+        );
+        assert_eq!(s["mqttd_session_manager_queue_depth{worker=\"2\"}"], 4.0);
+    }
+
+    #[test]
+    fn resize_keeps_surviving_workers() {
+        let m = Metrics::new();
+        let before = m.resize_workers(4);
+        before[1].resumed.add(7);
+        let after = m.resize_workers(2);
+        assert_eq!(after.len(), 2);
+        assert!(Arc::ptr_eq(&before[1], &after[1]));
+        assert_eq!(m.worker_infos()[1].operations.resumed, 7);
+        let s = parse(&m.render());
+        assert!(!s.contains_key("mqttd_session_manager_queue_depth{worker=\"3\"}"));
+        assert_eq!(m.pool_size.get(), 2);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd", true), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape("say \"hi\"", false), "say \"hi\"");
     }
 }

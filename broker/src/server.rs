@@ -6,10 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use tokio::task::JoinSet;
 
+use crate::admin::Admin;
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
+use crate::control::{
+    serve_control, serve_http, ControlBackend, ControlError, ControlServer, HttpServer,
+};
 use crate::listener::{self, BindError};
 
 /// How long shutdown waits for connections to close.
@@ -25,18 +31,28 @@ pub struct ListenerInfo {
 
 pub struct Server {
     broker: Arc<Broker>,
-    listeners: Vec<ListenerInfo>,
     accept_tasks: JoinSet<()>,
+    control: ControlServer,
+    http: HttpServer,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 impl Server {
-    /// Binds every listener and starts accepting.
-    pub async fn start(config: Config) -> Result<Server, BindError> {
+    /// Binds every listener, the control socket and the HTTP port, then
+    /// starts accepting.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
         let mut bound = Vec::new();
         for l in &config.listeners {
             bound.push(listener::bind(l).await?);
         }
-        let broker = Broker::new(config);
         let listeners = bound
             .iter()
             .map(|b| ListenerInfo {
@@ -45,19 +61,29 @@ impl Server {
                 addr: b.local_addr,
             })
             .collect();
+        let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
+        let broker = Broker::new(config, listeners);
+        let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
+        let token = broker.shutdown.clone();
+        let control = serve_control(backend.clone(), &control_cfg, token.clone()).await?;
+        let http = serve_http(backend, &http_cfg, token).await?;
         let mut accept_tasks = JoinSet::new();
         for b in bound {
             accept_tasks.spawn(listener::accept_loop(b, broker.clone()));
         }
+        broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             pool_size = broker.manager.snapshot().size,
+            control_socket = %control.socket_path().display(),
+            http = %http.local_addr(),
             "mqttd started"
         );
         Ok(Server {
             broker,
-            listeners,
             accept_tasks,
+            control,
+            http,
         })
     }
 
@@ -66,21 +92,32 @@ impl Server {
     }
 
     pub fn listeners(&self) -> &[ListenerInfo] {
-        &self.listeners
+        &self.broker.listeners
     }
 
     /// The address of the first listener of `kind` (tests use port 0).
     pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
-        self.listeners
+        self.listeners()
             .iter()
             .find(|l| l.kind == kind)
             .map(|l| l.addr)
+    }
+
+    /// The control socket actually in use.
+    pub fn control_socket(&self) -> &std::path::Path {
+        self.control.socket_path()
+    }
+
+    /// The health and metrics address actually bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr()
     }
 
     /// Stops accepting, closes every client (wills are published) and
     /// waits for connections to end, at most [`SHUTDOWN_GRACE`].
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        self.broker.ready.store(false, Ordering::Relaxed);
         self.broker.shutdown.cancel();
         while self.accept_tasks.join_next().await.is_some() {}
         self.broker.connections.close();
@@ -91,6 +128,8 @@ impl Server {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         self.broker.manager.shutdown().await;
+        self.control.join().await;
+        self.http.join().await;
         tracing::info!("stopped");
     }
 }

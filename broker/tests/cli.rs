@@ -63,8 +63,15 @@ fn check_config_accepts_good_and_names_key_in_bad() {
 #[tokio::test]
 async fn sigterm_stops_cleanly() {
     let port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mqttd.yaml");
+    std::fs::write(&config, "http:\n  bind: 127.0.0.1:0\n").expect("write config");
     let mut child = Command::new(MQTTD)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
+        .arg("--control-socket")
+        .arg(dir.path().join("mqttd.sock"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

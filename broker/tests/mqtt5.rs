@@ -67,9 +67,16 @@ async fn session_resumed_with_clean_start_false() {
 #[tokio::test]
 async fn takeover_sends_disconnect_session_taken_over() {
     let b = start_broker("").await;
-    let mut first = v5::connect_id(b.addr, "taken").await;
-    let _second = v5::connect_id(b.addr, "taken").await;
-    assert_eq!(first.closed().await, "SessionTakenOver");
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&frame(
+        0x10,
+        &[0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b't'],
+    ))
+    .await;
+    raw.read().await.expect("CONNACK");
+    let _other = v5::connect_id(b.addr, "t").await;
+    let (h, body) = raw.read().await.expect("DISCONNECT");
+    assert_eq!((h, body[0]), (0xe0, 0x8e));
 }
 
 #[tokio::test]
@@ -144,7 +151,7 @@ async fn message_properties_are_forwarded() {
         vec![("k".to_string(), "v".to_string())]
     );
     let left = got.message_expiry_interval.expect("expiry forwarded");
-    assert!(left <= 100 && left >= 98, "remaining interval {left}");
+    assert!((98..=100).contains(&left), "remaining interval {left}");
 }
 
 #[tokio::test]
@@ -305,8 +312,7 @@ async fn will_delay_is_cancelled_by_a_timely_reconnect() {
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(60));
     o.set_last_will(will(2));
-    let c = v5::connect(o.clone()).await;
-    drop(c); // event loop drops with the client: unclean close
+    v5::connect(o.clone()).await.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _c = v5::connect(o.clone()).await; // back in time
     watcher.no_publish(Duration::from_millis(2500)).await;
@@ -329,7 +335,7 @@ async fn will_delay_sends_will_after_the_delay() {
     ));
     let c = v5::connect(o).await;
     let started = std::time::Instant::now();
-    drop(c);
+    c.kill();
     let will = watcher.publish().await;
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!(&will.payload[..], b"offline");
@@ -354,10 +360,10 @@ async fn v311_and_v5_clients_interoperate() {
     };
     v5c.publish_props("mix/b", QoS::AtLeastOnce, false, "from5", props)
         .await;
-    let mut five_got = vec![v5c.publish().await, v5c.publish().await];
+    let mut five_got = [v5c.publish().await, v5c.publish().await];
     five_got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert_eq!(&five_got[0].payload[..], b"from3");
-    let mut three_got = vec![v3c.publish().await, v3c.publish().await];
+    let mut three_got = [v3c.publish().await, v3c.publish().await];
     three_got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert_eq!(&three_got[1].payload[..], b"from5");
 }

@@ -64,7 +64,7 @@ async fn retained_messages_stored_delivered_and_cleared() {
 
     let mut s = connect_id(b.addr, "late").await;
     s.subscribe("r/#", QoS::AtLeastOnce).await;
-    let mut got = vec![s.publish().await, s.publish().await];
+    let mut got = [s.publish().await, s.publish().await];
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert!(got.iter().all(|m| m.retain), "retain flag set on subscribe");
     assert_eq!(&got[0].payload[..], b"kept");
@@ -247,8 +247,11 @@ async fn offline_queue_is_bounded_and_drops_are_counted() {
             .unwrap();
     }
     tokio::time::sleep(QUIET).await;
-    let dropped = b.server.broker().ctx.metrics.messages_dropped[1]
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let metrics = &b.server.broker().ctx.metrics;
+    let dropped = metrics
+        .messages_dropped
+        .qos(mqttd::types::QoS::AtLeastOnce)
+        .get();
     assert_eq!(dropped, 5);
 
     let mut o = options(b.addr, "offline");

@@ -1,1 +1,42 @@
-fn main() {}
+//! `mqttctl`: the command-line client of mqttd's control API.
+//!
+//! # Layout
+//!
+//! - [`cli`]: global flags and the command tree (clap derive);
+//! - [`commands`]: one file per noun (`status`, `sessions`, `pool`,
+//!   `completions`), each an `Args` type and a thin `run`;
+//! - [`client`]: HTTP over the control socket (or TCP with a token);
+//! - [`error`]: failures as sentences a person can act on, and exit codes;
+//! - [`output`]: tables for people, JSON for scripts.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod client;
+mod commands;
+mod error;
+mod output;
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with 2.
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

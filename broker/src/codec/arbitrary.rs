@@ -141,8 +141,12 @@ fn all_properties() -> impl Strategy<Value = Properties> {
     })
 }
 
-/// Keeps only the properties allowed `place` (5.0 table 2-4).
-fn restrict(p: Properties, place: In) -> Properties {
+/// Keeps only the properties allowed in `place` (5.0 table 2-4).
+fn restrict(mut p: Properties, place: In) -> Properties {
+    // Authentication Data needs an Authentication Method.
+    if p.authentication_method.is_none() {
+        p.authentication_data = None;
+    }
     let user_properties = p.user_properties;
     match place {
         In::Connect => Properties {

@@ -160,6 +160,11 @@ pub enum DecodeError {
     #[error("property {id:#04x} has an invalid value")]
     InvalidPropertyValue { id: u8 },
 
+    /// Authentication Data without an Authentication Method (5.0 sections
+    /// 3.1.2.11.10, 3.2.2.3.18, 3.15.2.2.3).
+    #[error("authentication data without an authentication method")]
+    AuthDataWithoutMethod,
+
     /// An empty topic name without a Topic Alias (5.0 section 3.3.2.1).
     #[error("empty topic name without a topic alias")]
     MissingTopicAlias,
@@ -183,7 +188,8 @@ impl DecodeError {
             | NoLocalOnSharedSubscription
             | InvalidReasonCode { .. }
             | DuplicateProperty { .. }
-            | InvalidPropertyValue { .. } => ReasonCode::PROTOCOL_ERROR,
+            | InvalidPropertyValue { .. }
+            | AuthDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
             ReservedPacketType { .. }
             | InvalidHeaderFlags { .. }
             | InvalidPublishQoS

@@ -129,6 +129,9 @@ pub fn decode(r: &mut Reader<'_>, ctx: Ctx) -> Result<Properties, DecodeError> {
         }
         decode_one(&mut block, prop, ctx, &mut props)?;
     }
+    if props.authentication_data.is_some() && props.authentication_method.is_none() {
+        return Err(DecodeError::AuthDataWithoutMethod);
+    }
     Ok(props)
 }
 

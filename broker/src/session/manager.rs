@@ -10,7 +10,6 @@
 //! requests that arrive during the swap wait instead of failing.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,6 +22,7 @@ use super::table::{SessionEntry, SessionShared};
 use super::{CloseReason, ConnHandle, SessionMsg, SessionTx};
 use crate::config::MAX_POOL_SIZE;
 use crate::context::Context;
+use crate::metrics::WorkerMetrics;
 use crate::types::ClientId;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub struct StartResult {
 
 enum Request {
     Start(
-        StartRequest,
+        Box<StartRequest>,
         oneshot::Sender<Result<StartResult, ManagerError>>,
     ),
     Destroy(ClientId, CloseReason, oneshot::Sender<bool>),
@@ -67,18 +67,9 @@ impl Request {
     }
 }
 
-/// Per-worker counters, kept across nothing: a new generation starts at 0.
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    pub queue_depth: AtomicUsize,
-    pub created: AtomicU64,
-    pub resumed: AtomicU64,
-    pub destroyed: AtomicU64,
-}
-
 struct Worker {
     tx: mpsc::UnboundedSender<Request>,
-    stats: Arc<WorkerStats>,
+    stats: Arc<WorkerMetrics>,
     join: JoinHandle<()>,
 }
 
@@ -86,14 +77,14 @@ struct Worker {
 #[derive(Debug, Clone)]
 pub struct PoolSnapshot {
     pub size: usize,
-    pub workers: Vec<Arc<WorkerStats>>,
+    pub workers: Vec<Arc<WorkerMetrics>>,
 }
 
 pub struct SessionManager {
     ctx: Arc<Context>,
     workers: RwLock<Vec<Worker>>,
     /// The current generation's stats, readable without awaiting.
-    stats: parking_lot::Mutex<Vec<Arc<WorkerStats>>>,
+    stats: parking_lot::Mutex<Vec<Arc<WorkerMetrics>>>,
 }
 
 impl SessionManager {
@@ -111,7 +102,7 @@ impl SessionManager {
     /// `start_session`).
     pub async fn start_session(&self, req: StartRequest) -> Result<StartResult, ManagerError> {
         let (tx, rx) = oneshot::channel();
-        self.dispatch(Request::Start(req, tx)).await?;
+        self.dispatch(Request::Start(Box::new(req), tx)).await?;
         rx.await.map_err(|_| ManagerError::ShuttingDown)?
     }
 
@@ -133,7 +124,7 @@ impl SessionManager {
             return Err(ManagerError::ShuttingDown);
         }
         let worker = &workers[worker_index(req.client_id(), workers.len())];
-        worker.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        worker.stats.queue_depth.inc();
         worker.tx.send(req).map_err(|_| ManagerError::ShuttingDown)
     }
 
@@ -191,10 +182,11 @@ fn worker_index(id: &ClientId, n: usize) -> usize {
 }
 
 fn spawn_workers(ctx: &Arc<Context>, n: usize) -> Vec<Worker> {
-    (0..n)
-        .map(|_| {
+    ctx.metrics
+        .resize_workers(n)
+        .into_iter()
+        .map(|stats| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let stats = Arc::new(WorkerStats::default());
             let join = tokio::spawn(run_worker(ctx.clone(), rx, stats.clone()));
             Worker { tx, stats, join }
         })
@@ -204,20 +196,20 @@ fn spawn_workers(ctx: &Arc<Context>, n: usize) -> Vec<Worker> {
 async fn run_worker(
     ctx: Arc<Context>,
     mut rx: mpsc::UnboundedReceiver<Request>,
-    stats: Arc<WorkerStats>,
+    stats: Arc<WorkerMetrics>,
 ) {
     while let Some(req) = rx.recv().await {
-        stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        stats.queue_depth.dec();
         match req {
             Request::Start(req, reply) => {
-                let result = start(&ctx, &stats, req).await;
+                let result = start(&ctx, &stats, *req).await;
                 let _ = reply.send(result);
             }
             Request::Destroy(id, reason, reply) => {
                 let found = match ctx.table.get(id.as_str()) {
                     Some(entry) => {
                         destroy(&ctx, &entry, reason).await;
-                        stats.destroyed.fetch_add(1, Ordering::Relaxed);
+                        stats.destroyed.inc();
                         true
                     }
                     None => false,
@@ -232,19 +224,19 @@ async fn run_worker(
 /// destroy what is there and create a new one.
 async fn start(
     ctx: &Arc<Context>,
-    stats: &WorkerStats,
+    stats: &WorkerMetrics,
     req: StartRequest,
 ) -> Result<StartResult, ManagerError> {
     let mut conn = req.conn;
     if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
         if req.clean_start {
             destroy(ctx, &entry, CloseReason::TakenOver).await;
-            stats.destroyed.fetch_add(1, Ordering::Relaxed);
+            stats.destroyed.inc();
         } else {
             match resume(&entry, conn).await {
                 Ok(()) => {
-                    stats.resumed.fetch_add(1, Ordering::Relaxed);
-                    ctx.metrics.sessions_resumed.fetch_add(1, Ordering::Relaxed);
+                    stats.resumed.inc();
+                    ctx.metrics.sessions_resumed.inc();
                     return Ok(StartResult {
                         session: entry.tx.clone(),
                         session_present: true,
@@ -284,7 +276,7 @@ async fn resume(entry: &SessionEntry, conn: ConnHandle) -> Result<(), Option<Con
 
 fn create(
     ctx: &Arc<Context>,
-    stats: &WorkerStats,
+    stats: &WorkerMetrics,
     client_id: ClientId,
     conn: ConnHandle,
 ) -> StartResult {
@@ -301,8 +293,9 @@ fn create(
     if let Some(old) = ctx.table.insert(entry.clone()) {
         tracing::error!(client_id = %old.client_id, "replaced a live session table entry");
     }
-    stats.created.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.sessions_created.fetch_add(1, Ordering::Relaxed);
+    stats.created.inc();
+    ctx.metrics.sessions_created.inc();
+    ctx.metrics.sessions.inc();
     tokio::spawn(watch(ctx.clone(), entry, join));
     StartResult {
         session: tx,
@@ -314,11 +307,10 @@ fn create(
 /// including a panic, then signals `ended`.
 async fn watch(ctx: Arc<Context>, entry: Arc<SessionEntry>, join: JoinHandle<()>) {
     if let Err(e) = join.await {
-        ctx.metrics.session_panics.fetch_add(1, Ordering::Relaxed);
         tracing::error!(client_id = %entry.client_id, error = %e, "session task failed");
     }
     ctx.table.remove_if(entry.client_id.as_str(), entry.uid);
-    ctx.metrics.sessions_ended.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.sessions.dec();
     entry.ended.cancel();
 }
 
@@ -326,7 +318,5 @@ async fn watch(ctx: Arc<Context>, entry: Arc<SessionEntry>, join: JoinHandle<()>
 async fn destroy(ctx: &Context, entry: &SessionEntry, reason: CloseReason) {
     let _ = entry.tx.send(SessionMsg::Shutdown(reason));
     entry.ended.cancelled().await;
-    ctx.metrics
-        .sessions_destroyed
-        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.sessions_destroyed.inc();
 }

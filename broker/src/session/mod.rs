@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{LastWill, Packet};
+use crate::codec::{LastWill, Packet, SubscriptionOptions};
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
@@ -44,6 +44,9 @@ pub enum CloseReason {
 }
 
 /// What a session sends to its connection.
+// Boxing the packet would cost an allocation per message on the hot path;
+// each value is moved once, into a channel slot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
     Packet(Packet),
@@ -89,7 +92,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
     pub filter: TopicFilter,
-    pub qos: QoS,
+    pub options: SubscriptionOptions,
 }
 
 /// A session's full state for `mqttctl sessions show`.

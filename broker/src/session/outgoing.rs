@@ -126,9 +126,15 @@ impl Outgoing {
         Ok(())
     }
 
-    /// Takes the next queued message if the window has room.
+    /// Takes the next queued message if it can go now: QoS 0 always (it
+    /// waited only to keep its place in line), QoS 1/2 when the window has
+    /// room.
     pub fn next_queued(&mut self) -> Option<Pending> {
-        if self.has_room() {
+        let ready = self
+            .queue
+            .front()
+            .is_some_and(|p| p.qos == QoS::AtMostOnce || self.has_room());
+        if ready {
             self.queue.pop_front()
         } else {
             None

@@ -171,10 +171,7 @@ impl Session {
         if let Some(old) = self.conn.take() {
             tracing::info!(client_id = %self.client_id, peer = %old.info.peer, "session taken over");
             let _ = old.tx.send(Outbound::Close(CloseReason::TakenOver));
-            self.ctx
-                .metrics
-                .sessions_taken_over
-                .fetch_add(1, Ordering::Relaxed);
+            self.ctx.metrics.sessions_taken_over.inc();
             // The session goes on, so a delayed will is not due [MQTT-3.1.3-9].
             let delayed = self
                 .will
@@ -273,10 +270,7 @@ impl Session {
         }
         if self.expire_at.is_some_and(|t| t <= now) {
             tracing::info!(client_id = %self.client_id, "session expired");
-            self.ctx
-                .metrics
-                .sessions_expired
-                .fetch_add(1, Ordering::Relaxed);
+            self.ctx.metrics.sessions_expired.inc();
             return Flow::Stop;
         }
         Flow::Continue
@@ -290,15 +284,7 @@ impl Session {
 
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
-            let msg = Arc::new(Message {
-                topic: will.topic,
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-                properties: will.properties,
-                publisher: Some(self.client_id.clone()),
-                received_at: std::time::Instant::now(),
-            });
+            let msg = Message::from_will(will, &self.client_id);
             tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
             route(&self.ctx, msg);
         }
@@ -333,7 +319,7 @@ impl Session {
     }
 
     fn on_publish(&mut self, p: Publish) {
-        self.ctx.metrics.received(p.qos);
+        self.ctx.metrics.messages_received.qos(p.qos).inc();
         let (qos, id) = (p.qos, p.packet_id);
         let msg = Message::from_publish(p, &self.client_id);
         match (qos, id) {
@@ -496,11 +482,13 @@ impl Session {
     }
 
     /// Sends or queues a message routed to this session, at the minimum of
-    /// the published and granted QoS [MQTT-3.8.4-6].
+    /// the published and granted QoS [MQTT-3.8.4-6]. While QoS 1/2
+    /// messages wait behind a full window, QoS 0 ones queue behind them so
+    /// that each publisher's messages arrive in order [MQTT-4.6.0-6].
     fn deliver(&mut self, d: Delivery) {
         let qos = d.msg.qos.min(d.qos);
         if d.msg.is_expired() {
-            self.ctx.metrics.dropped(qos);
+            self.ctx.metrics.messages_dropped.qos(qos).inc();
             return;
         }
         let pending = Pending {
@@ -509,13 +497,14 @@ impl Session {
             retain: d.retain,
             sub_ids: d.subscription_ids,
         };
-        if qos == QoS::AtMostOnce {
+        let behind_queue = self.conn.is_some() && self.out.queued_len() > 0;
+        if qos == QoS::AtMostOnce && !behind_queue {
             self.deliver_qos0(pending);
-        } else if self.conn.is_some() && self.out.has_room() {
+        } else if qos != QoS::AtMostOnce && self.conn.is_some() && self.out.has_room() {
             let publish = self.out.send(pending);
             self.send(Packet::Publish(publish));
         } else if let Err(p) = self.out.enqueue(pending) {
-            self.ctx.metrics.dropped(p.qos);
+            self.ctx.metrics.messages_dropped.qos(p.qos).inc();
             if !self.dropping {
                 self.dropping = true;
                 tracing::warn!(
@@ -539,7 +528,7 @@ impl Session {
                 let publish = pending.to_publish(None, false);
                 let _ = conn.tx.send(Outbound::Packet(Packet::Publish(publish)));
             }
-            _ => self.ctx.metrics.dropped(QoS::AtMostOnce),
+            _ => self.ctx.metrics.messages_dropped.qos(QoS::AtMostOnce).inc(),
         }
     }
 
@@ -550,11 +539,19 @@ impl Session {
         }
         let expired = self.out.drop_expired();
         for _ in 0..expired {
-            self.ctx.metrics.dropped(QoS::AtLeastOnce);
+            self.ctx
+                .metrics
+                .messages_dropped
+                .qos(QoS::AtLeastOnce)
+                .inc();
         }
         while let Some(pending) = self.out.next_queued() {
-            let publish = self.out.send(pending);
-            self.send(Packet::Publish(publish));
+            if pending.qos == QoS::AtMostOnce {
+                self.deliver_qos0(pending);
+            } else {
+                let publish = self.out.send(pending);
+                self.send(Packet::Publish(publish));
+            }
         }
     }
 
@@ -572,7 +569,7 @@ impl Session {
             .iter()
             .map(|(filter, opts)| SubscriptionInfo {
                 filter: filter.clone(),
-                qos: opts.qos,
+                options: *opts,
             })
             .collect();
         subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
@@ -611,7 +608,13 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
         // is still delivered to current subscribers.
-        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
+        // Stored messages get their own copy of the payload: the received
+        // one shares (and would keep alive) the connection's read buffer.
+        let stored = (!msg.payload.is_empty()).then(|| {
+            let mut copy = Message::clone(&msg);
+            copy.payload = bytes::Bytes::copy_from_slice(&msg.payload);
+            Arc::new(copy)
+        });
         if let Err(e) = ctx.retained.set(&msg.topic, stored) {
             tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
         }

@@ -42,26 +42,37 @@ pub struct SessionShared {
     pub subscriptions: AtomicUsize,
     pub inflight: AtomicUsize,
     pub queued: AtomicUsize,
-    client: Mutex<Option<Arc<ClientInfo>>>,
-    /// The protocol of the last attached connection.
-    last_protocol: Mutex<Option<ProtocolVersion>>,
+    connected: AtomicBool,
+    /// The connection attached now, or the last one while offline.
+    last_client: Mutex<Option<Arc<ClientInfo>>>,
 }
 
 impl SessionShared {
+    /// The attached connection, if any.
     pub fn client(&self) -> Option<Arc<ClientInfo>> {
-        self.client.lock().clone()
-    }
-    pub fn set_client(&self, info: Option<Arc<ClientInfo>>) {
-        if let Some(i) = &info {
-            *self.last_protocol.lock() = Some(i.protocol);
+        if self.is_connected() {
+            self.last_client()
+        } else {
+            None
         }
-        *self.client.lock() = info;
+    }
+    /// The attached connection, or the last one of an offline session.
+    pub fn last_client(&self) -> Option<Arc<ClientInfo>> {
+        self.last_client.lock().clone()
+    }
+    /// Records the attached connection (`None`: it left; the last one is
+    /// kept for operators).
+    pub fn set_client(&self, info: Option<Arc<ClientInfo>>) {
+        self.connected.store(info.is_some(), Ordering::Relaxed);
+        if let Some(i) = info {
+            *self.last_client.lock() = Some(i);
+        }
     }
     pub fn protocol(&self) -> Option<ProtocolVersion> {
-        *self.last_protocol.lock()
+        self.last_client.lock().as_ref().map(|c| c.protocol)
     }
     pub fn is_connected(&self) -> bool {
-        self.client.lock().is_some()
+        self.connected.load(Ordering::Relaxed)
     }
     pub fn is_persistent(&self) -> bool {
         self.persistent.load(Ordering::Relaxed)
@@ -161,7 +172,7 @@ impl SessionTable {
                 && q.prefix.is_none_or(|p| e.client_id.as_str().starts_with(p))
                 && q.username.is_none_or(|u| {
                     e.shared
-                        .client()
+                        .last_client()
                         .is_some_and(|c| c.username.as_deref() == Some(u))
                 })
         };

@@ -20,16 +20,31 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestBroker {
     pub server: Server,
     pub addr: SocketAddr,
+    /// Holds the control socket.
+    pub dir: tempfile::TempDir,
 }
 
-/// Starts a broker on 127.0.0.1:0 with the YAML `extra` merged into the
-/// config (may be empty).
+impl TestBroker {
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("mqttd.sock")
+    }
+}
+
+/// Starts a broker on 127.0.0.1:0 (MQTT and HTTP) with its control socket
+/// in a temporary directory, and the YAML `extra` appended to the config
+/// (may be empty).
 pub async fn start_broker(extra: &str) -> TestBroker {
-    let yaml = format!("listeners:\n  - name: mqtt\n    bind: 127.0.0.1:0\n{extra}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("mqttd.sock");
+    let yaml = format!(
+        "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:0\n\
+         control:\n  socket: {}\nhttp:\n  bind: 127.0.0.1:0\n{extra}",
+        socket.display()
+    );
     let config = Config::parse(&yaml, Path::new("test.yaml")).expect("test config");
     let server = Server::start(config).await.expect("broker starts");
     let addr = server.addr(ListenerKind::Tcp).expect("tcp listener");
-    TestBroker { server, addr }
+    TestBroker { server, addr, dir }
 }
 
 /// A rumqttc v4 client whose incoming packets arrive on `rx`.

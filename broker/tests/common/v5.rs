@@ -1,6 +1,6 @@
 //! MQTT 5.0 test client: `rumqttc::v5` with its incoming packets (and the
 //! reason it was disconnected) delivered on a channel.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::large_enum_variant)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +20,7 @@ pub enum V5Event {
 }
 
 pub struct V5 {
+    pub task: tokio::task::JoinHandle<()>,
     pub client: AsyncClient,
     pub rx: mpsc::UnboundedReceiver<V5Event>,
     pub connack: rumqttc::v5::mqttbytes::v5::ConnAck,
@@ -34,7 +35,7 @@ pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
 pub async fn connect(opts: MqttOptions) -> V5 {
     let (client, eventloop) = AsyncClient::new(opts, 1000);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(pump(eventloop, tx));
+    let task = tokio::spawn(pump(eventloop, tx));
     let first = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("CONNACK in time")
@@ -44,6 +45,7 @@ pub async fn connect(opts: MqttOptions) -> V5 {
         other => panic!("expected CONNACK, got {other:?}"),
     };
     V5 {
+        task,
         client,
         rx,
         connack,
@@ -79,6 +81,11 @@ async fn pump(mut el: EventLoop, tx: mpsc::UnboundedSender<V5Event>) {
 }
 
 impl V5 {
+    /// Drops the connection without DISCONNECT.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
     pub async fn next(&mut self) -> V5Event {
         loop {
             let e = tokio::time::timeout(WAIT, self.rx.recv())

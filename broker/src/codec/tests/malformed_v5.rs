@@ -151,6 +151,20 @@ fn property_values() {
 }
 
 #[test]
+fn authentication_data_needs_a_method() {
+    assert_eq!(
+        v5(&connect_with(&[0x16, 0, 1, 0xAA])),
+        DecodeError::AuthDataWithoutMethod
+    );
+    assert_eq!(
+        v5(&[0xF0, 0x06, 0x18, 0x04, 0x16, 0x00, 0x01, 0xAA]),
+        DecodeError::AuthDataWithoutMethod
+    );
+    let ok = connect_with(&[0x16, 0, 1, 0xAA, 0x15, 0, 1, b'm']);
+    assert!(dec(&ok, None).is_ok());
+}
+
+#[test]
 fn property_length_must_fit() {
     // Property length 5, but only 3 bytes follow in the packet.
     assert_eq!(

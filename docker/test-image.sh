@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# Builds the mqttd image and checks it from the outside, the way a user runs
+# it: a hardened container (read-only root, no capabilities) with published
+# random host ports, MQTT and MQTTS from the host with Debian's mosquitto
+# clients, mqttctl through `docker exec`, the health check, the HTTP port, a
+# non-root process, and a clean exit 0 on `docker stop` within 10 s.
+# Reports the image size.
+#
+# Where no Docker engine answers, prints that the image test is skipped and
+# exits 0. Exits non-zero on any failure; always removes its container.
+#
+# Environment:
+#   MQTTD_IMAGE_BINARIES  build (default): the full multi-stage build users
+#                         run (vendored crates, --network none);
+#                         host: build on the host, use the `prebuilt` target
+#                         (fast)
+#   MQTTD_BASE_IMAGES     local (default): base images made by
+#                         make-base-images.sh (no registry needed);
+#                         public: the Dockerfile's defaults (rust:1-bookworm,
+#                         debian:bookworm-slim) from a registry
+#   MQTTD_TEST_IMAGE      tag of the image built (mqttd:test)
+#   MQTTD_KEEP_IMAGE      1 (default) keeps the image after the test, 0
+#                         removes it
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BINARIES=${MQTTD_IMAGE_BINARIES:-build}
+BASE_IMAGES=${MQTTD_BASE_IMAGES:-local}
+IMAGE=${MQTTD_TEST_IMAGE:-mqttd:test}
+KEEP_IMAGE=${MQTTD_KEEP_IMAGE:-1}
+LOCAL_RUNTIME=mqttd-local/debian:bookworm-slim
+LOCAL_RUST=mqttd-local/rust:bookworm
+CONTAINER=mqttd-image-test-$$
+STOP_LIMIT_SECS=10
+# Bounds for every wait below.
+READY_TRIES=60           # x 0.5 s
+HEALTH_TRIES=30          # x 1 s
+PUBLISH_TRIES=20         # x 0.5 s
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/mqttd-image-test.XXXXXX")
+BG_PIDS=()
+PASSED=()
+BIN_COPIED=0
+
+log() { printf 'test-image: %s\n' "$*" >&2; }
+pass() { PASSED+=("$*"); log "ok: $*"; }
+
+container_logs() {
+    docker logs --tail 60 "$CONTAINER" 2>&1 | sed 's/^/    | /' >&2 || true
+}
+
+fail() {
+    log "FAIL: $*"
+    if docker container inspect "$CONTAINER" >/dev/null 2>&1; then
+        log "last lines of the container's log:"
+        container_logs
+    fi
+    exit 1
+}
+
+cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+    if [ "$KEEP_IMAGE" = 0 ]; then docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
+    # Host binaries left in docker/.bin/ would bloat every later build context.
+    if [ "$BIN_COPIED" = 1 ]; then rm -f "$HERE/.bin/mqttd" "$HERE/.bin/mqttctl"; fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- prerequisites ----------------------------------------------------------
+
+check_engine() {
+    if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
+        log "SKIPPED: no Docker engine answers here ('docker info' failed);"
+        log "         the image test needs one. Nothing was built or run."
+        exit 0
+    fi
+}
+
+# Installs the host-side tools with apt when they are missing.
+need_tools() {
+    local missing=()
+    command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+    command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        fail "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
+    fi
+    log "installing ${missing[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 &&
+          DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } ||
+        fail "could not install ${missing[*]} with apt-get"
+}
+
+# --- build ------------------------------------------------------------------
+
+base_image_args() {
+    case "$BASE_IMAGES" in
+        local)
+            "$HERE/make-base-images.sh" || fail "could not make the local base images"
+            BUILD_ARGS+=(--build-arg "RUNTIME_IMAGE=$LOCAL_RUNTIME" --build-arg "RUST_IMAGE=$LOCAL_RUST")
+            ;;
+        public) ;;
+        *) fail "MQTTD_BASE_IMAGES must be local or public, not '$BASE_IMAGES'" ;;
+    esac
+}
+
+# Vendors the crates into the build context; redone only when Cargo.lock
+# changed since the last run.
+vendor_crates() {
+    local sum stamp=$ROOT/target/mqttd-vendor.sha256
+    sum=$(sha256sum "$ROOT/Cargo.lock" | cut -d' ' -f1)
+    if [ -d "$ROOT/vendor" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+        log "vendor/ matches Cargo.lock, kept"
+        return 0
+    fi
+    log "cargo vendor --locked vendor"
+    (cd "$ROOT" && cargo vendor --locked --quiet vendor >/dev/null) || fail "cargo vendor failed"
+    mkdir -p "$ROOT/target"
+    echo "$sum" >"$stamp"
+}
+
+host_binaries() {
+    log "cargo build --release on the host"
+    (cd "$ROOT" && cargo build --release --locked -p mqttd -p mqttctl --bins) ||
+        fail "cargo build --release failed"
+    local bin
+    BIN_COPIED=1
+    for bin in mqttd mqttctl; do
+        install -m 0755 "$ROOT/target/release/$bin" "$HERE/.bin/$bin"
+        if command -v strip >/dev/null 2>&1; then strip "$HERE/.bin/$bin"; fi
+    done
+}
+
+build_image() {
+    local target
+    BUILD_ARGS=()
+    base_image_args
+    case "$BINARIES" in
+        build) vendor_crates; target=runtime ;;
+        host) host_binaries; target=prebuilt ;;
+        *) fail "MQTTD_IMAGE_BINARIES must be build or host, not '$BINARIES'" ;;
+    esac
+    log "docker build --target $target -t $IMAGE (log: $TMP/build.log)"
+    if ! docker build --network none -f "$HERE/Dockerfile" --target "$target" \
+        "${BUILD_ARGS[@]}" -t "$IMAGE" "$ROOT" >"$TMP/build.log" 2>&1; then
+        tail -40 "$TMP/build.log" | sed 's/^/    | /' >&2
+        fail "docker build failed (target $target)"
+    fi
+    pass "image built (target $target, binaries: $BINARIES, base images: $BASE_IMAGES)"
+}
+
+# --- run --------------------------------------------------------------------
+
+check_configs() {
+    docker run --rm "$IMAGE" --check-config /etc/mqttd/mqttd.yaml >"$TMP/check.log" 2>&1 ||
+        { cat "$TMP/check.log" >&2; fail "mqttd --check-config rejects the image's default config"; }
+    docker run --rm -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+        "$IMAGE" --check-config /etc/mqttd/mqttd.yaml >"$TMP/check.log" 2>&1 ||
+        { cat "$TMP/check.log" >&2; fail "mqttd --check-config rejects docker/mqttd-tls.yaml"; }
+    pass "default and TLS configs pass --check-config"
+}
+
+# host_port VAR PORT: the host port published for the container's PORT.
+host_port() {
+    local mapping
+    mapping=$(docker port "$CONTAINER" "$2/tcp" 2>/dev/null | head -n1) || true
+    [ -n "$mapping" ] || fail "no host port published for container port $2"
+    printf -v "$1" '%s' "${mapping##*:}"
+}
+
+# Hardened like compose.yaml and the Helm chart: read-only root filesystem,
+# tmpfs for the control socket, no capabilities.
+start_container() {
+    docker run -d --name "$CONTAINER" \
+        -p 127.0.0.1::1883 -p 127.0.0.1::8883 -p 127.0.0.1::8083 -p 127.0.0.1::8084 -p 127.0.0.1::8080 \
+        -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+        --read-only --tmpfs /run/mqttd:uid=10001,gid=10001,mode=0750 --tmpfs /tmp \
+        --cap-drop ALL --security-opt no-new-privileges \
+        --health-interval 1s --health-start-period 2s \
+        "$IMAGE" >/dev/null || fail "docker run failed"
+    sleep 0.5
+    running || fail "the container exited at once (exit code $(docker inspect -f '{{.State.ExitCode}}' "$CONTAINER"))"
+    host_port MQTT_PORT 1883
+    host_port MQTTS_PORT 8883
+    host_port HTTP_PORT 8080
+    log "container $CONTAINER: MQTT 127.0.0.1:$MQTT_PORT, MQTTS :$MQTTS_PORT, HTTP :$HTTP_PORT"
+}
+
+running() { [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" = true ]; }
+
+wait_ready() {
+    local i
+    for ((i = 0; i < READY_TRIES; i++)); do
+        running || fail "the container exited during startup (exit code $(docker inspect -f '{{.State.ExitCode}}' "$CONTAINER"))"
+        if docker exec "$CONTAINER" mqttctl status >/dev/null 2>&1 &&
+            curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz" 2>/dev/null; then
+            pass "broker ready (mqttctl status answers, /readyz is 200)"
+            return 0
+        fi
+        sleep 0.5
+    done
+    fail "broker not ready after $((READY_TRIES / 2)) s"
+}
+
+# roundtrip LABEL CLIENT-ARGS...: subscribes, then publishes until the
+# subscriber got the message (the subscription may not be active yet when the
+# first one is sent), over the connection CLIENT-ARGS describe.
+roundtrip() {
+    local label=$1 i sub_pid rc
+    shift
+    local topic="mqttd-image-test/$label/$$" payload="hello over $label $$"
+    mosquitto_sub "$@" -i "sub-$label-$$" -t "$topic" -q 1 -C 1 -W 15 \
+        >"$TMP/$label.out" 2>"$TMP/$label.err" &
+    sub_pid=$!
+    BG_PIDS+=("$sub_pid")
+    for ((i = 0; i < PUBLISH_TRIES; i++)); do
+        kill -0 "$sub_pid" 2>/dev/null || break
+        mosquitto_pub "$@" -i "pub-$label-$$" -t "$topic" -q 1 -m "$payload" 2>>"$TMP/$label.err" || true
+        sleep 0.5
+    done
+    rc=0
+    wait "$sub_pid" || rc=$?
+    if [ $rc -ne 0 ] || ! grep -qxF "$payload" "$TMP/$label.out"; then
+        sed 's/^/    | /' "$TMP/$label.err" >&2
+        fail "no message round trip over $label (mosquitto_sub exit code $rc)"
+    fi
+    pass "publish/subscribe round trip over $label"
+}
+
+check_mqtt() {
+    local certs=$TMP/certs
+    roundtrip mqtt -h 127.0.0.1 -p "$MQTT_PORT"
+    roundtrip mqtt5 -h 127.0.0.1 -p "$MQTT_PORT" -V mqttv5
+    roundtrip mqtts -h 127.0.0.1 -p "$MQTTS_PORT" --cafile "$certs/ca.crt"
+    roundtrip mqtts-client-cert -h localhost -p "$MQTTS_PORT" -V mqttv5 --cafile "$certs/ca.crt" \
+        --cert "$certs/client.crt" --key "$certs/client.key"
+}
+
+check_mqttctl() {
+    local id="mqttd-image-test-persistent-$$" out
+    # A persistent session that outlives its connection, for sessions list.
+    mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -i "$id" -c -q 1 -t "mqttd-image-test/keep" -E \
+        2>"$TMP/persist.err" || { cat "$TMP/persist.err" >&2; fail "could not open a persistent session"; }
+    out=$(docker exec "$CONTAINER" mqttctl sessions list 2>&1) ||
+        { echo "$out" >&2; fail "docker exec $CONTAINER mqttctl sessions list failed"; }
+    grep -qF "$id" <<<"$out" || { echo "$out" >&2; fail "mqttctl sessions list does not show $id"; }
+    out=$(docker exec "$CONTAINER" mqttctl -o json sessions list 2>&1) ||
+        { echo "$out" >&2; fail "mqttctl -o json sessions list failed"; }
+    grep -qF "\"$id\"" <<<"$out" || { echo "$out" >&2; fail "mqttctl -o json sessions list does not show $id"; }
+    pass "docker exec mqttctl sessions list (table and json) shows the persistent session"
+    out=$(docker exec "$CONTAINER" mqttctl status 2>&1) || { echo "$out" >&2; fail "mqttctl status failed"; }
+    out=$(docker exec "$CONTAINER" mqttctl pool show 2>&1) || { echo "$out" >&2; fail "mqttctl pool show failed"; }
+    pass "docker exec mqttctl status and pool show"
+}
+
+check_http() {
+    curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" || fail "/healthz is not 200"
+    curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$TMP/metrics" || fail "/metrics is not 200"
+    [ -s "$TMP/metrics" ] || fail "/metrics is empty"
+    pass "HTTP /healthz, /readyz and /metrics"
+}
+
+check_non_root() {
+    local uids
+    uids=$(docker exec "$CONTAINER" cat /proc/1/status | awk '/^Uid:/ {print $2, $3, $4, $5}')
+    [ "$uids" = "10001 10001 10001 10001" ] || fail "mqttd (pid 1) runs with uids '$uids', want 10001"
+    [ "$(docker exec "$CONTAINER" id -un)" = mqttd ] || fail "docker exec does not run as user mqttd"
+    pass "mqttd runs as uid 10001 (user mqttd), not root"
+}
+
+check_health() {
+    local i status
+    for ((i = 0; i < HEALTH_TRIES; i++)); do
+        status=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$CONTAINER")
+        case "$status" in
+            healthy) pass "Docker health check reports healthy"; return 0 ;;
+            "") fail "the image has no HEALTHCHECK" ;;
+        esac
+        sleep 1
+    done
+    docker inspect -f '{{json .State.Health}}' "$CONTAINER" >&2
+    fail "health status is '$status' after $HEALTH_TRIES s"
+}
+
+check_stop() {
+    local start end elapsed code
+    start=$(date +%s%N)
+    docker stop -t "$STOP_LIMIT_SECS" "$CONTAINER" >/dev/null || fail "docker stop failed"
+    end=$(date +%s%N)
+    elapsed=$(((end - start) / 1000000))
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$CONTAINER")
+    [ "$code" = 0 ] || fail "mqttd exited with code $code on SIGTERM (want 0; 137 means it was killed)"
+    [ "$elapsed" -lt $((STOP_LIMIT_SECS * 1000)) ] || fail "docker stop took ${elapsed} ms (limit ${STOP_LIMIT_SECS} s)"
+    pass "docker stop: exit code 0 after ${elapsed} ms"
+}
+
+check_compose() {
+    local compose=()
+    if docker compose version >/dev/null 2>&1; then compose=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1; then compose=(docker-compose)
+    else log "no docker compose here: compose.yaml not checked"; return 0; fi
+    "${compose[@]}" -f "$HERE/compose.yaml" config -q >"$TMP/compose.log" 2>&1 ||
+        { cat "$TMP/compose.log" >&2; fail "${compose[*]} rejects docker/compose.yaml"; }
+    pass "compose.yaml is valid for ${compose[*]}"
+}
+
+report() {
+    local size
+    size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+    log "image $IMAGE: $(awk -v s="$size" 'BEGIN {printf "%.1f MB", s / 1e6}')"
+    log "summary: ${#PASSED[@]} checks passed"
+    printf '  - %s\n' "${PASSED[@]}" >&2
+}
+
+main() {
+    check_engine
+    need_tools
+    check_compose
+    "$HERE/gen-certs.sh" "$TMP/certs" 2>/dev/null || fail "gen-certs.sh failed"
+    build_image
+    check_configs
+    start_container
+    wait_ready
+    check_non_root
+    check_mqtt
+    check_mqttctl
+    check_http
+    check_health
+    check_stop
+    report
+    log "PASSED"
+}
+
+# Sourcing the script (for debugging a step) defines the functions only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

@@ -1,0 +1,79 @@
+//! Command line: global flags and the command tree.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{completions, pool, sessions, status};
+use crate::output::Format;
+
+/// Help heading of the flags every command accepts.
+const GLOBAL: &str = "Global options";
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  the operation failed (no such session, pool size out of range, ...)
+  2  usage error (bad flags or arguments)
+  3  cannot reach mqttd (socket missing, permission denied, nothing
+     listening, token refused)";
+
+/// Manage a running mqttd broker through its control socket.
+///
+/// Without --socket or --url, mqttctl looks for the socket at
+/// /run/mqttd/mqttd.sock, then $XDG_RUNTIME_DIR/mqttd/mqttd.sock, then
+/// /tmp/mqttd-<uid>/mqttd.sock, the same places mqttd binds to.
+#[derive(Debug, Parser)]
+#[command(name = "mqttctl", version, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    /// Path of mqttd's control socket.
+    #[arg(long, global = true, env = "MQTTD_SOCKET", value_name = "PATH", help_heading = GLOBAL)]
+    pub socket: Option<PathBuf>,
+
+    /// Use the TCP control API at this URL (e.g. http://10.0.0.5:8081)
+    /// instead of the socket.
+    #[arg(long, global = true, env = "MQTTD_URL", value_name = "URL", help_heading = GLOBAL)]
+    pub url: Option<String>,
+
+    /// Bearer token for --url (mqttd's control.tcp token).
+    #[arg(
+        long,
+        global = true,
+        env = "MQTTD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = GLOBAL
+    )]
+    pub token: Option<String>,
+
+    /// Output format: aligned tables for people, JSON for scripts.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Format::Table,
+        value_name = "FORMAT",
+        help_heading = GLOBAL
+    )]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the broker's version, uptime, listeners and counts.
+    Status(status::Args),
+    /// List, inspect and destroy sessions.
+    #[command(subcommand)]
+    Sessions(sessions::Command),
+    /// Show or resize the session-manager pool.
+    #[command(subcommand)]
+    Pool(pool::Command),
+    /// Print a shell completion script to stdout.
+    Completions(completions::Args),
+    // `passwd FILE USER` (password file maintenance, no broker needed) will
+    // join here as commands/passwd.rs.
+}

@@ -1,0 +1,379 @@
+//! Runs the real `mqttctl` binary against the control server of the `mqttd`
+//! crate, backed by its in-memory fake, on a temporary socket.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqttd::control::fake::{sample_session, FakeBackend};
+use mqttd::control::{serve_control, ControlBackend, ControlConfig, ControlServer, TcpApiConfig};
+use mqttd_api::{PoolInfo, SessionDetail, SessionPage, Status};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for one mqttctl run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Broker {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    backend: Arc<FakeBackend>,
+    server: Option<ControlServer>,
+    shutdown: CancellationToken,
+}
+
+impl Broker {
+    /// Sessions `dev-1`..`dev-5` (odd ones connected, alice owns 1-2) and `x/1`.
+    async fn start(tcp_token: Option<&str>) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::new(4));
+        for i in 1..=5 {
+            let user = if i <= 2 { "alice" } else { "bob" };
+            backend.insert(sample_session(&format!("dev-{i}"), i % 2 == 1, Some(user)));
+        }
+        backend.insert(sample_session("x/1", false, None));
+        let cfg = ControlConfig {
+            socket: Some(dir.path().join("mqttd.sock")),
+            tcp: tcp_token.map(|t| TcpApiConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                token: Some(t.into()),
+                token_file: None,
+            }),
+            ..Default::default()
+        };
+        let shutdown = CancellationToken::new();
+        let server = serve_control(backend.clone(), &cfg, shutdown.clone())
+            .await
+            .unwrap();
+        Broker {
+            socket: server.socket_path().to_path_buf(),
+            _dir: dir,
+            backend,
+            server: Some(server),
+            shutdown,
+        }
+    }
+
+    async fn ctl(&self, args: &[&str]) -> Run {
+        run_with(
+            &[],
+            &[&["--socket", self.socket.to_str().unwrap()], args].concat(),
+        )
+        .await
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.join().await;
+        }
+        assert!(!self.socket.exists());
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+/// Runs mqttctl with `env` set and every other MQTTD_* variable removed.
+async fn run_with(env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mqttctl"));
+    for var in ["MQTTD_SOCKET", "MQTTD_URL", "MQTTD_TOKEN"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).args(args).kill_on_drop(true);
+    let out: Output = tokio::time::timeout(RUN_TIMEOUT, cmd.output())
+        .await
+        .expect("mqttctl timed out")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn ids(page: &SessionPage) -> Vec<&str> {
+    page.sessions.iter().map(|s| s.client_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn status_table_and_json() {
+    let b = Broker::start(None).await;
+    let r = b.ctl(&["status"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("sessions:      6\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("pool size:     4\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("LISTENER  KIND  BIND\nmqtt      tcp   0.0.0.0:1883\n"),
+        "{}",
+        r.stdout
+    );
+
+    let s: Status = b.ctl(&["status", "-o", "json"]).await.json();
+    assert_eq!((s.sessions, s.connections, s.pool_size), (6, 3, 4));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_list_filters_and_pages() {
+    let b = Broker::start(None).await;
+    let r = b.ctl(&["sessions", "list"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut lines = r.stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("CLIENT ID  STATE"), "{header}");
+    let first: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &first[..5],
+        ["dev-1", "connected", "5.0", "alice", "10.0.0.7:51234"]
+    );
+    assert_eq!(r.stdout.lines().count(), 7);
+
+    let p: SessionPage = b
+        .ctl(&["sessions", "list", "--connected", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(ids(&p), ["dev-1", "dev-3", "dev-5"]);
+    let p: SessionPage = b
+        .ctl(&[
+            "sessions",
+            "list",
+            "--disconnected",
+            "--username",
+            "alice",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(ids(&p), ["dev-2"]);
+    let p: SessionPage = b
+        .ctl(&["-o", "json", "sessions", "list", "--prefix", "x/"])
+        .await
+        .json();
+    assert_eq!(ids(&p), ["x/1"]);
+
+    // One page, with the way to the next on stderr.
+    let r = b.ctl(&["sessions", "list", "--limit", "2"]).await;
+    assert_eq!(r.stdout.lines().count(), 3);
+    assert!(
+        r.stderr
+            .contains("2 of 6 sessions shown; next page: --cursor dev-2"),
+        "{}",
+        r.stderr
+    );
+    let p: SessionPage = b
+        .ctl(&[
+            "sessions", "list", "--limit", "2", "--cursor", "dev-2", "-o", "json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        (ids(&p), p.next_cursor.as_deref()),
+        (vec!["dev-3", "dev-4"], Some("dev-4"))
+    );
+
+    // --all follows the cursors, reporting progress on stderr.
+    let r = b
+        .ctl(&["sessions", "list", "--all", "--limit", "2", "-o", "json"])
+        .await;
+    let p: SessionPage = r.json();
+    assert_eq!(
+        ids(&p),
+        ["dev-1", "dev-2", "dev-3", "dev-4", "dev-5", "x/1"]
+    );
+    assert_eq!((p.total, p.next_cursor), (6, None));
+    assert!(r.stderr.contains("fetched 4 of 6 sessions"), "{}", r.stderr);
+
+    let r = b.ctl(&["sessions", "list", "--prefix", "zzz"]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+    assert!(r.stderr.contains("no sessions match"));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_show() {
+    let b = Broker::start(None).await;
+    let r = b.ctl(&["sessions", "show", "x/1"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("client id:       x/1\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("created at:      2024-01-01T00:00:00Z ("),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("FILTER         QOS\ndevices/x/1/#    1\n"),
+        "{}",
+        r.stdout
+    );
+
+    let d: SessionDetail = b
+        .ctl(&["sessions", "show", "dev-1", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(d.summary.client_id, "dev-1");
+    assert_eq!(d.keepalive_secs, 60);
+
+    let r = b.ctl(&["sessions", "show", "nope"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr, "error: no session with client id \"nope\"\n");
+    assert_eq!(r.stdout, "");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_destroy_reports_each() {
+    let b = Broker::start(None).await;
+    let r = b.ctl(&["sessions", "destroy", "dev-1", "x/1"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "destroyed session \"dev-1\"\ndestroyed session \"x/1\"\n"
+    );
+
+    let r = b
+        .ctl(&["sessions", "destroy", "dev-2", "gone", "dev-3"])
+        .await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stdout,
+        "destroyed session \"dev-2\"\ndestroyed session \"dev-3\"\n"
+    );
+    assert!(
+        r.stderr
+            .contains("error: no session with client id \"gone\"\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("1 of 3 operations failed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(b.backend.client_ids(), ["dev-4", "dev-5"]);
+
+    let r = b
+        .ctl(&["sessions", "destroy", "dev-4", "gone", "-o", "json"])
+        .await;
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = r.json();
+    assert_eq!(v[0]["destroyed"], true);
+    assert_eq!(v[1]["client_id"], "gone");
+    assert_eq!(v[1]["error"], "no session with client id \"gone\"");
+
+    let r = b.ctl(&["sessions", "destroy", "gone"]).await;
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (1, "error: no session with client id \"gone\"\n")
+    );
+    assert_eq!(b.ctl(&["sessions", "destroy"]).await.code, 2);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn pool_show_and_resize() {
+    let b = Broker::start(None).await;
+    let r = b.ctl(&["pool", "show"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("pool size: 4\n\nWORKER  QUEUE  CREATED"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.stdout.lines().count(), 7);
+
+    let p: PoolInfo = b.ctl(&["pool", "resize", "8", "-o", "json"]).await.json();
+    assert_eq!((p.size, p.workers.len()), (8, 8));
+
+    let r = b.ctl(&["pool", "resize", "0"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "error: pool size 0 is out of range: it must be between 1 and 1024\n"
+    );
+    let r = b.ctl(&["pool", "resize", "2000"]).await;
+    assert!(r.stderr.contains("between 1 and 1024"), "{}", r.stderr);
+    assert_eq!(b.ctl(&["pool", "resize", "many"]).await.code, 2);
+    assert_eq!(b.backend.metrics().workers().len(), 8);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_broker_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.sock");
+    let r = run_with(&[("MQTTD_SOCKET", missing.to_str().unwrap())], &["status"]).await;
+    assert_eq!(r.code, 3);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot reach mqttd at {}: no such file — is mqttd running? \
+             pass --socket or set MQTTD_SOCKET\n",
+            missing.display()
+        )
+    );
+
+    // A socket file nobody listens on.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let r = run_with(
+        &[],
+        &["--socket", stale.to_str().unwrap(), "sessions", "list"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("connection refused"), "{}", r.stderr);
+    assert!(Path::new(&stale).exists());
+}
+
+#[tokio::test]
+async fn tcp_api_with_token() {
+    let b = Broker::start(Some("s3cret")).await;
+    let addr = b.server.as_ref().unwrap().tcp_addr().unwrap();
+    let url = format!("http://{addr}");
+    let r = run_with(&[("MQTTD_URL", &url)], &["status"]).await;
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr.contains("pass --token or set MQTTD_TOKEN"),
+        "{}",
+        r.stderr
+    );
+
+    let r = run_with(
+        &[("MQTTD_URL", &url), ("MQTTD_TOKEN", "s3cret")],
+        &["sessions", "show", "x/1", "-o", "json"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let d: SessionDetail = r.json();
+    assert_eq!(d.summary.client_id, "x/1");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn completions_and_usage() {
+    let r = run_with(&[], &["completions", "bash"]).await;
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("mqttctl"));
+    let r = run_with(&[], &["frobnicate"]).await;
+    assert_eq!(r.code, 2);
+    let r = run_with(&[], &["--help"]).await;
+    assert!(r.stdout.contains("3  cannot reach mqttd"), "{}", r.stdout);
+}

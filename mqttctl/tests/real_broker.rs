@@ -1,0 +1,285 @@
+//! The real `mqttctl` binary against the real `mqttd` binary, with clients
+//! connected by an independent MQTT client (`rumqttc`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+const MQTTCTL: &str = env!("CARGO_BIN_EXE_mqttctl");
+
+/// The `mqttd` binary of this workspace, built if needed.
+fn mqttd_bin() -> PathBuf {
+    let path = Path::new(MQTTCTL).with_file_name("mqttd");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "mqttd", "--bin", "mqttd"])
+            .status()
+            .expect("cargo build mqttd");
+        assert!(status.success(), "building mqttd failed");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+struct Broker {
+    child: Child,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start() -> Broker {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mqtt_port, http_port) = (free_port(), free_port());
+    let socket = dir.path().join("mqttd.sock");
+    let config = dir.path().join("mqttd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:{mqtt_port}\n\
+             http:\n  bind: 127.0.0.1:{http_port}\nsession_manager:\n  pool_size: 2\n"
+        ),
+    )
+    .expect("write config");
+    let child = Command::new(mqttd_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("--control-socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mqttd");
+    let mqtt = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+    let started = Instant::now();
+    while !socket.exists() || tokio::net::TcpStream::connect(mqtt).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mqttd did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Broker {
+        child,
+        mqtt,
+        http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+        socket,
+        _dir: dir,
+    }
+}
+
+impl Broker {
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(MQTTCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run mqttctl")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.ctl(&all);
+        assert!(out.status.success(), "mqttctl {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+}
+
+/// A connected rumqttc client; returns a channel of incoming packets.
+async fn client(
+    addr: SocketAddr,
+    id: &str,
+    clean: bool,
+    user: Option<&str>,
+) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<Packet>) {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_clean_session(clean);
+    if let Some(u) = user {
+        o.set_credentials(u, "secret");
+    }
+    let (c, mut el) = AsyncClient::new(o, 10);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = el.poll().await {
+            if let Event::Incoming(p) = e {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("CONNACK in time");
+    assert!(matches!(first, Some(Packet::ConnAck(_))));
+    (c, rx)
+}
+
+async fn eventually(mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn status_sessions_pool_against_the_real_broker() {
+    let b = start().await;
+    let (alice, mut alice_rx) = client(b.mqtt, "dev-alice", true, Some("alice")).await;
+    alice
+        .subscribe("sensors/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    while !matches!(alice_rx.recv().await, Some(Packet::SubAck(_))) {}
+    let (_bob, _bob_rx) = client(b.mqtt, "dev-bob", true, None).await;
+    let (carol, _carol_rx) = client(b.mqtt, "other-carol", false, None).await;
+    carol.disconnect().await.unwrap();
+
+    let status = b.json(&["status"]);
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["pool_size"], 2);
+    assert_eq!(status["listeners"][0]["bind"], b.mqtt.to_string());
+
+    eventually(|| b.json(&["sessions", "list", "--disconnected"])["total"] == 1).await;
+    let all = b.json(&["sessions", "list"]);
+    assert_eq!(all["total"], 3);
+    let ids: Vec<_> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["client_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["dev-alice", "dev-bob", "other-carol"]);
+    let alice_row = &all["sessions"][0];
+    for key in [
+        "connected",
+        "persistent",
+        "username",
+        "peer",
+        "protocol",
+        "connected_at",
+        "subscriptions",
+        "inflight",
+        "queued",
+    ] {
+        assert!(alice_row.get(key).is_some(), "session JSON has {key}");
+    }
+    assert_eq!(alice_row["username"], "alice");
+    assert_eq!(alice_row["protocol"], "3.1.1");
+    assert_eq!(alice_row["subscriptions"], 1);
+
+    let disconnected = b.json(&["sessions", "list", "--disconnected"]);
+    assert_eq!(disconnected["sessions"][0]["client_id"], "other-carol");
+    assert_eq!(disconnected["sessions"][0]["persistent"], true);
+    assert_eq!(
+        b.json(&["sessions", "list", "--prefix", "dev-"])["total"],
+        2
+    );
+    assert_eq!(
+        b.json(&["sessions", "list", "--username", "alice"])["total"],
+        1
+    );
+    let page = b.json(&["sessions", "list", "--limit", "2"]);
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 2);
+    assert!(page["next_cursor"].is_string());
+
+    let show = b.json(&["sessions", "show", "dev-alice"]);
+    assert_eq!(show["subscription_list"][0]["filter"], "sensors/#");
+    assert_eq!(show["subscription_list"][0]["qos"], 1);
+
+    let table = b.ctl(&["sessions", "list"]);
+    assert!(table.status.success());
+    assert!(String::from_utf8_lossy(&table.stdout).contains("dev-alice"));
+
+    // Destroy disconnects the client and discards the session.
+    let out = b.ctl(&["sessions", "destroy", "dev-alice"]);
+    assert!(out.status.success(), "{out:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while alice_rx.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "destroyed client disconnected");
+    assert_eq!(b.json(&["sessions", "list"])["total"], 2);
+    let out = b.ctl(&["sessions", "destroy", "dev-alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dev-alice"));
+
+    let pool = b.json(&["pool", "resize", "5"]);
+    assert_eq!(pool["size"], 5);
+    assert_eq!(
+        b.json(&["pool", "show"])["workers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    let out = b.ctl(&["pool", "resize", "0"]);
+    assert!(!out.status.success());
+    let out = b.ctl(&["pool", "resize", "5000"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1024"));
+}
+
+#[tokio::test]
+async fn health_and_metrics_over_http() {
+    let b = start().await;
+    let (_c, _rx) = client(b.mqtt, "metered", true, None).await;
+    for (path, want) in [("/healthz", "200"), ("/readyz", "200")] {
+        let (status, _) = http_get(b.http, path).await;
+        assert!(status.contains(want), "{path}: {status}");
+    }
+    let (status, body) = http_get(b.http, "/metrics").await;
+    assert!(status.contains("200"));
+    assert!(body.contains("# TYPE"), "{body}");
+    assert!(body.contains("mqttd_"), "{body}");
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn unreachable_socket_is_explained() {
+    let out = Command::new(MQTTCTL)
+        .args(["--socket", "/nonexistent/mqttd.sock", "status"])
+        .output()
+        .expect("run mqttctl");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/mqttd.sock"), "{err}");
+}
