@@ -137,7 +137,7 @@ listeners:
 EOF
 } >"$WORK/mqttd-tls.yaml"
 MQTTD_TLS=0
-"$MQTTD" --check-config "$WORK/mqttd-tls.yaml" >/dev/null 2>&1 && MQTTD_TLS=1
+"$MQTTD" --check-config "$WORK/mqttd-tls.yaml" >"$WORK/mqttd-tls-check.log" 2>&1 && MQTTD_TLS=1
 
 cat >"$WORK/mosquitto.conf" <<EOF
 per_listener_settings false
@@ -220,7 +220,7 @@ FANIN=8
 
 CASE_INDEX=0
 FAILED=0
-# run_case NAME TLS(0|1) SCENARIO ARGS... (ARGS may use {pid})
+# run_case NAME TLS(0|1) SCENARIO ARGS...
 run_case() {
     local name=$1 tls=$2
     shift 2
@@ -231,7 +231,7 @@ run_case() {
         local port
         if [ "$broker" = mqttd ]; then
             if ((tls && !MQTTD_TLS)); then
-                log "$name: skipped for mqttd (no TLS listener support in this build)"
+                log "$name: skipped for mqttd (its TLS listener config was refused)"
                 continue
             fi
             port=$MQTTD_PORT; ((tls)) && port=$MQTTD_TLS_PORT
@@ -239,10 +239,10 @@ run_case() {
             port=$MOSQ_PORT; ((tls)) && port=$MOSQ_TLS_PORT
         fi
         start_broker "$broker" "$tls"
-        local args=("${@//\{pid\}/$BROKER_PID}") tls_args=()
+        local tls_args=()
         ((tls)) && tls_args=(--tls --cafile "$WORK/ca.pem" --server-name localhost)
         log "$name on $broker"
-        if ! "$BENCH" -p "$port" "${tls_args[@]}" -q -o json "${args[@]}" \
+        if ! "$BENCH" -p "$port" --pid "$BROKER_PID" "${tls_args[@]}" -q -o json "$@" \
             >"$RESULTS/$name.$broker.json" 2>>"$WORK/bench.log"; then
             rm -f "$RESULTS/$name.$broker.json"
             echo "- \`$name\` failed on $broker: $(tail -n 1 "$WORK/bench.log")" >>"$NOTES"
@@ -277,7 +277,7 @@ if [ -n "$PEAK" ]; then
 else
     echo "- \`latency-half-peak\` not run: no Mosquitto peak rate measured" >>"$NOTES"
 fi
-run_case idle 0 idle --connections "$IDLE_N" --concurrency 64 --pid '{pid}' \
+run_case idle 0 idle --connections "$IDLE_N" --concurrency 64 \
     --settle "$IDLE_SETTLE" --hold "$IDLE_HOLD"
 run_case churn 0 churn --duration "$CHURN_T" --workers 32 --ids 1000
 ELAPSED=$((SECONDS - START))
@@ -288,7 +288,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "- Measuring took ${ELAPSED}s. Load average before: $LOAD_BEFORE; after: $LOAD_AFTER" \
         "(the bench, the broker and anything else on the machine share its $(nproc) CPUs)."
     echo "- Every case starts a fresh broker; the order mqttd/Mosquitto alternates from case to case."
-    ((MQTTD_TLS)) || echo "- mqttd was built without TLS listeners: \`conn-tls\` ran on Mosquitto only."
+    if ((!MQTTD_TLS)); then
+        echo "- \`conn-tls\` ran on Mosquitto only: this mqttd refused a TLS listener" \
+            "(\`mqttd --check-config\`: $(tail -n 1 "$WORK/mqttd-tls-check.log" | sed "s|$WORK/||g"))."
+    fi
 } >>"$NOTES"
 MQTTD_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || MQTTD_REV="$MQTTD_REV (with uncommitted changes)"

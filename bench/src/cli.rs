@@ -57,6 +57,10 @@ pub struct Global {
     /// No progress line on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The broker's process id (same machine): its CPU use is reported for
+    /// every scenario, its resident memory by `idle`.
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
     /// Tokio worker threads (default: one per CPU).
     #[arg(long, global = true)]
     pub threads: Option<usize>,

@@ -18,6 +18,8 @@ pub struct Ctx {
     pub target: Target,
     pub version: ProtocolVersion,
     pub quiet: bool,
+    /// The broker's process id, if given (`--pid`).
+    pub broker_pid: Option<u32>,
     /// A short random tag making this run's client ids and topics unique.
     pub run_id: String,
 }

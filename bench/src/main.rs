@@ -38,6 +38,7 @@ use clap::Parser;
 use cli::{Cli, Command, Global};
 use ctx::Ctx;
 use net::{SourceIps, Target};
+use stats::cpu;
 
 /// Added to a scenario's own time limit to make the hard timeout.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
@@ -94,11 +95,58 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Compare(_) => unreachable!("compare runs without a runtime"),
         }
     };
-    let report = tokio::time::timeout(hard, scenario).await.map_err(|_| {
+    let usage = CpuUsage::start(ctx.broker_pid)?;
+    let mut report = tokio::time::timeout(hard, scenario).await.map_err(|_| {
         anyhow::anyhow!("hard timeout of {hard:?} reached; the broker may be stuck")
     })??;
+    usage.finish(&mut report);
     println!("{}", report.render(cli.global.output));
     Ok(())
+}
+
+/// CPU time of this process and of the broker over a run, reported as
+/// average busy cores: tells whether the client or the broker was the
+/// bottleneck.
+struct CpuUsage {
+    wall: std::time::Instant,
+    bench: Duration,
+    broker: Option<(u32, Duration)>,
+}
+
+impl CpuUsage {
+    fn start(pid: Option<u32>) -> anyhow::Result<CpuUsage> {
+        let broker = match pid {
+            Some(pid) => Some((pid, cpu::process_cpu(pid)?)),
+            None => None,
+        };
+        Ok(CpuUsage {
+            wall: std::time::Instant::now(),
+            bench: cpu::self_cpu(),
+            broker,
+        })
+    }
+
+    fn finish(self, report: &mut report::Report) {
+        let wall = self.wall.elapsed();
+        let bench = cpu::self_cpu().saturating_sub(self.bench);
+        report.metric(
+            "bench_cpu_cores",
+            cpu::cores(bench, wall),
+            "cores",
+            report::Better::Neither,
+        );
+        if let Some((pid, before)) = self.broker {
+            if let Ok(after) = cpu::process_cpu(pid) {
+                let used = after.saturating_sub(before);
+                report.metric(
+                    "broker_cpu_cores",
+                    cpu::cores(used, wall),
+                    "cores",
+                    report::Better::Neither,
+                );
+            }
+        }
+    }
 }
 
 fn make_ctx(g: &Global, command: &Command) -> anyhow::Result<Ctx> {
@@ -124,6 +172,7 @@ fn make_ctx(g: &Global, command: &Command) -> anyhow::Result<Ctx> {
         target: Target::new(addr, tls).with_sources(SourceIps::loopback(sources)),
         version: g.mqtt_version,
         quiet: g.quiet,
+        broker_pid: g.pid,
         run_id: format!("b{:08x}", rand::random::<u32>()),
     })
 }

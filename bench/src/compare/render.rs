@@ -184,10 +184,7 @@ fn case_section(out: &mut String, results: &Results, case: &str) {
     for (broker, r) in BROKERS.iter().zip(&reports) {
         match r {
             None => {
-                let _ = writeln!(
-                    out,
-                    "\n{broker}: no result (see the Notes)."
-                );
+                let _ = writeln!(out, "\n{broker}: no result (see the Notes).");
             }
             Some(r) => {
                 if let Some(e) = &r.first_error {

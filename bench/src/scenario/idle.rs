@@ -1,5 +1,5 @@
 //! `idle`: hold N idle connections and measure the broker's resident
-//! memory per connection (VmRSS of `--pid` before and after).
+//! memory per connection (VmRSS of the broker's `--pid` before and after).
 //!
 //! Each connection costs this process a file descriptor, so the open-files
 //! limit is raised to its hard maximum first; past 25,000 connections to a
@@ -22,7 +22,7 @@ use crate::stats::rate::per_sec;
 use crate::stats::rss;
 
 /// Idle connections: open --connections connections (CONNECT, CONNACK,
-/// keep alive 600 s), wait --settle, read the broker's VmRSS (--pid),
+/// keep alive 600 s), wait --settle, read the broker's VmRSS (global --pid),
 /// hold them --hold, check each with PINGREQ, then close them all.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -32,9 +32,6 @@ pub struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// The broker's process id, to read its resident memory.
-    #[arg(long)]
-    pub pid: Option<u32>,
     /// Pause between the last connection and the memory reading.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,
@@ -71,13 +68,13 @@ pub fn ensure_fd_limit(needed: u64) -> anyhow::Result<u64> {
 pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let fd_limit = ensure_fd_limit(args.connections as u64 + SPARE_FDS)?;
-    let before = args.pid.map(rss::read_rss).transpose()?;
+    let before = ctx.broker_pid.map(rss::read_rss).transpose()?;
     let errors = Errors::default();
     let start = Instant::now();
     let mut clients = open_all(ctx, args, &errors).await;
     let connect_time = start.elapsed();
     tokio::time::sleep(args.settle).await;
-    let after = args.pid.map(rss::read_rss).transpose()?;
+    let after = ctx.broker_pid.map(rss::read_rss).transpose()?;
     tokio::time::sleep(args.hold).await;
     let alive = ping_all(&mut clients, args.concurrency, &errors).await;
     let held = clients.len() as u64;
@@ -96,7 +93,6 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
             Better::Higher,
         );
     if let (Some(b), Some(a)) = (before, after) {
-        r.param("pid", args.pid.unwrap_or_default());
         r.metric("broker_rss_before_bytes", b as f64, "B", Better::Neither)
             .metric("broker_rss_after_bytes", a as f64, "B", Better::Neither)
             .metric(

@@ -1,7 +1,8 @@
 //! Measurement logic, kept free of I/O so it can be unit-tested: rates,
-//! loss accounting by sequence number, latency percentiles and the
-//! resident-memory reading of a process.
+//! loss accounting by sequence number, latency percentiles, and the CPU
+//! time and resident memory of processes.
 
+pub mod cpu;
 pub mod latency;
 pub mod loss;
 pub mod rate;

@@ -88,7 +88,11 @@ impl Shared {
 
 /// Runs the flow; connection errors abort, errors after the start are
 /// counted in `errors`.
-pub async fn run(ctx: &Ctx, spec: FlowSpec, label: &str) -> anyhow::Result<(FlowOutcome, Arc<Errors>)> {
+pub async fn run(
+    ctx: &Ctx,
+    spec: FlowSpec,
+    label: &str,
+) -> anyhow::Result<(FlowOutcome, Arc<Errors>)> {
     let topic = TopicName::new(&format!("bench/{}/flow", ctx.run_id))
         .map_err(|e| anyhow!("bad topic: {e}"))?;
     let subs = connect_subscribers(ctx, &spec, &topic).await?;
