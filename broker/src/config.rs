@@ -263,7 +263,13 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            invalid(key, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            // serde_yaml repeats the key in front of its own message.
+            let message = message
+                .strip_prefix(&format!("{key}: "))
+                .map(str::to_string)
+                .unwrap_or(message);
+            invalid(key, message)
         })?;
         config
             .validate()

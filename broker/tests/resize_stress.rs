@@ -18,7 +18,7 @@ const CONCURRENCY: usize = 64;
 /// DISCONNECT or by dropping the socket.
 async fn one_client(addr: std::net::SocketAddr, i: usize) -> Result<(), String> {
     let id = format!("storm-{}", i % SHARED_IDS);
-    let clean = i % 3 == 0;
+    let clean = i.is_multiple_of(3);
     let mut raw = Raw::connect(addr).await;
     raw.send(&connect_bytes(&id, if clean { 2 } else { 0 }, 60))
         .await;
@@ -26,7 +26,7 @@ async fn one_client(addr: std::net::SocketAddr, i: usize) -> Result<(), String> 
         Some((0x20, body)) if body.len() == 2 && body[1] == 0 => {}
         other => return Err(format!("client {i} ({id}): unexpected answer {other:?}")),
     }
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         raw.send(&[0xe0, 0]).await;
     }
     Ok(())
