@@ -93,6 +93,7 @@ free_port() {
 }
 MQTTD_PORT=$(free_port)
 MQTTD_TLS_PORT=$(free_port)
+MQTTD_HTTP_PORT=$(free_port)
 MOSQ_PORT=$(free_port)
 MOSQ_TLS_PORT=$(free_port)
 
@@ -109,7 +110,8 @@ log "generating a test CA and server certificate"
 )
 
 # Fairness: both brokers get a large in-flight window and queue, warnings
-# only in their logs, TCP_NODELAY, no persistence to disk.
+# only in their logs, TCP_NODELAY, no persistence to disk. mqttd's control
+# socket and metrics port are private to this run.
 cat >"$WORK/mqttd.yaml" <<EOF
 log:
   level: warn
@@ -121,6 +123,10 @@ session_manager:
   pool_size: 0
 storage:
   data_dir: $WORK/mqttd-data
+control:
+  socket: $WORK/mqttd.sock
+http:
+  bind: "127.0.0.1:$MQTTD_HTTP_PORT"
 EOF
 # The TLS case needs TLS listeners in the file (--listen makes plain ones).
 {

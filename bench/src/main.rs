@@ -104,6 +104,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metric counting a scenario's operations, for the broker's CPU cost
+/// per operation: connections made, messages delivered, connections held,
+/// session operations.
+const OPS_METRICS: &[&str] = &["connections", "received", "connections_held", "total_ops"];
+
 /// CPU time of this process and of the broker over a run, reported as
 /// average busy cores: tells whether the client or the broker was the
 /// bottleneck.
@@ -127,24 +132,25 @@ impl CpuUsage {
     }
 
     fn finish(self, report: &mut report::Report) {
+        use report::Better::{Lower, Neither};
         let wall = self.wall.elapsed();
         let bench = cpu::self_cpu().saturating_sub(self.bench);
-        report.metric(
-            "bench_cpu_cores",
-            cpu::cores(bench, wall),
-            "cores",
-            report::Better::Neither,
-        );
-        if let Some((pid, before)) = self.broker {
-            if let Ok(after) = cpu::process_cpu(pid) {
-                let used = after.saturating_sub(before);
-                report.metric(
-                    "broker_cpu_cores",
-                    cpu::cores(used, wall),
-                    "cores",
-                    report::Better::Neither,
-                );
-            }
+        report.metric("bench_cpu_cores", cpu::cores(bench, wall), "cores", Neither);
+        let Some((pid, before)) = self.broker else {
+            return;
+        };
+        let Ok(after) = cpu::process_cpu(pid) else {
+            return;
+        };
+        let used = after.saturating_sub(before);
+        report.metric("broker_cpu_cores", cpu::cores(used, wall), "cores", Neither);
+        if let Some(ops) = OPS_METRICS.iter().find_map(|m| report.get(m)) {
+            report.metric(
+                "broker_cpu_us_per_op",
+                cpu::per_op_us(used, ops),
+                "us",
+                Lower,
+            );
         }
     }
 }

@@ -155,6 +155,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
             Phase::Clean => {}
         }
     }
+    r.metric("total_ops", total_ops as f64, "", Better::Neither);
     r.metric(
         "ops_per_sec",
         per_sec(total_ops, total_time),

@@ -77,6 +77,15 @@ pub fn cores(cpu: Duration, wall: Duration) -> f64 {
     }
 }
 
+/// Microseconds of CPU per operation (0 when there were none).
+pub fn per_op_us(cpu: Duration, ops: f64) -> f64 {
+    if ops <= 0.0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() * 1e6 / ops
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +117,7 @@ mod tests {
     fn cores_busy() {
         assert_eq!(cores(Duration::from_secs(3), Duration::from_secs(2)), 1.5);
         assert_eq!(cores(Duration::from_secs(3), Duration::ZERO), 0.0);
+        assert_eq!(per_op_us(Duration::from_millis(500), 10_000.0), 50.0);
+        assert_eq!(per_op_us(Duration::from_millis(500), 0.0), 0.0);
     }
 }
