@@ -1,0 +1,205 @@
+//! Results: named metrics with units, printed as a table or as JSON.
+//!
+//! The JSON shape (one object per run) is what `mqttd-bench compare` reads:
+//! `{"scenario", "target", "params": {..}, "metrics": [{"name", "value",
+//! "unit", "better"}], "first_error"}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Which direction of a metric is an improvement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Higher,
+    Lower,
+    /// A count or a setting rather than a score.
+    Neither,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub better: Better,
+}
+
+/// The outcome of one scenario run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    pub params: Map<String, Value>,
+    pub metrics: Vec<Metric>,
+    /// The first error met, if any (the count is the `errors` metric).
+    pub first_error: Option<String>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl Report {
+    pub fn new(scenario: &str, target: &str) -> Self {
+        Report {
+            scenario: scenario.to_string(),
+            target: target.to_string(),
+            params: Map::new(),
+            metrics: Vec::new(),
+            first_error: None,
+        }
+    }
+
+    pub fn param(&mut self, name: &str, value: impl Into<Value>) -> &mut Self {
+        self.params.insert(name.to_string(), value.into());
+        self
+    }
+
+    pub fn metric(&mut self, name: &str, value: f64, unit: &str, better: Better) -> &mut Self {
+        self.metrics.push(Metric {
+            name: name.to_string(),
+            value,
+            unit: unit.to_string(),
+            better,
+        });
+        self
+    }
+
+    /// The value of metric `name`, if reported.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
+    }
+
+    pub fn render(&self, output: Output) -> String {
+        match output {
+            Output::Table => self.to_table(),
+            Output::Json => self.to_json(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // A Report holds only strings, finite-or-not floats and maps; f64
+        // NaN/inf serialize as null, so this cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A two-column table: parameters first, then metrics.
+    pub fn to_table(&self) -> String {
+        let mut out = format!("{} against {}\n", self.scenario, self.target);
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        if !params.is_empty() {
+            out.push_str(&format!("  {}\n", params.join(" ")));
+        }
+        let width = self.metrics.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        for m in &self.metrics {
+            out.push_str(&format!(
+                "  {:<width$}  {:>14}  {}\n",
+                m.name,
+                format_value(m.value),
+                m.unit
+            ));
+        }
+        if let Some(e) = &self.first_error {
+            out.push_str(&format!("  first error: {e}\n"));
+        }
+        out
+    }
+}
+
+/// A number as people read it: integers for large values, two decimals
+/// for small ones.
+pub fn format_value(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".to_string();
+    }
+    if v.abs() >= 100.0 || v.fract() == 0.0 {
+        group_thousands(v.round() as i64)
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn group_thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut r = Report::new("pubsub", "127.0.0.1:1883");
+        r.param("qos", 1).param("mode", "fan-in");
+        r.metric("received_per_sec", 123_456.7, "msg/s", Better::Higher);
+        r.metric("loss_ratio", 0.0025, "", Better::Lower);
+        r
+    }
+
+    #[test]
+    fn json_shape() {
+        let v: Value = serde_json::from_str(&sample().to_json()).unwrap_or_default();
+        assert_eq!(v["scenario"], "pubsub");
+        assert_eq!(v["target"], "127.0.0.1:1883");
+        assert_eq!(v["params"]["qos"], 1);
+        assert_eq!(v["params"]["mode"], "fan-in");
+        assert_eq!(v["metrics"][0]["name"], "received_per_sec");
+        assert_eq!(v["metrics"][0]["value"], 123_456.7);
+        assert_eq!(v["metrics"][0]["unit"], "msg/s");
+        assert_eq!(v["metrics"][0]["better"], "higher");
+        assert_eq!(v["metrics"][1]["better"], "lower");
+        assert!(v["first_error"].is_null());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = sample();
+        let back: Result<Report, _> = serde_json::from_str(&r.to_json());
+        assert_eq!(back.ok(), Some(r));
+    }
+
+    #[test]
+    fn table_lists_params_and_metrics() {
+        let t = sample().to_table();
+        assert!(t.starts_with("pubsub against 127.0.0.1:1883\n"), "{t}");
+        assert!(t.contains("mode=fan-in qos=1"), "{t}");
+        assert!(t.contains("123,457  msg/s"), "{t}");
+        assert!(t.contains("0.00"), "{t}");
+    }
+
+    #[test]
+    fn value_formatting() {
+        assert_eq!(format_value(1_234_567.4), "1,234,567");
+        assert_eq!(format_value(-1500.0), "-1,500");
+        assert_eq!(format_value(12.345), "12.35");
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(f64::NAN), "-");
+        assert_eq!(sample().get("loss_ratio"), Some(0.0025));
+        assert_eq!(sample().get("nope"), None);
+    }
+}
