@@ -16,6 +16,7 @@ use crate::auth::{AuthError, ClientCtx};
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
+use crate::session::table::SessionShared;
 use crate::session::{
     ClientInfo, ConnHandle, DetachKind, Outbound, SessionMsg, SessionTx, StartRequest,
     NEVER_EXPIRES,
@@ -31,6 +32,8 @@ pub(crate) struct Accepted {
     pub client_id: ClientId,
     pub conn_id: u64,
     pub session: SessionTx,
+    /// Session state the connection uses itself (incoming QoS 2 ids).
+    pub shared: Arc<SessionShared>,
     pub outbound: mpsc::UnboundedReceiver<Outbound>,
     pub pending_qos0: Arc<AtomicUsize>,
     pub version: ProtocolVersion,
@@ -263,6 +266,7 @@ where
         client_id,
         conn_id,
         session: started.session,
+        shared: started.shared,
         outbound,
         pending_qos0,
         version,

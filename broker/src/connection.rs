@@ -12,18 +12,20 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use crate::connect::{self, Accepted};
 use crate::keepalive::KeepAlive;
+use crate::publish::{self, Reply};
 use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
 use crate::transport::ConnMeta;
 use crate::types::{ClientId, QoS};
 
-/// Initial read buffer; it grows to the largest packet seen.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Initial read buffer; it grows with what arrives in one read. Small, so
+/// that idle connections cost little memory.
+const READ_BUFFER_BYTES: usize = 512;
 /// Outgoing bytes gathered before a write is issued.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
@@ -128,7 +130,7 @@ pub async fn serve<S>(
     let mut framed = Framed {
         stream,
         rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
-        wbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        wbuf: BytesMut::new(),
         decoder: Decoder::new(ctx.config.mqtt.max_packet_size_bytes),
         peer,
         listener,
@@ -138,7 +140,9 @@ pub async fn serve<S>(
         let client_id = accepted.client_id.clone();
         let conn_id = accepted.conn_id;
         let session = accepted.session.clone();
-        let ending = run(&mut framed, &broker, accepted).await;
+        let mut accepted = accepted;
+        let ending = run(&mut framed, &broker, &mut accepted).await;
+        drain_outbound(ctx, &mut accepted);
         log_ending(&client_id, peer, &ending);
         if let Ending::Violation { .. } = ending {
             ctx.metrics.malformed_packets.inc();
@@ -172,21 +176,21 @@ fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
 
 /// The connected state: packets in go to the session, packets out come
 /// from it, until one side ends the connection.
-async fn run<S>(framed: &mut Framed<S>, broker: &Broker, mut a: Accepted) -> Ending
+async fn run<S>(framed: &mut Framed<S>, broker: &Broker, a: &mut Accepted) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut keepalive = KeepAlive::new(a.keep_alive_secs);
     let ending = loop {
         // Packets that arrived with the CONNECT (or earlier reads).
-        if let Err(e) = drain_buffered(framed, &mut a, &mut keepalive).await {
+        if let Err(e) = drain_buffered(framed, broker, a, &mut keepalive).await {
             break e;
         }
         let deadline = keepalive.deadline();
         tokio::select! {
             _ = broker.shutdown.cancelled() => break Ending::ByServer(CloseReason::ServerShutdown),
             out = a.outbound.recv() => match out {
-                Some(out) => if let Err(e) = write_outbound(framed, broker, &mut a, out).await { break e; },
+                Some(out) => if let Err(e) = write_outbound(framed, broker, a, out).await { break e; },
                 None => break Ending::ByServer(CloseReason::ServerShutdown),
             },
             read = framed.fill() => match read {
@@ -236,30 +240,46 @@ fn close_code(r: CloseReason) -> ReasonCode {
     }
 }
 
-/// Handles every whole packet in the read buffer.
+/// Handles every whole packet in the read buffer, then answers them in
+/// one write. While subscribers lag far behind, it pauses before the next
+/// read (see [`crate::backlog`]).
 async fn drain_buffered<S>(
     framed: &mut Framed<S>,
+    broker: &Broker,
     a: &mut Accepted,
     keepalive: &mut KeepAlive,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut published = false;
+    let mut any = false;
     while let Some(packet) = framed.try_decode()? {
-        keepalive.touch();
-        handle_incoming(framed, a, packet).await?;
+        any = true;
+        published |= matches!(packet, Packet::Publish(_));
+        handle_incoming(framed, broker, a, packet).await?;
     }
-    framed.flush().await
+    if any {
+        keepalive.touch();
+    }
+    framed.flush().await?;
+    if published {
+        broker.ctx.backlog.wait_below_high_water().await;
+    }
+    Ok(())
 }
 
 async fn handle_incoming<S>(
     framed: &mut Framed<S>,
+    broker: &Broker,
     a: &mut Accepted,
     packet: Packet,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let ctx = &broker.ctx;
+    let v5 = a.version.is_v5();
     match packet {
         Packet::PingReq => framed.queue(&Packet::PingResp, a.version),
         Packet::Disconnect(d) => return Err(on_disconnect(a, &d)),
@@ -276,19 +296,27 @@ where
                     .map_err(|(reason, code)| violation(reason, code))?;
             }
             let auth = framed.meta.auth();
-            if auth.authorize_publish(&a.client, p.topic.as_str()).await {
-                forward(&a.session, a.conn_id, Packet::Publish(p))?
+            let reply = if auth.authorize_publish(&a.client, p.topic.as_str()).await {
+                publish::on_publish(ctx, &a.shared, &a.client_id, p, v5)
             } else {
                 tracing::info!(client_id = %a.client_id, topic = %p.topic, "publish denied by ACL");
-                let msg = SessionMsg::DeniedPublish {
-                    conn_id: a.conn_id,
-                    qos: p.qos,
-                    packet_id: p.packet_id,
-                };
-                a.session
-                    .send(msg)
-                    .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))?;
+                publish::on_denied_publish(ctx, &a.shared, p.qos, p.packet_id, v5)
+            };
+            match reply {
+                Reply::None => {}
+                Reply::PubAck(ack) => framed.queue(&Packet::PubAck(ack), a.version),
+                Reply::PubRec(ack) => framed.queue(&Packet::PubRec(ack), a.version),
+                Reply::ReceiveMaximumExceeded => {
+                    return Err(violation(
+                        "more unacknowledged QoS 2 PUBLISH packets than the Receive Maximum [MQTT-3.3.4-9]",
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    ))
+                }
             }
+        }
+        Packet::PubRel(r) => {
+            let comp = publish::on_pubrel(&a.shared, &r, v5);
+            framed.queue(&comp, a.version);
         }
         Packet::Subscribe(s) => {
             let auth = framed.meta.auth();
@@ -302,12 +330,15 @@ where
             }
             let msg = SessionMsg::Subscribe {
                 conn_id: a.conn_id,
-                subscribe: s,
+                subscribe: Box::new(s),
                 denied,
             };
-            a.session
-                .send(msg)
-                .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))?;
+            send_to_session(&a.session, msg)?;
+            sync_with_session(&a.session).await?;
+        }
+        Packet::Unsubscribe(_) => {
+            forward(&a.session, a.conn_id, packet)?;
+            sync_with_session(&a.session).await?;
         }
         Packet::Auth(_) => {
             return Err(violation(
@@ -315,11 +346,9 @@ where
                 ReasonCode::PROTOCOL_ERROR,
             ))
         }
-        Packet::PubAck(_)
-        | Packet::PubRec(_)
-        | Packet::PubRel(_)
-        | Packet::PubComp(_)
-        | Packet::Unsubscribe(_) => forward(&a.session, a.conn_id, packet)?,
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
+            forward(&a.session, a.conn_id, packet)?
+        }
         Packet::Connect(_) => {
             return Err(violation(
                 "second CONNECT on a connection [MQTT-3.1.0-2]",
@@ -364,8 +393,21 @@ fn violation(reason: &str, code: ReasonCode) -> Ending {
 }
 
 fn forward(session: &SessionTx, conn_id: u64, packet: Packet) -> Result<(), Ending> {
+    let packet = Box::new(packet);
+    send_to_session(session, SessionMsg::Packet { conn_id, packet })
+}
+
+fn send_to_session(session: &SessionTx, msg: SessionMsg) -> Result<(), Ending> {
     session
-        .send(SessionMsg::Packet { conn_id, packet })
+        .send(msg)
+        .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))
+}
+
+/// Waits until the session has handled everything sent to it so far.
+async fn sync_with_session(session: &SessionTx) -> Result<(), Ending> {
+    let (tx, rx) = oneshot::channel();
+    send_to_session(session, SessionMsg::Sync(tx))?;
+    rx.await
         .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))
 }
 
@@ -382,10 +424,19 @@ where
     let mut next = Some(first);
     while let Some(out) = next.take() {
         match out {
-            Outbound::Packet(Packet::Publish(mut p)) => {
-                if p.qos == QoS::AtMostOnce {
+            Outbound::Publish(out) => {
+                broker.ctx.backlog.sub(1);
+                if out.qos == QoS::AtMostOnce {
                     a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
                 }
+                let mut p = out.msg.to_publish(
+                    out.qos,
+                    out.retain,
+                    &out.subscription_ids,
+                    a.version.is_v5(),
+                );
+                p.packet_id = out.packet_id;
+                p.dup = out.dup;
                 let new_alias = a.aliases_out.apply(&mut p);
                 let (qos, id) = (p.qos, p.packet_id);
                 if write_limited(framed, a, &Packet::Publish(p)) {
@@ -418,6 +469,21 @@ where
         }
     }
     framed.flush().await
+}
+
+/// Closes the outbound channel and takes back what was never written:
+/// those messages leave the backlog (the session resends QoS 1/2 ones on
+/// the next connection).
+fn drain_outbound(ctx: &crate::context::Context, a: &mut Accepted) {
+    a.outbound.close();
+    while let Ok(out) = a.outbound.try_recv() {
+        if let Outbound::Publish(p) = out {
+            ctx.backlog.sub(1);
+            if p.qos == QoS::AtMostOnce {
+                a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Encodes `packet` unless it exceeds the client's maximum packet size;

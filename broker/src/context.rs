@@ -4,18 +4,21 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::backlog::Backlog;
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::router::{RetainedStore, Router};
-use crate::session::{SessionTable, SessionTx};
+use crate::session::{DeliverTx, SessionTable};
 
 pub struct Context {
     pub config: Arc<Config>,
     pub table: SessionTable,
-    pub router: Router<SessionTx>,
+    pub router: Router<DeliverTx>,
     pub retained: RetainedStore<Arc<Message>>,
     pub metrics: Metrics,
+    /// Messages routed and not yet written to subscribers.
+    pub backlog: Backlog,
     next_id: AtomicU64,
 }
 
@@ -27,6 +30,7 @@ impl Context {
             router: Router::new(),
             retained: RetainedStore::new(),
             metrics: Metrics::default(),
+            backlog: Backlog::default(),
             next_id: AtomicU64::new(1),
         })
     }

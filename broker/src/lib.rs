@@ -20,6 +20,8 @@
 //! - [`session`]: session tasks, the session table and the manager pool;
 //! - [`router`]: topic matching and retained messages;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
+//! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
+//! - [`backlog`]: back-pressure from subscribers to publishers;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`broker`], [`context`]: state shared by tasks;
 //! - [`admin`]: the control API backend over the running broker;
@@ -31,6 +33,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backlog;
 pub mod broker;
 pub mod codec;
 pub mod config;
@@ -43,6 +46,7 @@ pub mod listener;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod publish;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -74,16 +74,21 @@ impl Message {
             .is_some_and(|secs| self.received_at.elapsed().as_secs() >= u64::from(secs))
     }
 
-    /// The PUBLISH that carries this message to a subscriber at `qos`.
-    pub fn to_publish(&self, qos: QoS, retain: bool, sub_ids: &[u32]) -> Publish {
-        let mut properties = self.properties.clone();
-        properties
-            .subscription_identifiers
-            .extend_from_slice(sub_ids);
-        // The remaining lifetime is forwarded, not the original.
-        if let Some(secs) = properties.message_expiry_interval {
-            let elapsed = u32::try_from(self.received_at.elapsed().as_secs()).unwrap_or(u32::MAX);
-            properties.message_expiry_interval = Some(secs.saturating_sub(elapsed).max(1));
+    /// The PUBLISH that carries this message to a subscriber at `qos`;
+    /// properties only for MQTT 5.0 peers (`v5`).
+    pub fn to_publish(&self, qos: QoS, retain: bool, sub_ids: &[u32], v5: bool) -> Publish {
+        let mut properties = Properties::default();
+        if v5 {
+            properties = self.properties.clone();
+            properties
+                .subscription_identifiers
+                .extend_from_slice(sub_ids);
+            // The remaining lifetime is forwarded, not the original.
+            if let Some(secs) = properties.message_expiry_interval {
+                let elapsed =
+                    u32::try_from(self.received_at.elapsed().as_secs()).unwrap_or(u32::MAX);
+                properties.message_expiry_interval = Some(secs.saturating_sub(elapsed).max(1));
+            }
         }
         Publish {
             dup: false,

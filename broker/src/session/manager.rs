@@ -47,6 +47,8 @@ pub struct StartRequest {
 #[derive(Debug)]
 pub struct StartResult {
     pub session: SessionTx,
+    /// State shared with the connection (incoming QoS 2 ids).
+    pub shared: Arc<SessionShared>,
     pub session_present: bool,
 }
 
@@ -227,7 +229,7 @@ async fn start(
     stats: &WorkerMetrics,
     req: StartRequest,
 ) -> Result<StartResult, ManagerError> {
-    let mut conn = req.conn;
+    let mut conn = Box::new(req.conn);
     if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
         if req.clean_start {
             destroy(ctx, &entry, CloseReason::TakenOver).await;
@@ -239,6 +241,7 @@ async fn start(
                     ctx.metrics.sessions_resumed.inc();
                     return Ok(StartResult {
                         session: entry.tx.clone(),
+                        shared: entry.shared.clone(),
                         session_present: true,
                     });
                 }
@@ -261,7 +264,10 @@ async fn start(
 
 /// Attaches `conn` to a live session. `Err(Some(conn))`: the session is
 /// ending and gave the connection back; `Err(None)`: it died holding it.
-async fn resume(entry: &SessionEntry, conn: ConnHandle) -> Result<(), Option<ConnHandle>> {
+async fn resume(
+    entry: &SessionEntry,
+    conn: Box<ConnHandle>,
+) -> Result<(), Option<Box<ConnHandle>>> {
     let (tx, rx) = oneshot::channel();
     match entry.tx.send(SessionMsg::Attach { conn, reply: tx }) {
         Ok(()) => match rx.await {
@@ -278,10 +284,10 @@ fn create(
     ctx: &Arc<Context>,
     stats: &WorkerMetrics,
     client_id: ClientId,
-    conn: ConnHandle,
+    conn: Box<ConnHandle>,
 ) -> StartResult {
     let shared = Arc::new(SessionShared::default());
-    let (tx, join) = spawn(ctx.clone(), client_id.clone(), shared.clone(), conn);
+    let (tx, join) = spawn(ctx.clone(), client_id.clone(), shared.clone(), *conn);
     let entry = Arc::new(SessionEntry {
         uid: ctx.next_id(),
         client_id,
@@ -296,9 +302,11 @@ fn create(
     stats.created.inc();
     ctx.metrics.sessions_created.inc();
     ctx.metrics.sessions.inc();
+    let shared = entry.shared.clone();
     tokio::spawn(watch(ctx.clone(), entry, join));
     StartResult {
         session: tx,
+        shared,
         session_present: false,
     }
 }

@@ -24,8 +24,14 @@ use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
 pub use table::{ClientInfo, SessionEntry, SessionTable};
 
-/// The sending side of a session task's mailbox.
+/// The sending side of a session task's control mailbox (connections,
+/// the manager, the control API).
 pub type SessionTx = mpsc::UnboundedSender<SessionMsg>;
+
+/// The sending side of a session task's delivery mailbox (the router). It
+/// is separate so that acknowledgements from the client are never stuck
+/// behind a flood of deliveries.
+pub type DeliverTx = mpsc::UnboundedSender<Delivery>;
 
 /// Why the broker closes a connection from the session side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +49,23 @@ pub enum CloseReason {
     ReceiveMaximumExceeded,
 }
 
+/// A PUBLISH on its way to the client, built into a packet only when the
+/// connection encodes it (so a channel slot stays small).
+#[derive(Debug)]
+pub struct OutPublish {
+    pub msg: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    pub packet_id: Option<PacketId>,
+    pub subscription_ids: Vec<u32>,
+}
+
 /// What a session sends to its connection.
-// Boxing the packet would cost an allocation per message on the hot path;
-// each value is moved once, into a channel slot.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
-    Packet(Packet),
+    Publish(OutPublish),
+    Packet(Box<Packet>),
     Close(CloseReason),
 }
 
@@ -121,24 +137,18 @@ pub enum SessionMsg {
     /// Attach a new connection (resume or takeover). A session that is
     /// ending answers `Err` with the connection handle, unused.
     Attach {
-        conn: ConnHandle,
-        reply: oneshot::Sender<Result<(), ConnHandle>>,
+        conn: Box<ConnHandle>,
+        reply: oneshot::Sender<Result<(), Box<ConnHandle>>>,
     },
     /// A packet from the attached connection `conn_id`.
     Packet {
         conn_id: u64,
-        packet: Packet,
-    },
-    /// A PUBLISH the client may not send: acknowledged, not routed.
-    DeniedPublish {
-        conn_id: u64,
-        qos: QoS,
-        packet_id: Option<PacketId>,
+        packet: Box<Packet>,
     },
     /// A SUBSCRIBE with the filters authorization refused marked.
     Subscribe {
         conn_id: u64,
-        subscribe: Subscribe,
+        subscribe: Box<Subscribe>,
         denied: Vec<bool>,
     },
     /// Connection `conn_id` is gone.
@@ -152,8 +162,11 @@ pub enum SessionMsg {
         conn_id: u64,
         packet_id: PacketId,
     },
-    Deliver(Delivery),
     Inspect(oneshot::Sender<SessionDetail>),
+    /// Answered once every earlier message is handled: a connection waits
+    /// on it after SUBSCRIBE and UNSUBSCRIBE so that the client's next
+    /// PUBLISH is routed with the new subscriptions in place.
+    Sync(oneshot::Sender<()>),
     /// End the session, closing its connection for `reason`.
     Shutdown(CloseReason),
 }

@@ -6,10 +6,11 @@
 //! [MQTT-4.6.0-1]. Packet ids are allocated here and never reused while
 //! in flight [MQTT-2.3.1-2].
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use crate::codec::{Packet, PubResp, Publish};
+use super::{OutPublish, Outbound};
+use crate::codec::{Packet, PubResp};
 use crate::message::Message;
 use crate::types::{PacketId, QoS};
 
@@ -23,11 +24,15 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub fn to_publish(&self, packet_id: Option<PacketId>, dup: bool) -> Publish {
-        let mut p = self.msg.to_publish(self.qos, self.retain, &self.sub_ids);
-        p.packet_id = packet_id;
-        p.dup = dup;
-        p
+    pub fn to_out(&self, packet_id: Option<PacketId>, dup: bool) -> OutPublish {
+        OutPublish {
+            msg: self.msg.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            dup,
+            packet_id,
+            subscription_ids: self.sub_ids.clone(),
+        }
     }
 }
 
@@ -49,6 +54,9 @@ struct Inflight {
 #[derive(Debug)]
 pub(super) struct Outgoing {
     inflight: VecDeque<Inflight>,
+    /// The ids in `inflight`, so allocation and acknowledgement do not
+    /// scan the window.
+    ids: HashSet<PacketId>,
     queue: VecDeque<Pending>,
     next_id: PacketId,
     window: usize,
@@ -68,6 +76,7 @@ impl Outgoing {
     pub fn new(window: usize, max_queued: usize) -> Self {
         Outgoing {
             inflight: VecDeque::new(),
+            ids: HashSet::new(),
             queue: VecDeque::new(),
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
             window: window.max(1),
@@ -97,7 +106,7 @@ impl Outgoing {
         loop {
             let id = self.next_id;
             self.next_id = id.next();
-            if !self.inflight.iter().any(|m| m.id == id) {
+            if self.ids.insert(id) {
                 return id;
             }
         }
@@ -105,9 +114,9 @@ impl Outgoing {
 
     /// Puts a QoS 1/2 message into the window and returns its PUBLISH.
     /// The caller checks [`Outgoing::has_room`] first.
-    pub fn send(&mut self, pending: Pending) -> Publish {
+    pub fn send(&mut self, pending: Pending) -> OutPublish {
         let id = self.allocate_id();
-        let publish = pending.to_publish(Some(id), false);
+        let publish = pending.to_out(Some(id), false);
         self.inflight.push_back(Inflight {
             id,
             pending,
@@ -128,17 +137,18 @@ impl Outgoing {
 
     /// Takes the next queued message if it can go now: QoS 0 always (it
     /// waited only to keep its place in line), QoS 1/2 when the window has
-    /// room.
-    pub fn next_queued(&mut self) -> Option<Pending> {
+    /// room. Messages whose MQTT 5.0 expiry passed while queued are
+    /// dropped on the way and returned in `Err`.
+    pub fn next_queued(&mut self) -> Option<Result<Pending, Pending>> {
         let ready = self
             .queue
             .front()
             .is_some_and(|p| p.qos == QoS::AtMostOnce || self.has_room());
-        if ready {
-            self.queue.pop_front()
-        } else {
-            None
+        if !ready {
+            return None;
         }
+        let p = self.queue.pop_front()?;
+        Some(if p.msg.is_expired() { Err(p) } else { Ok(p) })
     }
 
     /// Removes a message acknowledged by PUBACK; `false` if unknown.
@@ -172,9 +182,14 @@ impl Outgoing {
     }
 
     fn remove_where(&mut self, id: PacketId, ok: impl Fn(&Inflight) -> bool) -> bool {
+        if !self.ids.contains(&id) {
+            return false;
+        }
+        // Acknowledgements usually come in order: the scan stops early.
         match self.inflight.iter().position(|m| m.id == id && ok(m)) {
             Some(i) => {
                 self.inflight.remove(i);
+                self.ids.remove(&id);
                 true
             }
             None => false,
@@ -184,22 +199,16 @@ impl Outgoing {
     /// The packets that resume the window on a new connection, in order:
     /// PUBLISH with DUP for unacknowledged messages, PUBREL for released
     /// ones [MQTT-4.4.0-1].
-    pub fn resend(&self) -> Vec<Packet> {
+    pub fn resend(&self) -> Vec<Outbound> {
         self.inflight
             .iter()
             .map(|m| match m.stage {
-                Stage::Published => Packet::Publish(m.pending.to_publish(Some(m.id), true)),
-                Stage::Released => Packet::PubRel(PubResp::success(m.id)),
+                Stage::Published => Outbound::Publish(m.pending.to_out(Some(m.id), true)),
+                Stage::Released => {
+                    Outbound::Packet(Box::new(Packet::PubRel(PubResp::success(m.id))))
+                }
             })
             .collect()
-    }
-
-    /// Drops messages whose MQTT 5.0 message expiry has passed; returns
-    /// how many were dropped from the queue.
-    pub fn drop_expired(&mut self) -> usize {
-        let before = self.queue.len();
-        self.queue.retain(|p| !p.msg.is_expired());
-        before - self.queue.len()
     }
 }
 
@@ -209,7 +218,7 @@ mod tests {
     use crate::types::{ClientId, TopicName};
 
     fn pending(qos: QoS) -> Pending {
-        let publish = Publish {
+        let publish = crate::codec::Publish {
             dup: false,
             qos,
             retain: false,
@@ -240,10 +249,10 @@ mod tests {
         assert!(o.puback(a));
         assert!(!o.puback(a), "second PUBACK is unknown");
         assert!(!o.puback(b), "PUBACK does not complete QoS 2");
-        assert!(o.next_queued().is_some());
+        assert!(matches!(o.next_queued(), Some(Ok(_))));
         assert_eq!(o.pubrec(b), RecOutcome::Release);
         let resend = o.resend();
-        assert!(matches!(resend[0], Packet::PubRel(_)));
+        assert!(matches!(&resend[0], Outbound::Packet(p) if matches!(**p, Packet::PubRel(_))));
         assert!(o.pubcomp(b));
         assert_eq!(o.inflight_len(), 0);
     }
@@ -258,7 +267,7 @@ mod tests {
             .resend()
             .into_iter()
             .map(|p| match p {
-                Packet::Publish(p) => {
+                Outbound::Publish(p) => {
                     assert!(p.dup);
                     p.packet_id
                 }

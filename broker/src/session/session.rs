@@ -7,7 +7,7 @@
 //! mailbox. It never blocks: everything it sends goes through unbounded
 //! channels whose growth it bounds itself (window, queue, QoS 0 backlog).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +18,17 @@ use tokio::time::Instant;
 use super::outgoing::{Outgoing, Pending, RecOutcome};
 use super::table::SessionShared;
 use super::{
-    CloseReason, ConnHandle, Delivery, DetachKind, Outbound, SessionDetail, SessionMsg, SessionTx,
-    SubscriptionInfo, NEVER_EXPIRES,
+    CloseReason, ConnHandle, DeliverTx, Delivery, DetachKind, Outbound, SessionDetail, SessionMsg,
+    SessionTx, SubscriptionInfo, NEVER_EXPIRES,
 };
 use crate::codec::{
-    LastWill, Packet, ProtocolVersion, PubResp, Publish, ReasonCode, RetainHandling, SubAck,
-    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    LastWill, Packet, ProtocolVersion, PubResp, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::context::Context;
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
-use crate::types::{ClientId, PacketId, QoS, TopicFilter};
+use crate::types::{ClientId, QoS, TopicFilter};
 
 /// Whether the task goes on after a mailbox message.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,7 +40,8 @@ enum Flow {
 pub(crate) struct Session {
     ctx: Arc<Context>,
     client_id: ClientId,
-    self_tx: SessionTx,
+    /// Registered with the router for this session's subscriptions.
+    deliver_tx: DeliverTx,
     shared: Arc<SessionShared>,
     conn: Option<ConnHandle>,
     protocol: ProtocolVersion,
@@ -52,8 +53,9 @@ pub(crate) struct Session {
     will_due: Option<Instant>,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     out: Outgoing,
-    /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
-    awaiting_rel: HashSet<PacketId>,
+    /// Whether the queue's messages count in the broker's backlog (they do
+    /// while a client is attached; see [`crate::backlog`]).
+    queue_counted: bool,
     will: Option<LastWill>,
     /// Set while the queue overflows, so one burst logs one line.
     dropping: bool,
@@ -68,6 +70,7 @@ pub(crate) fn spawn(
     conn: ConnHandle,
 ) -> (SessionTx, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
     let cfg = &ctx.config.mqtt;
     let out = Outgoing::new(
         usize::from(cfg.max_inflight_messages),
@@ -77,7 +80,7 @@ pub(crate) fn spawn(
         protocol: conn.info.protocol,
         ctx,
         client_id,
-        self_tx: tx.clone(),
+        deliver_tx,
         shared,
         conn: None,
         expiry_secs: 0,
@@ -85,27 +88,40 @@ pub(crate) fn spawn(
         will_due: None,
         subscriptions: HashMap::new(),
         out,
-        awaiting_rel: HashSet::new(),
+        queue_counted: false,
         will: None,
         dropping: false,
     };
     session.attach(conn);
-    let join = tokio::spawn(session.run(rx));
+    let join = tokio::spawn(session.run(rx, deliver_rx));
     (tx, join)
 }
 
 impl Session {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<SessionMsg>,
+        mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    ) {
         loop {
             let timer = match (self.will_due, self.expire_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            // Control first: acknowledgements free window slots and must
+            // not wait behind a flood of deliveries.
             let flow = tokio::select! {
+                biased;
                 msg = rx.recv() => match msg {
                     Some(msg) => self.handle(msg),
                     None => Flow::Stop,
                 },
+                d = deliveries.recv() => {
+                    if let Some(d) = d {
+                        self.deliver(d, true);
+                    }
+                    Flow::Continue
+                }
                 _ = sleep_until(timer) => self.on_timer(),
             };
             self.publish_counters();
@@ -116,6 +132,11 @@ impl Session {
         // The will of a session that ends is sent now, whatever its delay
         // [MQTT-3.1.3-9].
         self.publish_will();
+        self.uncount_queue();
+        deliveries.close();
+        while deliveries.try_recv().is_ok() {
+            self.ctx.backlog.sub(1);
+        }
         // Give back connections that tried to attach while we were ending,
         // so the manager can create a new session for them.
         rx.close();
@@ -131,26 +152,17 @@ impl Session {
         match msg {
             SessionMsg::Attach { conn, reply } => {
                 self.take_over();
-                self.attach(conn);
+                self.attach(*conn);
                 let _ = reply.send(Ok(()));
             }
             SessionMsg::Packet { conn_id, packet } => {
                 if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    self.on_packet(packet);
+                    self.on_packet(*packet);
                 }
             }
             SessionMsg::Detach { conn_id, ending } => {
                 if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
                     return self.detach(ending);
-                }
-            }
-            SessionMsg::DeniedPublish {
-                conn_id,
-                qos,
-                packet_id,
-            } => {
-                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    self.on_denied_publish(qos, packet_id);
                 }
             }
             SessionMsg::Subscribe {
@@ -159,7 +171,7 @@ impl Session {
                 denied,
             } => {
                 if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    self.on_subscribe(subscribe, &denied);
+                    self.on_subscribe(*subscribe, &denied);
                 }
             }
             SessionMsg::Discarded { conn_id, packet_id } => {
@@ -168,11 +180,14 @@ impl Session {
                     self.fill_window();
                 }
             }
-            SessionMsg::Deliver(d) => self.deliver(d),
             SessionMsg::Inspect(reply) => {
                 let _ = reply.send(self.detail());
             }
+            SessionMsg::Sync(reply) => {
+                let _ = reply.send(());
+            }
             SessionMsg::Shutdown(reason) => {
+                self.uncount_queue();
                 if let Some(conn) = self.conn.take() {
                     let _ = conn.tx.send(Outbound::Close(reason));
                     self.publish_will();
@@ -214,10 +229,17 @@ impl Session {
         let window = conn.receive_maximum.map_or(ours, |theirs| theirs.min(ours));
         self.out.set_window(usize::from(window));
         self.shared.set_client(Some(conn.info.clone()));
-        for packet in self.out.resend() {
-            let _ = conn.tx.send(Outbound::Packet(packet));
-        }
         self.conn = Some(conn);
+        for out in self.out.resend() {
+            if let Outbound::Publish(_) = out {
+                self.ctx.backlog.add(1);
+            }
+            self.send_out(out);
+        }
+        if !self.queue_counted {
+            self.queue_counted = true;
+            self.ctx.backlog.add(self.out.queued_len());
+        }
         self.fill_window();
     }
 
@@ -229,8 +251,17 @@ impl Session {
             .store(secs, Ordering::Relaxed);
     }
 
+    /// Stops counting the queue in the backlog (the client left).
+    fn uncount_queue(&mut self) {
+        if self.queue_counted {
+            self.queue_counted = false;
+            self.ctx.backlog.sub(self.out.queued_len());
+        }
+    }
+
     fn detach(&mut self, ending: DetachKind) -> Flow {
         self.conn = None;
+        self.uncount_queue();
         self.shared.set_client(None);
         let publish_will = match ending {
             DetachKind::Disconnect {
@@ -295,35 +326,38 @@ impl Session {
     }
 
     fn send(&self, packet: Packet) {
-        if let Some(conn) = &self.conn {
-            let _ = conn.tx.send(Outbound::Packet(packet));
+        self.send_out(Outbound::Packet(Box::new(packet)));
+    }
+
+    /// Hands `out` to the connection. A PUBLISH counted in the backlog is
+    /// uncounted by the connection once written, or here if it cannot go.
+    fn send_out(&self, out: Outbound) {
+        let counted = matches!(out, Outbound::Publish(_));
+        let sent = match &self.conn {
+            Some(conn) => conn.tx.send(out).is_ok(),
+            None => false,
+        };
+        if counted && !sent {
+            self.ctx.backlog.sub(1);
         }
     }
 
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
             let msg = Message::from_will(will, &self.client_id);
+            self.ctx.metrics.messages_received.qos(msg.qos).inc();
             tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
-            route(&self.ctx, msg);
+            crate::publish::route(&self.ctx, msg);
         }
     }
 
     fn on_packet(&mut self, packet: Packet) {
         match packet {
-            Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(r) => {
                 self.out.puback(r.packet_id);
                 self.fill_window();
             }
             Packet::PubRec(r) => self.on_pubrec(r),
-            Packet::PubRel(r) => {
-                let known = self.awaiting_rel.remove(&r.packet_id);
-                let mut resp = PubResp::success(r.packet_id);
-                if !known && self.protocol.is_v5() {
-                    resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                }
-                self.send(Packet::PubComp(resp));
-            }
             Packet::PubComp(r) => {
                 self.out.pubcomp(r.packet_id);
                 self.fill_window();
@@ -334,46 +368,6 @@ impl Session {
                 tracing::debug!(client_id = %self.client_id, packet = other.name(), "ignored by session");
             }
         }
-    }
-
-    fn on_publish(&mut self, p: Publish) {
-        self.ctx.metrics.messages_received.qos(p.qos).inc();
-        let (qos, id) = (p.qos, p.packet_id);
-        let msg = Message::from_publish(p, &self.client_id);
-        match (qos, id) {
-            (QoS::AtLeastOnce, Some(id)) => {
-                let n = route(&self.ctx, msg);
-                self.send(Packet::PubAck(self.publish_ack(id, n)));
-            }
-            (QoS::ExactlyOnce, Some(id)) => {
-                // Method B of the specification: deliver on PUBLISH, then
-                // ignore duplicates until PUBREL [MQTT-4.3.3-2].
-                let mut n = 1;
-                if !self.awaiting_rel.contains(&id) {
-                    if self.awaiting_rel.len() >= usize::from(self.ctx.config.mqtt.receive_maximum)
-                        && self.protocol.is_v5()
-                    {
-                        self.close(CloseReason::ReceiveMaximumExceeded);
-                        return;
-                    }
-                    self.awaiting_rel.insert(id);
-                    n = route(&self.ctx, msg);
-                }
-                self.send(Packet::PubRec(self.publish_ack(id, n)));
-            }
-            _ => {
-                route(&self.ctx, msg);
-            }
-        }
-    }
-
-    /// PUBACK/PUBREC for a message that reached `receivers` sessions.
-    fn publish_ack(&self, id: PacketId, receivers: usize) -> PubResp {
-        let mut ack = PubResp::success(id);
-        if receivers == 0 && self.protocol.is_v5() {
-            ack.code = ReasonCode::NO_MATCHING_SUBSCRIBERS;
-        }
-        ack
     }
 
     /// Closes the connection (not the session) for a protocol violation
@@ -400,28 +394,6 @@ impl Session {
         self.send(Packet::PubRel(resp));
     }
 
-    /// Acknowledges a PUBLISH that authorization refused, without routing
-    /// it: 3.1.1 has no way to say no [MQTT-3.3.5-2]; 5.0 answers 0x87.
-    fn on_denied_publish(&mut self, qos: QoS, packet_id: Option<PacketId>) {
-        self.ctx.metrics.messages_dropped.qos(qos).inc();
-        let Some(id) = packet_id else { return };
-        let mut ack = PubResp::success(id);
-        if self.protocol.is_v5() {
-            ack.code = ReasonCode::NOT_AUTHORIZED;
-        }
-        match qos {
-            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)),
-            QoS::ExactlyOnce => {
-                // A failed 5.0 PUBREC ends the exchange; 3.1.1 goes on to PUBREL.
-                if !self.protocol.is_v5() {
-                    self.awaiting_rel.insert(id);
-                }
-                self.send(Packet::PubRec(ack));
-            }
-            QoS::AtMostOnce => {}
-        }
-    }
-
     /// `denied[i]` marks filters authorization refused.
     fn on_subscribe(&mut self, s: Subscribe, denied: &[bool]) {
         let sub_id = s.properties.subscription_identifiers.first().copied();
@@ -442,7 +414,7 @@ impl Session {
                 &filter,
                 opts,
                 sub_id,
-                self.self_tx.clone(),
+                self.deliver_tx.clone(),
             );
             match outcome {
                 Ok(outcome) => {
@@ -477,12 +449,15 @@ impl Session {
         // Retained messages follow the SUBACK, with RETAIN set [MQTT-3.3.1-8].
         for (msgs, qos) in retained {
             for msg in msgs {
-                self.deliver(Delivery {
-                    msg,
-                    qos,
-                    retain: true,
-                    subscription_ids: sub_id.into_iter().collect(),
-                });
+                self.deliver(
+                    Delivery {
+                        msg,
+                        qos,
+                        retain: true,
+                        subscription_ids: sub_id.into_iter().collect(),
+                    },
+                    false,
+                );
             }
         }
     }
@@ -530,10 +505,14 @@ impl Session {
     /// the published and granted QoS [MQTT-3.8.4-6]. While QoS 1/2
     /// messages wait behind a full window, QoS 0 ones queue behind them so
     /// that each publisher's messages arrive in order [MQTT-4.6.0-6].
-    fn deliver(&mut self, d: Delivery) {
+    /// `counted`: the router already counted it in the backlog.
+    fn deliver(&mut self, d: Delivery, counted: bool) {
+        if !counted {
+            self.ctx.backlog.add(1);
+        }
         let qos = d.msg.qos.min(d.qos);
         if d.msg.is_expired() {
-            self.ctx.metrics.messages_dropped.qos(qos).inc();
+            self.drop_counted(qos);
             return;
         }
         let pending = Pending {
@@ -547,19 +526,37 @@ impl Session {
             self.deliver_qos0(pending);
         } else if qos != QoS::AtMostOnce && self.conn.is_some() && self.out.has_room() {
             let publish = self.out.send(pending);
-            self.send(Packet::Publish(publish));
-        } else if let Err(p) = self.out.enqueue(pending) {
-            self.ctx.metrics.messages_dropped.qos(p.qos).inc();
-            if !self.dropping {
-                self.dropping = true;
-                tracing::warn!(
-                    client_id = %self.client_id,
-                    limit = self.ctx.config.mqtt.max_queued_messages,
-                    "session queue full: dropping messages"
-                );
-            }
+            self.send_out(Outbound::Publish(publish));
         } else {
-            self.dropping = false;
+            self.enqueue(pending);
+        }
+    }
+
+    /// A counted message that will not be delivered.
+    fn drop_counted(&self, qos: QoS) {
+        self.ctx.metrics.messages_dropped.qos(qos).inc();
+        self.ctx.backlog.sub(1);
+    }
+
+    fn enqueue(&mut self, pending: Pending) {
+        match self.out.enqueue(pending) {
+            Ok(()) => {
+                self.dropping = false;
+                if !self.queue_counted {
+                    self.ctx.backlog.sub(1);
+                }
+            }
+            Err(p) => {
+                self.drop_counted(p.qos);
+                if !self.dropping {
+                    self.dropping = true;
+                    tracing::warn!(
+                        client_id = %self.client_id,
+                        limit = self.ctx.config.mqtt.max_queued_messages,
+                        "session queue full: dropping messages"
+                    );
+                }
+            }
         }
     }
 
@@ -570,32 +567,28 @@ impl Session {
         match &self.conn {
             Some(conn) if conn.pending_qos0.load(Ordering::Relaxed) < limit => {
                 conn.pending_qos0.fetch_add(1, Ordering::Relaxed);
-                let publish = pending.to_publish(None, false);
-                let _ = conn.tx.send(Outbound::Packet(Packet::Publish(publish)));
+                let publish = pending.to_out(None, false);
+                self.send_out(Outbound::Publish(publish));
             }
-            _ => self.ctx.metrics.messages_dropped.qos(QoS::AtMostOnce).inc(),
+            _ => self.drop_counted(QoS::AtMostOnce),
         }
     }
 
-    /// Moves queued messages into the window while it has room.
+    /// Moves queued messages into the window while it has room. Queued
+    /// messages are counted in the backlog while a client is attached,
+    /// which is the only time this runs.
     fn fill_window(&mut self) {
         if self.conn.is_none() {
             return;
         }
-        let expired = self.out.drop_expired();
-        for _ in 0..expired {
-            self.ctx
-                .metrics
-                .messages_dropped
-                .qos(QoS::AtLeastOnce)
-                .inc();
-        }
-        while let Some(pending) = self.out.next_queued() {
-            if pending.qos == QoS::AtMostOnce {
-                self.deliver_qos0(pending);
-            } else {
-                let publish = self.out.send(pending);
-                self.send(Packet::Publish(publish));
+        while let Some(next) = self.out.next_queued() {
+            match next {
+                Err(expired) => self.drop_counted(expired.qos),
+                Ok(pending) if pending.qos == QoS::AtMostOnce => self.deliver_qos0(pending),
+                Ok(pending) => {
+                    let publish = self.out.send(pending);
+                    self.send_out(Outbound::Publish(publish));
+                }
             }
         }
     }
@@ -645,38 +638,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Stores a retained message and hands `msg` to every matching session;
-/// returns how many sessions it went to.
-pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
-    if msg.retain && ctx.config.mqtt.retain_available {
-        // An empty retained payload clears the topic [MQTT-3.3.1-10] and
-        // is still delivered to current subscribers.
-        // Stored messages get their own copy of the payload: the received
-        // one shares (and would keep alive) the connection's read buffer.
-        let stored = (!msg.payload.is_empty()).then(|| {
-            let mut copy = Message::clone(&msg);
-            copy.payload = bytes::Bytes::copy_from_slice(&msg.payload);
-            Arc::new(copy)
-        });
-        if let Err(e) = ctx.retained.set(&msg.topic, stored) {
-            tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
-        }
-    }
-    let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
-    let n = deliveries.len();
-    for d in deliveries {
-        let _ = d.handle.send(SessionMsg::Deliver(Delivery {
-            msg: msg.clone(),
-            qos: d.qos,
-            // Forwarded messages carry RETAIN 0 unless retain-as-published
-            // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
-            retain: d.retain_as_published && msg.retain,
-            subscription_ids: d.subscription_ids,
-        }));
-    }
-    n
 }
 
 /// Whether every topic `requested` can match is also matched by `deny`.

@@ -5,7 +5,7 @@
 //! through it by client id without copying it. Writes happen once per
 //! session lifecycle step, never per message, so one lock is not contended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SessionTx;
 use crate::codec::ProtocolVersion;
-use crate::types::ClientId;
+use crate::types::{ClientId, PacketId};
 
 /// What the broker knows of the network connection attached to a session
 /// (the seed's client-info record).
@@ -42,6 +42,10 @@ pub struct SessionShared {
     pub subscriptions: AtomicUsize,
     pub inflight: AtomicUsize,
     pub queued: AtomicUsize,
+    /// Incoming QoS 2 packet ids received (PUBREC sent) and not yet
+    /// released: session state [MQTT-4.3.3-2], used by the connection that
+    /// handles the client's PUBLISH and PUBREL.
+    pub incoming_qos2: Mutex<HashSet<PacketId>>,
     connected: AtomicBool,
     /// The connection attached now, or the last one while offline.
     last_client: Mutex<Option<Arc<ClientInfo>>>,

@@ -114,6 +114,17 @@ impl Client {
         }
     }
 
+    /// The next PUBLISH if one arrives within `d`.
+    pub async fn try_publish(&mut self, d: Duration) -> Option<rumqttc::Publish> {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            if let Packet::Publish(p) = p {
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// Asserts no PUBLISH arrives within `d`.
     pub async fn no_publish(&mut self, d: Duration) {
         let deadline = tokio::time::Instant::now() + d;
@@ -139,6 +150,18 @@ impl Client {
     /// Drops the connection without DISCONNECT.
     pub fn kill(self) {
         self.task.abort();
+    }
+}
+
+/// Polls `cond` until it holds; panics after [`WAIT`].
+pub async fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -1,0 +1,150 @@
+//! The publish path: a client's PUBLISH and PUBREL, handled on its
+//! connection task, and routing a message to the matching sessions.
+//!
+//! Routing happens where the message arrives, without a hop through the
+//! publisher's session: only the incoming QoS 2 state (packet ids awaiting
+//! PUBREL) is session state, and it is shared with the connection through
+//! [`SessionShared::incoming_qos2`].
+
+use std::sync::Arc;
+
+use crate::codec::{Packet, PubResp, Publish, ReasonCode};
+use crate::context::Context;
+use crate::message::Message;
+use crate::session::table::SessionShared;
+use crate::session::Delivery;
+use crate::types::{ClientId, PacketId, QoS};
+
+/// What the connection must do after a PUBLISH or PUBREL.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    None,
+    PubAck(PubResp),
+    PubRec(PubResp),
+    /// The client exceeded the broker's Receive Maximum [MQTT-3.3.4-9].
+    ReceiveMaximumExceeded,
+}
+
+/// Handles a PUBLISH the client may send: route it and acknowledge it.
+/// `v5` selects MQTT 5.0 reason codes.
+pub(crate) fn on_publish(
+    ctx: &Context,
+    shared: &SessionShared,
+    client_id: &ClientId,
+    p: Publish,
+    v5: bool,
+) -> Reply {
+    ctx.metrics.messages_received.qos(p.qos).inc();
+    let (qos, id) = (p.qos, p.packet_id);
+    let msg = Message::from_publish(p, client_id);
+    match (qos, id) {
+        (QoS::AtLeastOnce, Some(id)) => {
+            let n = route(ctx, msg);
+            Reply::PubAck(ack(id, n, v5))
+        }
+        (QoS::ExactlyOnce, Some(id)) => {
+            // Method B of the specification: deliver on PUBLISH, then
+            // ignore duplicates until PUBREL [MQTT-4.3.3-2].
+            let new = {
+                let mut ids = shared.incoming_qos2.lock();
+                if ids.contains(&id) {
+                    false
+                } else if v5 && ids.len() >= usize::from(ctx.config.mqtt.receive_maximum) {
+                    return Reply::ReceiveMaximumExceeded;
+                } else {
+                    ids.insert(id)
+                }
+            };
+            let n = if new { route(ctx, msg) } else { 1 };
+            Reply::PubRec(ack(id, n, v5))
+        }
+        _ => {
+            route(ctx, msg);
+            Reply::None
+        }
+    }
+}
+
+/// Acknowledges a PUBLISH that authorization refused, without routing it:
+/// 3.1.1 has no way to say no [MQTT-3.3.5-2]; 5.0 answers 0x87.
+pub(crate) fn on_denied_publish(
+    ctx: &Context,
+    shared: &SessionShared,
+    qos: QoS,
+    packet_id: Option<PacketId>,
+    v5: bool,
+) -> Reply {
+    ctx.metrics.messages_dropped.qos(qos).inc();
+    let Some(id) = packet_id else {
+        return Reply::None;
+    };
+    let mut ack = PubResp::success(id);
+    if v5 {
+        ack.code = ReasonCode::NOT_AUTHORIZED;
+    }
+    match qos {
+        QoS::AtLeastOnce => Reply::PubAck(ack),
+        QoS::ExactlyOnce => {
+            // A failed 5.0 PUBREC ends the exchange; 3.1.1 goes on to PUBREL.
+            if !v5 {
+                shared.incoming_qos2.lock().insert(id);
+            }
+            Reply::PubRec(ack)
+        }
+        QoS::AtMostOnce => Reply::None,
+    }
+}
+
+/// Handles PUBREL: releases the id and answers PUBCOMP.
+pub(crate) fn on_pubrel(shared: &SessionShared, r: &PubResp, v5: bool) -> Packet {
+    let known = shared.incoming_qos2.lock().remove(&r.packet_id);
+    let mut resp = PubResp::success(r.packet_id);
+    if !known && v5 {
+        resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+    }
+    Packet::PubComp(resp)
+}
+
+/// PUBACK/PUBREC for a message that reached `receivers` sessions.
+fn ack(id: PacketId, receivers: usize, v5: bool) -> PubResp {
+    let mut ack = PubResp::success(id);
+    if receivers == 0 && v5 {
+        ack.code = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+    }
+    ack
+}
+
+/// Stores a retained message and hands `msg` to every matching session;
+/// returns how many sessions it went to.
+pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
+    if msg.retain && ctx.config.mqtt.retain_available {
+        // An empty retained payload clears the topic [MQTT-3.3.1-10] and
+        // is still delivered to current subscribers. Stored messages get
+        // their own copy of the payload: the received one shares (and
+        // would keep alive) the connection's read buffer.
+        let stored = (!msg.payload.is_empty()).then(|| {
+            let mut copy = Message::clone(&msg);
+            copy.payload = bytes::Bytes::copy_from_slice(&msg.payload);
+            Arc::new(copy)
+        });
+        if let Err(e) = ctx.retained.set(&msg.topic, stored) {
+            tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
+        }
+    }
+    let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
+    let n = deliveries.len();
+    for d in deliveries {
+        let delivery = Delivery {
+            msg: msg.clone(),
+            qos: d.qos,
+            // Forwarded messages carry RETAIN 0 unless retain-as-published
+            // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+            retain: d.retain_as_published && msg.retain,
+            subscription_ids: d.subscription_ids,
+        };
+        if d.handle.send(delivery).is_ok() {
+            ctx.backlog.add(1);
+        }
+    }
+    n
+}
