@@ -215,7 +215,7 @@ where
         tx,
         pending_qos0: pending_qos0.clone(),
         info,
-        will: c.will,
+        will: c.will.map(Box::new),
         receive_maximum: c.properties.receive_maximum,
         max_packet_size: c.properties.maximum_packet_size,
         session_expiry_secs,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::Broker;
-use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
 use crate::connect::{self, Accepted};
 use crate::keepalive::KeepAlive;
 use crate::publish::{self, Reply};
@@ -136,7 +136,8 @@ pub async fn serve<S>(
         listener,
         meta,
     };
-    if let Some(accepted) = connect::handshake(&mut framed, &broker).await {
+    // Boxed: the CONNECT handshake's state is only needed once.
+    if let Some(accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
         let client_id = accepted.client_id.clone();
         let conn_id = accepted.conn_id;
         let session = accepted.session.clone();
@@ -182,9 +183,13 @@ where
 {
     let mut keepalive = KeepAlive::new(a.keep_alive_secs);
     let ending = loop {
-        // Packets that arrived with the CONNECT (or earlier reads).
-        if let Err(e) = drain_buffered(framed, broker, a, &mut keepalive).await {
-            break e;
+        // Packets that arrived with the CONNECT (or earlier reads). Boxed:
+        // its state is large and only needed while there is input, so an
+        // idle connection does not carry it.
+        if !framed.rbuf.is_empty() {
+            if let Err(e) = Box::pin(drain_buffered(framed, broker, a, &mut keepalive)).await {
+                break e;
+            }
         }
         let deadline = keepalive.deadline();
         tokio::select! {
@@ -318,27 +323,12 @@ where
             let comp = publish::on_pubrel(&a.shared, &r, v5);
             framed.queue(&comp, a.version);
         }
-        Packet::Subscribe(s) => {
-            let auth = framed.meta.auth();
-            let mut denied = Vec::with_capacity(s.filters.len());
-            for (filter, _) in &s.filters {
-                let ok = auth.authorize_subscribe(&a.client, filter.as_str()).await;
-                if !ok {
-                    tracing::info!(client_id = %a.client_id, %filter, "subscription denied by ACL");
-                }
-                denied.push(!ok);
-            }
-            let msg = SessionMsg::Subscribe {
-                conn_id: a.conn_id,
-                subscribe: Box::new(s),
-                denied,
-            };
-            send_to_session(&a.session, msg)?;
-            sync_with_session(&a.session).await?;
-        }
+        // Boxed: rare, and its state would otherwise enlarge every
+        // connection's future.
+        Packet::Subscribe(s) => Box::pin(subscribe(&framed.meta, a, s)).await?,
         Packet::Unsubscribe(_) => {
             forward(&a.session, a.conn_id, packet)?;
-            sync_with_session(&a.session).await?;
+            Box::pin(sync_with_session(&a.session)).await?;
         }
         Packet::Auth(_) => {
             return Err(violation(
@@ -363,6 +353,27 @@ where
         }
     }
     Ok(())
+}
+
+/// Authorizes each filter of a SUBSCRIBE, hands it to the session and
+/// waits until the session has added the subscriptions.
+async fn subscribe(meta: &ConnMeta, a: &Accepted, s: Subscribe) -> Result<(), Ending> {
+    let auth = meta.auth();
+    let mut denied = Vec::with_capacity(s.filters.len());
+    for (filter, _) in &s.filters {
+        let ok = auth.authorize_subscribe(&a.client, filter.as_str()).await;
+        if !ok {
+            tracing::info!(client_id = %a.client_id, %filter, "subscription denied by ACL");
+        }
+        denied.push(!ok);
+    }
+    let msg = SessionMsg::Subscribe {
+        conn_id: a.conn_id,
+        subscribe: Box::new(s),
+        denied,
+    };
+    send_to_session(&a.session, msg)?;
+    sync_with_session(&a.session).await
 }
 
 /// What a client's DISCONNECT means for its session.

@@ -147,40 +147,76 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
     tracing::debug!(listener = %bound.name, "stopped accepting");
 }
 
-/// One connection: the transport handshake, then MQTT.
+/// One connection: the transport handshake, then MQTT. Each kind runs in
+/// its own boxed future, so that a plain TCP connection does not reserve
+/// room for the TLS and WebSocket state of the other kinds.
 async fn handle(stream: TcpStream, peer: SocketAddr, t: Arc<Transport>, broker: Arc<Broker>) {
-    let meta = |cert_user| ConnMeta {
+    match (t.ctx.kind, t.tls.clone()) {
+        (ListenerKind::Tcp, _) => {
+            let meta = conn_meta(&t, peer, CertUser::None);
+            Box::pin(connection::serve(
+                stream,
+                peer,
+                t.ctx.name.clone(),
+                meta,
+                broker,
+            ))
+            .await
+        }
+        (ListenerKind::Tls, Some(tls)) => Box::pin(serve_tls(stream, peer, t, tls, broker)).await,
+        (ListenerKind::Ws, _) => Box::pin(serve_ws(stream, peer, t, CertUser::None, broker)).await,
+        (ListenerKind::Wss, Some(tls)) => Box::pin(serve_wss(stream, peer, t, tls, broker)).await,
+        // `bind` makes TLS state for every TLS kind.
+        (ListenerKind::Tls | ListenerKind::Wss, None) => {}
+    }
+}
+
+fn conn_meta(t: &Transport, peer: SocketAddr, cert_user: CertUser) -> ConnMeta {
+    ConnMeta {
         listener: t.ctx.clone(),
         peer,
         cert_user,
-    };
-    let name = t.ctx.name.clone();
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    t: Arc<Transport>,
+    tls: Arc<TlsServer>,
+    broker: Arc<Broker>,
+) {
+    if let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await {
+        let meta = conn_meta(&t, peer, user);
+        connection::serve(s, peer, t.ctx.name.clone(), meta, broker).await;
+    }
+}
+
+async fn serve_ws<S>(
+    stream: S,
+    peer: SocketAddr,
+    t: Arc<Transport>,
+    user: CertUser,
+    broker: Arc<Broker>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let max_packet = broker.ctx.config.mqtt.max_packet_size_bytes as usize;
-    match (t.ctx.kind, &t.tls) {
-        (ListenerKind::Tcp, _) => {
-            connection::serve(stream, peer, name, meta(CertUser::None), broker).await
-        }
-        (ListenerKind::Tls, Some(tls)) => {
-            if let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await {
-                connection::serve(s, peer, name, meta(user), broker).await;
-            }
-        }
-        (ListenerKind::Ws, _) => {
-            if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(stream, &t, max_packet)).await
-            {
-                connection::serve(s, peer, name, meta(CertUser::None), broker).await;
-            }
-        }
-        (ListenerKind::Wss, Some(tls)) => {
-            let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await else {
-                return;
-            };
-            if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(s, &t, max_packet)).await {
-                connection::serve(s, peer, name, meta(user), broker).await;
-            }
-        }
-        // `bind` makes TLS state for every TLS kind.
-        (ListenerKind::Tls | ListenerKind::Wss, None) => {}
+    if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(stream, &t, max_packet)).await {
+        let meta = conn_meta(&t, peer, user);
+        connection::serve(s, peer, t.ctx.name.clone(), meta, broker).await;
+    }
+}
+
+async fn serve_wss(
+    stream: TcpStream,
+    peer: SocketAddr,
+    t: Arc<Transport>,
+    tls: Arc<TlsServer>,
+    broker: Arc<Broker>,
+) {
+    if let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await {
+        Box::pin(serve_ws(s, peer, t, user, broker)).await;
     }
 }
 

@@ -224,10 +224,8 @@ impl Auth {
             }
         }
         if let Some(hook) = self.hook.as_ref().filter(|h| h.authenticates()) {
-            return if hook
-                .authenticate(req.client_id, user, req.password, req.listener)
-                .await
-            {
+            let asked = hook.authenticate(req.client_id, user, req.password, req.listener);
+            return if Box::pin(asked).await {
                 Ok(ctx(Some(user)))
             } else {
                 Err(AuthError::BadCredentials)
@@ -275,7 +273,9 @@ impl Auth {
             Some(Decision::NoMatch) | None => {}
         }
         match self.hook.as_ref().filter(|h| h.authorizes()) {
-            Some(hook) => hook.authorize(client, action, topic).await,
+            // Boxed: the HTTP request's state is large, and connections
+            // that never ask the hook should not carry room for it.
+            Some(hook) => Box::pin(hook.authorize(client, action, topic)).await,
             None => acl.is_none(),
         }
     }

@@ -259,7 +259,7 @@ async fn start(
             }
         }
     }
-    Ok(create(ctx, stats, req.client_id, conn))
+    Ok(create(ctx, stats, req.client_id, *conn))
 }
 
 /// Attaches `conn` to a live session. `Err(Some(conn))`: the session is
@@ -284,10 +284,10 @@ fn create(
     ctx: &Arc<Context>,
     stats: &WorkerMetrics,
     client_id: ClientId,
-    conn: Box<ConnHandle>,
+    conn: ConnHandle,
 ) -> StartResult {
     let shared = Arc::new(SessionShared::default());
-    let (tx, join) = spawn(ctx.clone(), client_id.clone(), shared.clone(), *conn);
+    let (tx, join) = spawn(ctx.clone(), client_id.clone(), shared.clone(), conn);
     let entry = Arc::new(SessionEntry {
         uid: ctx.next_id(),
         client_id,

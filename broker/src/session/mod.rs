@@ -79,7 +79,9 @@ pub struct ConnHandle {
     /// past the configured bound the session drops QoS 0 messages.
     pub pending_qos0: Arc<AtomicUsize>,
     pub info: Arc<ClientInfo>,
-    pub will: Option<LastWill>,
+    /// Boxed: most clients set no will, and an idle connection should
+    /// not carry room for one.
+    pub will: Option<Box<LastWill>>,
     /// The client's receive maximum (MQTT 5.0); bounds the in-flight window.
     pub receive_maximum: Option<u16>,
     /// The largest packet the client accepts (MQTT 5.0).

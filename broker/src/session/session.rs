@@ -56,7 +56,7 @@ pub(crate) struct Session {
     /// Whether the queue's messages count in the broker's backlog (they do
     /// while a client is attached; see [`crate::backlog`]).
     queue_counted: bool,
-    will: Option<LastWill>,
+    will: Option<Box<LastWill>>,
     /// Set while the queue overflows, so one burst logs one line.
     dropping: bool,
 }
@@ -93,13 +93,14 @@ pub(crate) fn spawn(
         dropping: false,
     };
     session.attach(conn);
-    let join = tokio::spawn(session.run(rx, deliver_rx));
+    // Boxed, so the task's future holds a pointer rather than the state.
+    let join = tokio::spawn(Box::new(session).run(rx, deliver_rx));
     (tx, join)
 }
 
 impl Session {
     async fn run(
-        mut self,
+        mut self: Box<Self>,
         mut rx: mpsc::UnboundedReceiver<SessionMsg>,
         mut deliveries: mpsc::UnboundedReceiver<Delivery>,
     ) {
@@ -344,7 +345,7 @@ impl Session {
 
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
-            let msg = Message::from_will(will, &self.client_id);
+            let msg = Message::from_will(*will, &self.client_id);
             self.ctx.metrics.messages_received.qos(msg.qos).inc();
             tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
             crate::publish::route(&self.ctx, msg);
