@@ -15,7 +15,7 @@ const SESSIONS: usize = 100_000;
 
 fn table() -> SessionTable {
     let t = SessionTable::new();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = mqttd::mailbox::mailbox();
     for i in 0..SESSIONS {
         t.insert(Arc::new(SessionEntry {
             uid: i as u64,

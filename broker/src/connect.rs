@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::mailbox;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, ClientCtx};
 use crate::broker::Broker;
@@ -34,7 +34,7 @@ pub(crate) struct Accepted {
     pub session: SessionTx,
     /// Session state the connection uses itself (incoming QoS 2 ids).
     pub shared: Arc<SessionShared>,
-    pub outbound: mpsc::UnboundedReceiver<Outbound>,
+    pub outbound: mailbox::Receiver<Outbound>,
     pub pending_qos0: Arc<AtomicUsize>,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use crate::mailbox;
 
 use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
@@ -517,10 +519,10 @@ where
 /// The receiving side of a connection's outbound channel and its QoS 0
 /// backlog counter.
 pub(crate) fn outbound_channel() -> (
-    mpsc::UnboundedSender<Outbound>,
-    mpsc::UnboundedReceiver<Outbound>,
+    mailbox::Sender<Outbound>,
+    mailbox::Receiver<Outbound>,
     Arc<AtomicUsize>,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mailbox::mailbox();
     (tx, rx, Arc::new(AtomicUsize::new(0)))
 }

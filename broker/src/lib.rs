@@ -44,6 +44,7 @@ pub mod control;
 pub mod keepalive;
 pub mod listener;
 pub mod logging;
+pub mod mailbox;
 pub mod message;
 pub mod metrics;
 pub mod publish;

@@ -275,7 +275,7 @@ async fn resume(
             Ok(Err(conn)) => Err(Some(conn)),
             Err(_) => Err(None),
         },
-        Err(mpsc::error::SendError(SessionMsg::Attach { conn, .. })) => Err(Some(conn)),
+        Err(crate::mailbox::Closed(SessionMsg::Attach { conn, .. })) => Err(Some(conn)),
         Err(_) => Err(None),
     }
 }

@@ -16,7 +16,9 @@ pub mod table;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+use crate::mailbox;
 
 use crate::codec::{LastWill, Packet, Subscribe, SubscriptionOptions};
 use crate::message::Message;
@@ -26,12 +28,12 @@ pub use table::{ClientInfo, SessionEntry, SessionTable};
 
 /// The sending side of a session task's control mailbox (connections,
 /// the manager, the control API).
-pub type SessionTx = mpsc::UnboundedSender<SessionMsg>;
+pub type SessionTx = mailbox::Sender<SessionMsg>;
 
 /// The sending side of a session task's delivery mailbox (the router). It
 /// is separate so that acknowledgements from the client are never stuck
 /// behind a flood of deliveries.
-pub type DeliverTx = mpsc::UnboundedSender<Delivery>;
+pub type DeliverTx = mailbox::Sender<Delivery>;
 
 /// Why the broker closes a connection from the session side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,7 @@ pub enum Outbound {
 #[derive(Debug)]
 pub struct ConnHandle {
     pub conn_id: u64,
-    pub tx: mpsc::UnboundedSender<Outbound>,
+    pub tx: mailbox::Sender<Outbound>,
     /// QoS 0 PUBLISH packets sent to the connection and not yet written;
     /// past the configured bound the session drops QoS 0 messages.
     pub pending_qos0: Arc<AtomicUsize>,

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use crate::mailbox::{self, mailbox};
 use tokio::time::Instant;
 
 use super::outgoing::{Outgoing, Pending, RecOutcome};
@@ -57,9 +57,13 @@ pub(crate) struct Session {
     /// while a client is attached; see [`crate::backlog`]).
     queue_counted: bool,
     will: Option<Box<LastWill>>,
-    /// Set while the queue overflows, so one burst logs one line.
-    dropping: bool,
+    /// When a full queue was last logged, and drops since then: a queue
+    /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
+    drop_logged_at: Option<Instant>,
+    dropped_unlogged: u64,
 }
+
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Starts a session task with `conn` attached. Returns its mailbox and
 /// the task's join handle (watched by the manager).
@@ -69,8 +73,8 @@ pub(crate) fn spawn(
     shared: Arc<SessionShared>,
     conn: ConnHandle,
 ) -> (SessionTx, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mailbox();
+    let (deliver_tx, deliver_rx) = mailbox();
     let cfg = &ctx.config.mqtt;
     let out = Outgoing::new(
         usize::from(cfg.max_inflight_messages),
@@ -90,7 +94,8 @@ pub(crate) fn spawn(
         out,
         queue_counted: false,
         will: None,
-        dropping: false,
+        drop_logged_at: None,
+        dropped_unlogged: 0,
     };
     session.attach(conn);
     // Boxed, so the task's future holds a pointer rather than the state.
@@ -101,8 +106,8 @@ pub(crate) fn spawn(
 impl Session {
     async fn run(
         mut self: Box<Self>,
-        mut rx: mpsc::UnboundedReceiver<SessionMsg>,
-        mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+        mut rx: mailbox::Receiver<SessionMsg>,
+        mut deliveries: mailbox::Receiver<Delivery>,
     ) {
         loop {
             let timer = match (self.will_due, self.expire_at) {
@@ -542,20 +547,26 @@ impl Session {
     fn enqueue(&mut self, pending: Pending) {
         match self.out.enqueue(pending) {
             Ok(()) => {
-                self.dropping = false;
                 if !self.queue_counted {
                     self.ctx.backlog.sub(1);
                 }
             }
             Err(p) => {
                 self.drop_counted(p.qos);
-                if !self.dropping {
-                    self.dropping = true;
+                self.dropped_unlogged += 1;
+                let now = Instant::now();
+                if self
+                    .drop_logged_at
+                    .is_none_or(|t| now >= t + DROP_LOG_INTERVAL)
+                {
                     tracing::warn!(
                         client_id = %self.client_id,
                         limit = self.ctx.config.mqtt.max_queued_messages,
+                        dropped = self.dropped_unlogged,
                         "session queue full: dropping messages"
                     );
+                    self.drop_logged_at = Some(now);
+                    self.dropped_unlogged = 0;
                 }
             }
         }

@@ -228,7 +228,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, uid: u64) -> Arc<SessionEntry> {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::mailbox::mailbox();
         Arc::new(SessionEntry {
             uid,
             client_id: ClientId::new(id),
