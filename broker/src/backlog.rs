@@ -1,12 +1,16 @@
-//! Back-pressure from subscribers to publishers.
+//! Back-pressure from the broker to publishers.
 //!
-//! The broker counts the messages it has routed and not yet written to a
-//! subscriber's socket (in session mailboxes, in connection channels, and
-//! queued for connected but slow clients). When that backlog is high,
-//! publishing connections pause reading their sockets, so TCP slows the
-//! publishers down instead of the broker's memory growing. The pause is
-//! bounded, so a stuck subscriber slows publishers but never stops them;
-//! its own queue limits then drop its messages.
+//! The broker counts the messages in transit: routed into a session's
+//! delivery mailbox and not yet taken out by the session task. That is the
+//! only unbounded step of the message path; past it, each session's own
+//! limits (in-flight window, queue, QoS 0 backlog) bound what it keeps and
+//! drop the rest. The count rises only when session tasks cannot keep up
+//! with routing, i.e. when the broker is short of CPU; publishing
+//! connections then pause before their next read, so TCP slows publishers
+//! instead of the broker's memory growing. The pause is bounded, and a
+//! slow or stuck subscriber never causes it (its session keeps draining
+//! its mailbox into its own bounded queue), so one client cannot slow the
+//! others down.
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;

@@ -145,7 +145,6 @@ pub async fn serve<S>(
         let session = accepted.session.clone();
         let mut accepted = accepted;
         let ending = run(&mut framed, &broker, &mut accepted).await;
-        drain_outbound(ctx, &mut accepted);
         log_ending(&client_id, peer, &ending);
         if let Ending::Violation { .. } = ending {
             ctx.metrics.malformed_packets.inc();
@@ -438,7 +437,6 @@ where
     while let Some(out) = next.take() {
         match out {
             Outbound::Publish(out) => {
-                broker.ctx.backlog.sub(1);
                 if out.qos == QoS::AtMostOnce {
                     a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -482,21 +480,6 @@ where
         }
     }
     framed.flush().await
-}
-
-/// Closes the outbound channel and takes back what was never written:
-/// those messages leave the backlog (the session resends QoS 1/2 ones on
-/// the next connection).
-fn drain_outbound(ctx: &crate::context::Context, a: &mut Accepted) {
-    a.outbound.close();
-    while let Ok(out) = a.outbound.try_recv() {
-        if let Outbound::Publish(p) = out {
-            ctx.backlog.sub(1);
-            if p.qos == QoS::AtMostOnce {
-                a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 /// Encodes `packet` unless it exceeds the client's maximum packet size;

@@ -53,9 +53,6 @@ pub(crate) struct Session {
     will_due: Option<Instant>,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     out: Outgoing,
-    /// Whether the queue's messages count in the broker's backlog (they do
-    /// while a client is attached; see [`crate::backlog`]).
-    queue_counted: bool,
     will: Option<Box<LastWill>>,
     /// When a full queue was last logged, and drops since then: a queue
     /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
@@ -92,7 +89,6 @@ pub(crate) fn spawn(
         will_due: None,
         subscriptions: HashMap::new(),
         out,
-        queue_counted: false,
         will: None,
         drop_logged_at: None,
         dropped_unlogged: 0,
@@ -124,7 +120,10 @@ impl Session {
                 },
                 d = deliveries.recv() => {
                     if let Some(d) = d {
-                        self.deliver(d, true);
+                        // Out of transit (see crate::backlog): from here
+                        // on, this session's own limits bound it.
+                        self.ctx.backlog.sub(1);
+                        self.deliver(d);
                     }
                     Flow::Continue
                 }
@@ -138,7 +137,6 @@ impl Session {
         // The will of a session that ends is sent now, whatever its delay
         // [MQTT-3.1.3-9].
         self.publish_will();
-        self.uncount_queue();
         deliveries.close();
         while deliveries.try_recv().is_ok() {
             self.ctx.backlog.sub(1);
@@ -193,7 +191,6 @@ impl Session {
                 let _ = reply.send(());
             }
             SessionMsg::Shutdown(reason) => {
-                self.uncount_queue();
                 if let Some(conn) = self.conn.take() {
                     let _ = conn.tx.send(Outbound::Close(reason));
                     self.publish_will();
@@ -237,14 +234,7 @@ impl Session {
         self.shared.set_client(Some(conn.info.clone()));
         self.conn = Some(conn);
         for out in self.out.resend() {
-            if let Outbound::Publish(_) = out {
-                self.ctx.backlog.add(1);
-            }
             self.send_out(out);
-        }
-        if !self.queue_counted {
-            self.queue_counted = true;
-            self.ctx.backlog.add(self.out.queued_len());
         }
         self.fill_window();
     }
@@ -257,17 +247,8 @@ impl Session {
             .store(secs, Ordering::Relaxed);
     }
 
-    /// Stops counting the queue in the backlog (the client left).
-    fn uncount_queue(&mut self) {
-        if self.queue_counted {
-            self.queue_counted = false;
-            self.ctx.backlog.sub(self.out.queued_len());
-        }
-    }
-
     fn detach(&mut self, ending: DetachKind) -> Flow {
         self.conn = None;
-        self.uncount_queue();
         self.shared.set_client(None);
         let publish_will = match ending {
             DetachKind::Disconnect {
@@ -335,16 +316,11 @@ impl Session {
         self.send_out(Outbound::Packet(Box::new(packet)));
     }
 
-    /// Hands `out` to the connection. A PUBLISH counted in the backlog is
-    /// uncounted by the connection once written, or here if it cannot go.
+    /// Hands `out` to the connection, if one is attached (a QoS 1/2
+    /// message that cannot go stays in the window for the next one).
     fn send_out(&self, out: Outbound) {
-        let counted = matches!(out, Outbound::Publish(_));
-        let sent = match &self.conn {
-            Some(conn) => conn.tx.send(out).is_ok(),
-            None => false,
-        };
-        if counted && !sent {
-            self.ctx.backlog.sub(1);
+        if let Some(conn) = &self.conn {
+            let _ = conn.tx.send(out);
         }
     }
 
@@ -455,15 +431,12 @@ impl Session {
         // Retained messages follow the SUBACK, with RETAIN set [MQTT-3.3.1-8].
         for (msgs, qos) in retained {
             for msg in msgs {
-                self.deliver(
-                    Delivery {
-                        msg,
-                        qos,
-                        retain: true,
-                        subscription_ids: sub_id.into_iter().collect(),
-                    },
-                    false,
-                );
+                self.deliver(Delivery {
+                    msg,
+                    qos,
+                    retain: true,
+                    subscription_ids: sub_id.into_iter().collect(),
+                });
             }
         }
     }
@@ -511,14 +484,10 @@ impl Session {
     /// the published and granted QoS [MQTT-3.8.4-6]. While QoS 1/2
     /// messages wait behind a full window, QoS 0 ones queue behind them so
     /// that each publisher's messages arrive in order [MQTT-4.6.0-6].
-    /// `counted`: the router already counted it in the backlog.
-    fn deliver(&mut self, d: Delivery, counted: bool) {
-        if !counted {
-            self.ctx.backlog.add(1);
-        }
+    fn deliver(&mut self, d: Delivery) {
         let qos = d.msg.qos.min(d.qos);
         if d.msg.is_expired() {
-            self.drop_counted(qos);
+            self.drop_message(qos);
             return;
         }
         let pending = Pending {
@@ -538,21 +507,16 @@ impl Session {
         }
     }
 
-    /// A counted message that will not be delivered.
-    fn drop_counted(&self, qos: QoS) {
+    /// A message that will not be delivered.
+    fn drop_message(&self, qos: QoS) {
         self.ctx.metrics.messages_dropped.qos(qos).inc();
-        self.ctx.backlog.sub(1);
     }
 
     fn enqueue(&mut self, pending: Pending) {
         match self.out.enqueue(pending) {
-            Ok(()) => {
-                if !self.queue_counted {
-                    self.ctx.backlog.sub(1);
-                }
-            }
+            Ok(()) => {}
             Err(p) => {
-                self.drop_counted(p.qos);
+                self.drop_message(p.qos);
                 self.dropped_unlogged += 1;
                 let now = Instant::now();
                 if self
@@ -582,20 +546,18 @@ impl Session {
                 let publish = pending.to_out(None, false);
                 self.send_out(Outbound::Publish(publish));
             }
-            _ => self.drop_counted(QoS::AtMostOnce),
+            _ => self.drop_message(QoS::AtMostOnce),
         }
     }
 
-    /// Moves queued messages into the window while it has room. Queued
-    /// messages are counted in the backlog while a client is attached,
-    /// which is the only time this runs.
+    /// Moves queued messages into the window while it has room.
     fn fill_window(&mut self) {
         if self.conn.is_none() {
             return;
         }
         while let Some(next) = self.out.next_queued() {
             match next {
-                Err(expired) => self.drop_counted(expired.qos),
+                Err(expired) => self.drop_message(expired.qos),
                 Ok(pending) if pending.qos == QoS::AtMostOnce => self.deliver_qos0(pending),
                 Ok(pending) => {
                     let publish = self.out.send(pending);
