@@ -21,7 +21,8 @@
 //! - [`router`]: topic matching and retained messages;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
-//! - [`backlog`]: back-pressure from subscribers to publishers;
+//! - [`backlog`]: back-pressure from the broker to publishers;
+//! - [`mailbox`]: the unbounded mailboxes between connections, sessions and the router;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`broker`], [`context`]: state shared by tasks;
 //! - [`admin`]: the control API backend over the running broker;

@@ -141,7 +141,7 @@ impl Server {
     }
 
     /// Stops accepting, closes every client (wills are published) and
-    /// waits for connections to end, at most [`SHUTDOWN_GRACE`].
+    /// waits for connections to end, at most 5 seconds.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
         self.broker.ready.store(false, Ordering::Relaxed);

@@ -1,11 +1,13 @@
 //! The session task: one per client id, alive independently of the TCP
 //! connection (emqttd's `emqttd_session`).
 //!
-//! It owns the subscriptions, the outgoing window and queue, the incoming
-//! QoS 2 state and the will. Connections attach to it (create, resume,
-//! takeover) and detach from it; the router delivers messages to its
-//! mailbox. It never blocks: everything it sends goes through unbounded
-//! channels whose growth it bounds itself (window, queue, QoS 0 backlog).
+//! It owns the subscriptions, the outgoing window and queue and the will
+//! (the incoming QoS 2 ids live in [`SessionShared`], used by the
+//! connection that handles PUBLISH). Connections attach to it (create,
+//! resume, takeover) and detach from it through its control mailbox; the
+//! router delivers messages to its delivery mailbox. It never blocks:
+//! everything it sends goes through unbounded mailboxes whose growth it
+//! bounds itself (window, queue, QoS 0 backlog).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
