@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, runnable on a fresh Debian machine: installs what
 # it needs (apt packages, Python venvs, local Docker base images), then
-# runs format and lint checks, every Rust test, the fuzz target build, the
-# Helm chart test and the Docker image test.
+# runs format and lint checks, every Rust test, the paho-mqtt interop
+# test, the fuzz target build, the Helm chart test and the Docker image test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "paho-mqtt (Python) against mqttd: MQTT 5.0 and 3.1.1 behaviour"
+MQTTD_BIN=target/debug/mqttd scripts/paho-tests.sh
 
 if [ -d fuzz ]; then
     step "fuzz targets build"

@@ -153,45 +153,53 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
 async fn handle(stream: TcpStream, peer: SocketAddr, t: Arc<Transport>, broker: Arc<Broker>) {
     match (t.ctx.kind, t.tls.clone()) {
         (ListenerKind::Tcp, _) => {
-            let meta = conn_meta(&t, peer, CertUser::None);
-            Box::pin(connection::serve(
-                stream,
-                peer,
-                t.ctx.name.clone(),
-                meta,
-                broker,
-            ))
-            .await
+            Box::pin(serve_mqtt(stream, peer, &t, CertUser::None, broker)).await
         }
-        (ListenerKind::Tls, Some(tls)) => Box::pin(serve_tls(stream, peer, t, tls, broker)).await,
         (ListenerKind::Ws, _) => Box::pin(serve_ws(stream, peer, t, CertUser::None, broker)).await,
-        (ListenerKind::Wss, Some(tls)) => Box::pin(serve_wss(stream, peer, t, tls, broker)).await,
+        (ListenerKind::Tls, Some(tls)) => {
+            Box::pin(serve_tls(stream, peer, t, tls, broker, false)).await
+        }
+        (ListenerKind::Wss, Some(tls)) => {
+            Box::pin(serve_tls(stream, peer, t, tls, broker, true)).await
+        }
         // `bind` makes TLS state for every TLS kind.
         (ListenerKind::Tls | ListenerKind::Wss, None) => {}
     }
 }
 
-fn conn_meta(t: &Transport, peer: SocketAddr, cert_user: CertUser) -> ConnMeta {
-    ConnMeta {
+/// MQTT over an established transport.
+async fn serve_mqtt<S>(s: S, peer: SocketAddr, t: &Transport, user: CertUser, broker: Arc<Broker>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let meta = ConnMeta {
         listener: t.ctx.clone(),
         peer,
-        cert_user,
-    }
+        cert_user: user,
+    };
+    connection::serve(s, peer, t.ctx.name.clone(), meta, broker).await;
 }
 
+/// The TLS handshake, then MQTT, or a WebSocket upgrade first (`wss`).
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     t: Arc<Transport>,
     tls: Arc<TlsServer>,
     broker: Arc<Broker>,
+    websocket: bool,
 ) {
-    if let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await {
-        let meta = conn_meta(&t, peer, user);
-        connection::serve(s, peer, t.ctx.name.clone(), meta, broker).await;
+    let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await else {
+        return;
+    };
+    if websocket {
+        Box::pin(serve_ws(s, peer, t, user, broker)).await;
+    } else {
+        serve_mqtt(s, peer, &t, user, broker).await;
     }
 }
 
+/// The WebSocket upgrade, then MQTT.
 async fn serve_ws<S>(
     stream: S,
     peer: SocketAddr,
@@ -203,20 +211,7 @@ async fn serve_ws<S>(
 {
     let max_packet = broker.ctx.config.mqtt.max_packet_size_bytes as usize;
     if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(stream, &t, max_packet)).await {
-        let meta = conn_meta(&t, peer, user);
-        connection::serve(s, peer, t.ctx.name.clone(), meta, broker).await;
-    }
-}
-
-async fn serve_wss(
-    stream: TcpStream,
-    peer: SocketAddr,
-    t: Arc<Transport>,
-    tls: Arc<TlsServer>,
-    broker: Arc<Broker>,
-) {
-    if let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await {
-        Box::pin(serve_ws(s, peer, t, user, broker)).await;
+        serve_mqtt(s, peer, &t, user, broker).await;
     }
 }
 
