@@ -12,7 +12,7 @@
 //! its mailbox into its own bounded queue), so one client cannot slow the
 //! others down.
 
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Backlog above which publishers pause.
@@ -22,22 +22,32 @@ pub const MAX_PAUSE: Duration = Duration::from_millis(50);
 /// How often a paused publisher looks again.
 const POLL: Duration = Duration::from_millis(1);
 
+/// The count of messages in transit, and how often publishers paused.
 #[derive(Debug, Default)]
-pub struct Backlog(AtomicIsize);
+pub struct Backlog {
+    in_transit: AtomicIsize,
+    pauses: AtomicU64,
+}
 
 impl Backlog {
     pub fn add(&self, n: usize) {
-        self.0
+        self.in_transit
             .fetch_add(isize::try_from(n).unwrap_or(isize::MAX), Ordering::Relaxed);
     }
 
     pub fn sub(&self, n: usize) {
-        self.0
+        self.in_transit
             .fetch_sub(isize::try_from(n).unwrap_or(isize::MAX), Ordering::Relaxed);
     }
 
+    /// Messages in transit now.
     pub fn get(&self) -> isize {
-        self.0.load(Ordering::Relaxed)
+        self.in_transit.load(Ordering::Relaxed)
+    }
+
+    /// Times a publishing connection paused since start.
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
     }
 
     /// Waits while the backlog is above [`HIGH_WATER_MESSAGES`], at most
@@ -46,6 +56,7 @@ impl Backlog {
         if self.get() <= HIGH_WATER_MESSAGES {
             return;
         }
+        self.pauses.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + MAX_PAUSE;
         while self.get() > HIGH_WATER_MESSAGES && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
@@ -64,9 +75,11 @@ mod tests {
         let started = tokio::time::Instant::now();
         b.wait_below_high_water().await;
         assert!(started.elapsed() >= MAX_PAUSE);
+        assert_eq!(b.pauses(), 1);
         b.sub(10);
         let started = tokio::time::Instant::now();
         b.wait_below_high_water().await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(b.pauses(), 1, "no pause below the mark");
     }
 }

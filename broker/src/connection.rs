@@ -19,6 +19,7 @@ use crate::mailbox;
 use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
 use crate::connect::{self, Accepted};
+use crate::context::Context;
 use crate::keepalive::KeepAlive;
 use crate::publish::{self, Reply};
 use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
@@ -56,6 +57,8 @@ pub(crate) struct Framed<S> {
     pub listener: Arc<str>,
     /// The listener's settings and what the transport established.
     pub meta: ConnMeta,
+    /// Broker state, for the byte counters.
+    pub ctx: Arc<Context>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -85,7 +88,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     pub async fn fill(&mut self) -> Result<usize, Ending> {
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) if !self.rbuf.is_empty() => Err(Ending::Closed("connection closed mid-packet")),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.ctx.metrics.bytes_received.add(n as u64);
+                Ok(n)
+            }
             Err(_) => Err(Ending::Closed("read error")),
         }
     }
@@ -103,6 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         }
         let mut result = self.stream.write_all(&self.wbuf).await;
         if result.is_ok() {
+            self.ctx.metrics.bytes_sent.add(self.wbuf.len() as u64);
             // TLS and WebSocket streams buffer inside: push the bytes out.
             result = self.stream.flush().await;
         }
@@ -137,6 +144,7 @@ pub async fn serve<S>(
         peer,
         listener,
         meta,
+        ctx: ctx.clone(),
     };
     // Boxed: the CONNECT handshake's state is only needed once.
     if let Some(accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
@@ -270,7 +278,7 @@ where
     }
     framed.flush().await?;
     if published {
-        broker.ctx.backlog.wait_below_high_water().await;
+        broker.ctx.metrics.backlog.wait_below_high_water().await;
     }
     Ok(())
 }

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::backlog::Backlog;
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -17,8 +16,6 @@ pub struct Context {
     pub router: Router<DeliverTx>,
     pub retained: RetainedStore<Arc<Message>>,
     pub metrics: Metrics,
-    /// Messages routed and not yet written to subscribers.
-    pub backlog: Backlog,
     next_id: AtomicU64,
 }
 
@@ -30,7 +27,6 @@ impl Context {
             router: Router::new(),
             retained: RetainedStore::new(),
             metrics: Metrics::default(),
-            backlog: Backlog::default(),
             next_id: AtomicU64::new(1),
         })
     }

@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
+use crate::backlog::Backlog;
 use crate::types::QoS;
 
 /// A monotonically increasing count.
@@ -133,6 +134,8 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     /// Session-manager workers now.
     pub pool_size: Gauge,
+    /// Messages in transit to sessions; drives publisher back-pressure.
+    pub backlog: Backlog,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
 }
@@ -165,6 +168,7 @@ impl Metrics {
             retained_messages: Gauge::default(),
             subscriptions: Gauge::default(),
             pool_size: Gauge::default(),
+            backlog: Backlog::default(),
             workers: RwLock::new(Vec::new()),
         }
     }
@@ -249,7 +253,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 15] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 17] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -267,6 +271,8 @@ impl Metrics {
             ("mqttd_subscriptions", "Subscriptions across all sessions.", G(self.subscriptions.get())),
             ("mqttd_retained_messages", "Retained messages stored.", G(self.retained_messages.get())),
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
+            ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
+            ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
         ]
     }
 

@@ -143,7 +143,7 @@ pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
             subscription_ids: d.subscription_ids,
         };
         if d.handle.send(delivery).is_ok() {
-            ctx.backlog.add(1);
+            ctx.metrics.backlog.add(1);
         }
     }
     n

@@ -298,7 +298,7 @@ async fn unsubscribe_stops_delivery() {
 #[tokio::test]
 async fn stuck_subscriber_does_not_hold_the_backlog() {
     let b = start_broker("mqtt:\n  max_inflight_messages: 2\n").await;
-    let backlog = || b.server.broker().ctx.backlog.get();
+    let backlog = || b.server.broker().ctx.metrics.backlog.get();
     let (mut raw, _) = raw_connect(b.addr, "slow", 0).await;
     raw.send(&subscribe_bytes(1, "bl/#", 1)).await;
     raw.read().await.expect("suback");

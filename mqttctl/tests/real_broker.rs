@@ -245,15 +245,40 @@ async fn status_sessions_pool_against_the_real_broker() {
 #[tokio::test]
 async fn health_and_metrics_over_http() {
     let b = start().await;
-    let (_c, _rx) = client(b.mqtt, "metered", true, None).await;
+    let (c, mut rx) = client(b.mqtt, "metered", true, None).await;
+    c.subscribe("m/t", QoS::AtLeastOnce).await.expect("subscribe");
+    c.publish("m/t", QoS::AtLeastOnce, false, "x")
+        .await
+        .expect("publish");
+    let got_it = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(p) = rx.recv().await {
+            if matches!(p, Packet::Publish(_)) {
+                return;
+            }
+        }
+    });
+    got_it.await.expect("message back in time");
     for (path, want) in [("/healthz", "200"), ("/readyz", "200")] {
         let (status, _) = http_get(b.http, path).await;
         assert!(status.contains(want), "{path}: {status}");
     }
     let (status, body) = http_get(b.http, "/metrics").await;
     assert!(status.contains("200"));
-    assert!(body.contains("# TYPE"), "{body}");
-    assert!(body.contains("mqttd_"), "{body}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+    };
+    assert!(value("mqttd_connections") >= 1.0);
+    assert!(value("mqttd_sessions") >= 1.0);
+    assert!(value("mqttd_subscriptions") >= 1.0);
+    assert!(value("mqttd_session_manager_pool_size") >= 1.0);
+    assert!(value("mqttd_bytes_received_total") > 0.0);
+    assert!(value("mqttd_bytes_sent_total") > 0.0);
+    assert_eq!(value("mqttd_messages_received_total{qos=\"1\"}"), 1.0);
+    assert_eq!(value("mqttd_messages_sent_total{qos=\"1\"}"), 1.0);
+    assert_eq!(value("mqttd_delivery_backlog"), 0.0);
+    assert_eq!(value("mqttd_publisher_pauses_total"), 0.0);
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {

@@ -124,7 +124,7 @@ impl Session {
                     if let Some(d) = d {
                         // Out of transit (see crate::backlog): from here
                         // on, this session's own limits bound it.
-                        self.ctx.backlog.sub(1);
+                        self.ctx.metrics.backlog.sub(1);
                         self.deliver(d);
                     }
                     Flow::Continue
@@ -141,7 +141,7 @@ impl Session {
         self.publish_will();
         deliveries.close();
         while deliveries.try_recv().is_ok() {
-            self.ctx.backlog.sub(1);
+            self.ctx.metrics.backlog.sub(1);
         }
         // Give back connections that tried to attach while we were ending,
         // so the manager can create a new session for them.
