@@ -246,7 +246,9 @@ async fn status_sessions_pool_against_the_real_broker() {
 async fn health_and_metrics_over_http() {
     let b = start().await;
     let (c, mut rx) = client(b.mqtt, "metered", true, None).await;
-    c.subscribe("m/t", QoS::AtLeastOnce).await.expect("subscribe");
+    c.subscribe("m/t", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
     c.publish("m/t", QoS::AtLeastOnce, false, "x")
         .await
         .expect("publish");
