@@ -15,7 +15,6 @@ PYTHON=${PYTHON:-python3}
 REQUIREMENTS=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
 
 log() { printf 'test-chart: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 if [ "$(uname -m)" != x86_64 ]; then
     log "SKIPPED: helm-python-sdk ships only an x86_64 Linux wheel; this is $(uname -m)"

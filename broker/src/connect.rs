@@ -9,13 +9,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::mailbox;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::{AuthError, ClientCtx};
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
+use crate::mailbox;
 use crate::session::table::SessionShared;
 use crate::session::{
     ClientInfo, ConnHandle, DetachKind, Outbound, SessionMsg, SessionTx, StartRequest,

@@ -14,13 +14,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::mailbox;
-
 use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
 use crate::connect::{self, Accepted};
 use crate::context::Context;
 use crate::keepalive::KeepAlive;
+use crate::mailbox;
 use crate::publish::{self, Reply};
 use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
 use crate::transport::ConnMeta;
@@ -147,11 +146,10 @@ pub async fn serve<S>(
         ctx: ctx.clone(),
     };
     // Boxed: the CONNECT handshake's state is only needed once.
-    if let Some(accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
+    if let Some(mut accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
         let client_id = accepted.client_id.clone();
         let conn_id = accepted.conn_id;
         let session = accepted.session.clone();
-        let mut accepted = accepted;
         let ending = run(&mut framed, &broker, &mut accepted).await;
         log_ending(&client_id, peer, &ending);
         if let Ending::Violation { .. } = ending {
@@ -250,7 +248,6 @@ fn close_code(r: CloseReason) -> ReasonCode {
         CloseReason::Destroyed => ReasonCode::ADMINISTRATIVE_ACTION,
         CloseReason::ServerShutdown => ReasonCode::SERVER_SHUTTING_DOWN,
         CloseReason::ProtocolError => ReasonCode::PROTOCOL_ERROR,
-        CloseReason::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
     }
 }
 

@@ -18,9 +18,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::mailbox;
-
 use crate::codec::{LastWill, Packet, Subscribe, SubscriptionOptions};
+use crate::mailbox;
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
@@ -46,9 +45,6 @@ pub enum CloseReason {
     ServerShutdown,
     /// The client broke the protocol in a way the session detected.
     ProtocolError,
-    /// The client sent more unacknowledged QoS 2 messages than the
-    /// broker's Receive Maximum [MQTT-3.3.4-9].
-    ReceiveMaximumExceeded,
 }
 
 /// A PUBLISH on its way to the client, built into a packet only when the

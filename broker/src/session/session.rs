@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mailbox::{self, mailbox};
 use tokio::time::Instant;
 
 use super::outgoing::{Outgoing, Pending, RecOutcome};
@@ -28,6 +27,7 @@ use crate::codec::{
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::context::Context;
+use crate::mailbox::{self, mailbox};
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
 use crate::types::{ClientId, QoS, TopicFilter};
@@ -329,7 +329,6 @@ impl Session {
     fn publish_will(&mut self) {
         if let Some(will) = self.will.take() {
             let msg = Message::from_will(*will, &self.client_id);
-            self.ctx.metrics.messages_received.qos(msg.qos).inc();
             tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
             crate::publish::route(&self.ctx, msg);
         }
