@@ -4,6 +4,10 @@
 //! every [`CERT_POLL_INTERVAL`] and reloaded when they change (as
 //! cert-manager or certbot renew them). A file that fails to load keeps
 //! its previous contents and the error is logged.
+//!
+//! Reading and parsing files is blocking work (a slow disk, a network
+//! file system, a FIFO): it runs on tokio's blocking pool, never on a
+//! runtime worker, so connections are served while a reload waits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +32,13 @@ impl Reloader {
         Reloader { auth, tls }
     }
 
-    /// Reloads every file now; `true` if all loaded.
-    pub fn reload_all(&self) -> bool {
+    /// Reloads every file now, on a blocking thread; `true` if all loaded.
+    pub async fn reload_all(&self) -> bool {
+        let this = self.clone();
+        off_runtime(move || this.reload_all_blocking()).await
+    }
+
+    fn reload_all_blocking(&self) -> bool {
         let mut ok = true;
         if let Err(e) = self.auth.reload() {
             tracing::error!(error = %e, "auth reload failed; previous contents kept");
@@ -47,8 +56,13 @@ impl Reloader {
         ok
     }
 
-    /// Reloads the certificates whose files changed.
-    pub fn reload_changed_certs(&self) {
+    /// Reloads the certificates whose files changed, on a blocking thread.
+    pub async fn reload_changed_certs(&self) {
+        let this = self.clone();
+        off_runtime(move || this.reload_changed_certs_blocking()).await;
+    }
+
+    fn reload_changed_certs_blocking(&self) {
         for t in &self.tls {
             match t.reload_if_changed() {
                 None => {}
@@ -80,10 +94,24 @@ impl Reloader {
                 _ = stop.cancelled() => return,
                 Some(()) = recv(&mut hup) => {
                     tracing::info!("SIGHUP received: reloading certificates, passwords and ACL");
-                    self.reload_all();
+                    self.reload_all().await;
                 }
-                _ = poll.tick(), if !self.tls.is_empty() => self.reload_changed_certs(),
+                _ = poll.tick(), if !self.tls.is_empty() => self.reload_changed_certs().await,
             }
+        }
+    }
+}
+
+/// Runs blocking `work` on tokio's blocking pool; `T::default()` (a
+/// failed reload, logged) if it panicked.
+async fn off_runtime<T: Default + Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "reload task failed; previous contents kept");
+            T::default()
         }
     }
 }
@@ -92,5 +120,61 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match s {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::ClientCtx;
+    use crate::config::AuthConfig;
+
+    /// The ACL file is swapped for a FIFO, whose read blocks until a
+    /// writer comes: a reload that read it on the (only) runtime thread
+    /// would stop every task until then. Here the runtime keeps running
+    /// while the reload waits, and the new rules apply once it is done.
+    #[tokio::test(flavor = "current_thread")]
+    async fn reload_reads_files_off_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "topic readwrite x\n").unwrap();
+        let auth = Arc::new(
+            Auth::new(&AuthConfig {
+                acl_file: Some(acl.clone()),
+                ..AuthConfig::default()
+            })
+            .unwrap(),
+        );
+        let client = ClientCtx::new("c", None, "l");
+        assert!(!auth.authorize_publish(&client, "y").await);
+
+        std::fs::remove_file(&acl).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&acl).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            // Bounded, so a reload blocking the runtime ends the test
+            // instead of hanging it.
+            let _ = wait_go.recv_timeout(Duration::from_secs(10));
+            std::fs::write(&acl, "topic readwrite y\n").unwrap();
+        });
+
+        let reloader = Reloader::new(auth.clone(), Vec::new());
+        let reload = tokio::spawn(async move { reloader.reload_all().await });
+        for _ in 0..10 {
+            // Lets the reload task run; it must come back to us.
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !reload.is_finished(),
+            "the reload blocked the runtime thread until the file was written"
+        );
+        go.send(()).unwrap();
+        assert!(reload.await.unwrap(), "reload succeeds");
+        writer.join().unwrap();
+        assert!(auth.authorize_publish(&client, "y").await);
+        assert!(!auth.authorize_publish(&client, "x").await);
     }
 }

@@ -109,9 +109,9 @@ impl Server {
     }
 
     /// Reloads certificates, the password file and the ACL file now, as
-    /// SIGHUP does; `true` if every file loaded.
-    pub fn reload(&self) -> bool {
-        self.reloader.reload_all()
+    /// SIGHUP does (on a blocking thread); `true` if every file loaded.
+    pub async fn reload(&self) -> bool {
+        self.reloader.reload_all().await
     }
 
     pub fn broker(&self) -> &Arc<Broker> {

@@ -253,7 +253,7 @@ async fn reload_serves_a_new_certificate_and_keeps_connections() {
         .unwrap();
 
     let ca2 = rotate(&files);
-    assert!(b.server.reload(), "reload succeeds");
+    assert!(b.server.reload().await, "reload succeeds");
     let new = try_connect(tls_options(addr, "new", tls_config(&ca2.pem(), None, None))).await;
     assert!(new.is_ok(), "new certificate served: {:?}", new.err());
     let stale = try_connect(tls_options(addr, "stale", tls_config(&ca1, None, None))).await;
@@ -262,7 +262,7 @@ async fn reload_serves_a_new_certificate_and_keeps_connections() {
 
     // A broken certificate file keeps the current certificate.
     std::fs::write(&files.cert, "garbage").unwrap();
-    assert!(!b.server.reload());
+    assert!(!b.server.reload().await);
     let again = try_connect(tls_options(
         addr,
         "again",
