@@ -246,9 +246,7 @@ impl Config {
             }
             l.validate(&format!("listeners[{i}]"))?;
         }
-        if let Some(hook) = &self.auth.http_hook {
-            hook.validate()?;
-        }
+        self.auth.validate()?;
         let m = &self.mqtt;
         if m.max_packet_size_bytes < 64 {
             return Err((

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::{AuthError, ClientCtx};
+use crate::auth::ClientCtx;
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
@@ -179,15 +179,7 @@ where
         Err(e) => {
             ctx.metrics.auth_failures.inc();
             tracing::info!(%peer, %client_id, reason = %e, "authentication failed");
-            let (v3, v5) = match e {
-                AuthError::BadCredentials => (
-                    connack_v3::BAD_USER_NAME_OR_PASSWORD,
-                    ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-                ),
-                AuthError::NotAuthorized => {
-                    (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED)
-                }
-            };
+            let (v3, v5) = e.connack_codes();
             refuse(framed, version, v3, v5).await;
             return None;
         }

@@ -6,6 +6,10 @@
 //! [`WorkerMetrics`], one `Arc` per worker index, handed out by
 //! [`Metrics::resize_workers`] so the pool can keep its own clone.
 //!
+//! Authentication figures live in [`AuthMetrics`], owned by the auth
+//! layer (which exists before the broker's context) and attached with
+//! [`Metrics::attach_auth`].
+//!
 //! [`Metrics::render`] writes the Prometheus text exposition format 0.0.4
 //! (`# HELP` / `# TYPE` then samples) served on `GET /metrics`. It is
 //! hand-rolled rather than built on `prometheus-client` because the set is
@@ -14,7 +18,7 @@
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqttd_api::{WorkerInfo, WorkerOperations};
@@ -62,6 +66,16 @@ impl Gauge {
         self.0.store(v, Ordering::Relaxed);
     }
 
+    /// Adds `n` and returns the new value.
+    pub fn add_get(&self, n: i64) -> i64 {
+        self.0.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Raises the value to `v` if it is lower (a high-water mark).
+    pub fn raise_to(&self, v: i64) {
+        self.0.fetch_max(v, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -104,6 +118,57 @@ impl WorkerMetrics {
     }
 }
 
+/// Password checking and login throttling, updated by the auth layer.
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    /// Password hashes being computed now.
+    pub hashes_running: Gauge,
+    /// CONNECTs waiting for a hashing slot now.
+    pub hashes_waiting: Gauge,
+    /// The most hashes ever computed at once since start.
+    pub hashes_running_peak: Gauge,
+    /// Password hashes computed (one per checked CONNECT).
+    pub hashes: Counter,
+    /// CONNECTs refused unchecked: their address failed too often.
+    pub throttled_address: Counter,
+    /// CONNECTs refused unchecked: their username failed too often.
+    pub throttled_username: Counter,
+    /// CONNECTs refused because no hashing slot freed in time.
+    pub hash_wait_timeouts: Counter,
+    /// Client addresses whose failed logins are tracked now.
+    pub tracked_addresses: Gauge,
+    /// Usernames whose failed logins are tracked now.
+    pub tracked_usernames: Gauge,
+}
+
+impl AuthMetrics {
+    #[rustfmt::skip] // a table reads better one metric per line
+    fn render(&self, e: &mut Exposition) {
+        let gauges = [
+            ("mqttd_password_hashes_running", "Password hashes being computed now.", self.hashes_running.get()),
+            ("mqttd_password_hashes_waiting", "CONNECTs waiting for a password hashing slot.", self.hashes_waiting.get()),
+            ("mqttd_password_hashes_running_peak", "Most password hashes computed at once since start.", self.hashes_running_peak.get()),
+        ];
+        for (name, help, v) in gauges {
+            e.single(name, Kind::Gauge, help, v);
+        }
+        e.single("mqttd_password_hashes_total", Kind::Counter, "Password hashes computed to check a CONNECT.", self.hashes.get());
+        let name = "mqttd_auth_throttled_total";
+        e.family(name, Kind::Counter, "CONNECTs refused without checking their password, by reason.");
+        for (reason, v) in [
+            ("address", self.throttled_address.get()),
+            ("username", self.throttled_username.get()),
+            ("hash_wait_timeout", self.hash_wait_timeouts.get()),
+        ] {
+            e.sample(name, &[("reason", reason)], v);
+        }
+        let name = "mqttd_auth_failure_tracked";
+        e.family(name, Kind::Gauge, "Addresses and usernames whose failed logins are tracked.");
+        e.sample(name, &[("by", "address")], self.tracked_addresses.get());
+        e.sample(name, &[("by", "username")], self.tracked_usernames.get());
+    }
+}
+
 /// Everything `/metrics` reports. Field names say what is counted; the
 /// Prometheus names are in [`Metrics::render`].
 #[derive(Debug)]
@@ -138,6 +203,8 @@ pub struct Metrics {
     pub backlog: Backlog,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
+    /// Set once the broker's auth layer is attached.
+    auth: OnceLock<Arc<AuthMetrics>>,
 }
 
 impl Default for Metrics {
@@ -170,7 +237,19 @@ impl Metrics {
             pool_size: Gauge::default(),
             backlog: Backlog::default(),
             workers: RwLock::new(Vec::new()),
+            auth: OnceLock::new(),
         }
+    }
+
+    /// Reports the auth layer's figures from now on (once; later calls
+    /// are ignored).
+    pub fn attach_auth(&self, auth: Arc<AuthMetrics>) {
+        let _ = self.auth.set(auth);
+    }
+
+    /// The auth layer's figures, once attached.
+    pub fn auth(&self) -> Option<&Arc<AuthMetrics>> {
+        self.auth.get()
     }
 
     /// When the broker started.
@@ -224,6 +303,9 @@ impl Metrics {
         }
         self.render_messages(&mut e);
         self.render_pool(&mut e);
+        if let Some(auth) = self.auth.get() {
+            auth.render(&mut e);
+        }
         e.out
     }
 
@@ -487,6 +569,25 @@ mod tests {
         let s = parse(&m.render());
         assert!(!s.contains_key("mqttd_session_manager_queue_depth{worker=\"3\"}"));
         assert_eq!(m.pool_size.get(), 2);
+    }
+
+    #[test]
+    fn auth_figures_render_once_attached() {
+        let m = Metrics::new();
+        assert!(!parse(&m.render()).contains_key("mqttd_password_hashes_total"));
+        let auth = Arc::new(AuthMetrics::default());
+        m.attach_auth(auth.clone());
+        auth.hashes.add(3);
+        auth.throttled_username.inc();
+        assert_eq!(auth.hashes_running.add_get(2), 2);
+        auth.hashes_running_peak.raise_to(2);
+        auth.hashes_running_peak.raise_to(1);
+        let s = parse(&m.render());
+        assert_eq!(s["mqttd_password_hashes_total"], 3.0);
+        assert_eq!(s["mqttd_password_hashes_running_peak"], 2.0);
+        assert_eq!(s["mqttd_auth_throttled_total{reason=\"username\"}"], 1.0);
+        assert_eq!(s["mqttd_auth_throttled_total{reason=\"address\"}"], 0.0);
+        assert_eq!(s["mqttd_auth_failure_tracked{by=\"address\"}"], 0.0);
     }
 
     #[test]

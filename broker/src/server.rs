@@ -71,6 +71,7 @@ impl Server {
             bound.push(listener::bind(l, auth.clone()).await?);
         }
         let tls = bound.iter().filter_map(|b| b.tls().cloned()).collect();
+        let auth_metrics = auth.metrics();
         let reloader = Reloader::new(auth, tls);
         let listeners = bound
             .iter()
@@ -82,6 +83,7 @@ impl Server {
             .collect();
         let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
         let broker = Broker::new(config, listeners);
+        broker.ctx.metrics.attach_auth(auth_metrics);
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
         let token = broker.shutdown.clone();
         let control = serve_control(backend.clone(), &control_cfg, token.clone()).await?;

@@ -16,10 +16,17 @@
 //!   authorizes, and are refused otherwise. With neither, everything is
 //!   allowed.
 //!
+//! Password checks are bounded: at most `auth.max_concurrent_hashes` run
+//! at once (a CONNECT waiting too long is refused as busy, CONNACK 0x89 /
+//! 0x03), and an address or username with too many recent failures is
+//! refused without a check (CONNACK 0x9F / 0x03), see [`throttle`].
+//!
 //! Files are reloaded by [`Auth::reload`] (SIGHUP); a file that fails to
 //! load keeps its previous contents. Passwords are never logged.
 //!
-//! - [`password`]: the password file, checked on blocking threads;
+//! - [`password`]: the password file, checked on blocking threads through
+//!   a bounded [`password::HashGate`];
+//! - [`throttle`]: failed-login counting per address and per username;
 //! - [`acl`]: ACL syntax and decisions; [`topics`]: filter set relations;
 //! - [`http_hook`]: the HTTP endpoint; [`cache`]: its answer cache.
 
@@ -27,20 +34,24 @@ pub mod acl;
 pub mod cache;
 pub mod http_hook;
 pub mod password;
+pub mod throttle;
 pub mod topics;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use mqttd_passwd::{PasswdError, Verification};
 use parking_lot::RwLock;
 
-use crate::codec::Connect;
+use crate::codec::{connack_v3, Connect, ReasonCode};
 use crate::config::AuthConfig;
+use crate::metrics::AuthMetrics;
 pub use acl::{Acl, AclError, Decision};
 use http_hook::{HookAction, HttpHook};
-use password::PasswordStore;
+use password::{HashGate, PasswordStore};
+use throttle::{LoginThrottle, Throttled};
 
 /// Why a client was refused; the connect flow turns it into a CONNACK code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +62,58 @@ pub enum AuthError {
     /// CONNACK 0x05 (3.1.1) / 0x87 (5.0).
     #[error("not authorized")]
     NotAuthorized,
+    /// Too many failed logins from the address or for the username; the
+    /// password was not checked. CONNACK 0x03 server unavailable (3.1.1)
+    /// / 0x9F connection rate exceeded (5.0).
+    #[error("too many failed logins from this {0}; not checked")]
+    Throttled(ThrottledBy),
+    /// No password hashing slot freed in time. CONNACK 0x03 server
+    /// unavailable (3.1.1) / 0x89 server busy (5.0).
+    #[error("password checks busy")]
+    Busy,
+}
+
+/// What a throttled login had too many failures for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottledBy {
+    Address,
+    Username,
+}
+
+impl fmt::Display for ThrottledBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ThrottledBy::Address => "address",
+            ThrottledBy::Username => "username",
+        })
+    }
+}
+
+impl From<Throttled> for AuthError {
+    fn from(t: Throttled) -> AuthError {
+        AuthError::Throttled(match t {
+            Throttled::Address => ThrottledBy::Address,
+            Throttled::Username => ThrottledBy::Username,
+        })
+    }
+}
+
+impl AuthError {
+    /// The CONNACK return code (3.1.1) and reason code (5.0) to refuse with.
+    pub fn connack_codes(self) -> (u8, ReasonCode) {
+        match self {
+            AuthError::BadCredentials => (
+                connack_v3::BAD_USER_NAME_OR_PASSWORD,
+                ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            ),
+            AuthError::NotAuthorized => (connack_v3::NOT_AUTHORIZED, ReasonCode::NOT_AUTHORIZED),
+            AuthError::Throttled(_) => (
+                connack_v3::SERVER_UNAVAILABLE,
+                ReasonCode::CONNECTION_RATE_EXCEEDED,
+            ),
+            AuthError::Busy => (connack_v3::SERVER_UNAVAILABLE, ReasonCode::SERVER_BUSY),
+        }
+    }
 }
 
 /// Why the auth sources cannot be loaded.
@@ -100,6 +163,8 @@ pub enum CertUser {
 
 /// The credentials of one CONNECT and where it came from.
 pub struct ConnectRequest<'a> {
+    /// The client's network address, for failed-login throttling.
+    pub peer: IpAddr,
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
@@ -112,6 +177,7 @@ pub struct ConnectRequest<'a> {
 impl fmt::Debug for ConnectRequest<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectRequest")
+            .field("peer", &self.peer)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.map(|_| "<redacted>"))
@@ -129,6 +195,9 @@ pub struct Auth {
     acl_file: Option<PathBuf>,
     acl: RwLock<Option<Arc<Acl>>>,
     hook: Option<HttpHook>,
+    hashes: HashGate,
+    throttle: LoginThrottle,
+    metrics: Arc<AuthMetrics>,
 }
 
 impl fmt::Debug for Auth {
@@ -158,18 +227,32 @@ impl Auth {
             .map(HttpHook::new)
             .transpose()
             .map_err(|e| AuthSetupError::Hook(e.to_string()))?;
+        let metrics = Arc::new(AuthMetrics::default());
         Ok(Auth {
             allow_anonymous: cfg.allow_anonymous,
             passwords,
             acl_file: cfg.acl_file.clone(),
             acl: RwLock::new(acl.map(Arc::new)),
             hook,
+            hashes: HashGate::new(
+                cfg.effective_max_concurrent_hashes(),
+                cfg.hash_wait_timeout(),
+                metrics.clone(),
+            ),
+            throttle: LoginThrottle::new(cfg, metrics.clone()),
+            metrics,
         })
+    }
+
+    /// Password hashing and throttling figures, for `/metrics`.
+    pub fn metrics(&self) -> Arc<AuthMetrics> {
+        self.metrics.clone()
     }
 
     /// Re-reads the password and ACL files and forgets cached hook
     /// answers. A file that fails keeps its previous contents; the first
-    /// error is returned after both were tried.
+    /// error is returned after both were tried. Blocking file I/O: the
+    /// broker calls it on a blocking thread (see [`crate::reload`]).
     pub fn reload(&self) -> Result<(), AuthSetupError> {
         let mut first_error = None;
         if let Some(p) = &self.passwords {
@@ -215,27 +298,51 @@ impl Auth {
                 Err(AuthError::NotAuthorized)
             };
         };
-        let password = req.password.unwrap_or_default();
-        if let Some(store) = &self.passwords {
-            match store.verify(user, password).await {
-                Verification::Valid => return Ok(ctx(Some(user))),
-                Verification::Invalid => return Err(AuthError::BadCredentials),
-                Verification::UnknownUser => {}
+        let hook = self.hook.as_ref().filter(|h| h.authenticates());
+        if self.passwords.is_some() || hook.is_some() {
+            // Credentials are checked: a guesser's attempts are counted.
+            self.throttle.check(req.peer, user)?;
+            let checked = self.check_credentials(req, user, hook).await;
+            if checked == Err(AuthError::BadCredentials) {
+                self.throttle.record_failure(req.peer, user);
             }
+            return checked.map(|()| ctx(Some(user)));
         }
-        if let Some(hook) = self.hook.as_ref().filter(|h| h.authenticates()) {
-            let asked = hook.authenticate(req.client_id, user, req.password, req.listener);
-            return if Box::pin(asked).await {
-                Ok(ctx(Some(user)))
-            } else {
-                Err(AuthError::BadCredentials)
-            };
-        }
-        if self.passwords.is_none() && anonymous_ok {
+        if anonymous_ok {
             // No credential store: the username is only a label.
             Ok(ctx(Some(user)))
         } else {
             Err(AuthError::BadCredentials)
+        }
+    }
+
+    /// Checks `user`'s password against the file, then (unknown there)
+    /// the hook.
+    async fn check_credentials(
+        &self,
+        req: &ConnectRequest<'_>,
+        user: &str,
+        hook: Option<&HttpHook>,
+    ) -> Result<(), AuthError> {
+        if let Some(store) = &self.passwords {
+            let password = req.password.unwrap_or_default();
+            match store.verify(&self.hashes, user, password).await {
+                Ok(Verification::Valid) => return Ok(()),
+                Ok(Verification::Invalid) => return Err(AuthError::BadCredentials),
+                Ok(Verification::UnknownUser) => {}
+                Err(password::Busy) => return Err(AuthError::Busy),
+            }
+        }
+        match hook {
+            Some(hook) => {
+                let asked = hook.authenticate(req.client_id, user, req.password, req.listener);
+                if Box::pin(asked).await {
+                    Ok(())
+                } else {
+                    Err(AuthError::BadCredentials)
+                }
+            }
+            None => Err(AuthError::BadCredentials),
         }
     }
 

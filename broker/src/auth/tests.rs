@@ -36,6 +36,7 @@ fn request<'a>(
     cert: &'a CertUser,
 ) -> ConnectRequest<'a> {
     ConnectRequest {
+        peer: [127, 0, 0, 1].into(),
         client_id: "c1",
         username: user,
         password: pw,

@@ -1,5 +1,6 @@
 //! The `auth:` section of the configuration: anonymous access, password
-//! and ACL files, and the HTTP hook.
+//! and ACL files, the HTTP hook, and the bounds on password checking
+//! (concurrent hashes, failed-login throttling).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +18,22 @@ pub struct AuthConfig {
     pub acl_file: Option<PathBuf>,
     /// An HTTP endpoint asked for decisions the files do not make.
     pub http_hook: Option<HttpHookConfig>,
+    /// Password hashes (Argon2, about 19 MiB each) computed at once; 0 =
+    /// the number of CPUs. Further CONNECTs wait for a slot.
+    pub max_concurrent_hashes: usize,
+    /// Longest a CONNECT waits for a hashing slot before it is refused
+    /// with CONNACK 0x89 server busy (3.1.1: 0x03 server unavailable).
+    pub hash_wait_timeout_ms: u64,
+    /// Failed logins from one client address (IPv4 address, IPv6 /64)
+    /// within `failure_window_secs` after which its logins are refused
+    /// without checking until the window ends; 0 = no limit.
+    pub max_failures_per_address: u32,
+    /// The same for one username, from any address; 0 = no limit.
+    pub max_failures_per_username: u32,
+    /// The window failed logins are counted in, from the first failure.
+    pub failure_window_secs: u64,
+    /// Most addresses, and most usernames, whose failures are tracked.
+    pub max_tracked_failures: usize,
 }
 
 impl Default for AuthConfig {
@@ -26,7 +43,52 @@ impl Default for AuthConfig {
             password_file: None,
             acl_file: None,
             http_hook: None,
+            max_concurrent_hashes: 0,
+            hash_wait_timeout_ms: 2000,
+            max_failures_per_address: 10,
+            max_failures_per_username: 30,
+            failure_window_secs: 60,
+            max_tracked_failures: 50_000,
         }
+    }
+}
+
+impl AuthConfig {
+    /// `max_concurrent_hashes`, with 0 resolved to the number of CPUs.
+    pub fn effective_max_concurrent_hashes(&self) -> usize {
+        if self.max_concurrent_hashes == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.max_concurrent_hashes
+        }
+    }
+
+    pub fn hash_wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.hash_wait_timeout_ms)
+    }
+
+    pub fn failure_window(&self) -> Duration {
+        Duration::from_secs(self.failure_window_secs)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        let at_least_one = |key: &str, v: u64| {
+            if v == 0 {
+                Err((format!("auth.{key}"), "must be at least 1".to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("hash_wait_timeout_ms", self.hash_wait_timeout_ms)?;
+        at_least_one("failure_window_secs", self.failure_window_secs)?;
+        at_least_one(
+            "max_tracked_failures",
+            u64::try_from(self.max_tracked_failures).unwrap_or(u64::MAX),
+        )?;
+        if let Some(hook) = &self.http_hook {
+            hook.validate()?;
+        }
+        Ok(())
     }
 }
 
@@ -121,5 +183,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.http_hook.url"), "{err}");
+    }
+
+    #[test]
+    fn password_check_bounds_parse_and_validate() {
+        let c = parse("auth:\n  max_concurrent_hashes: 3\n  hash_wait_timeout_ms: 500\n  max_failures_per_address: 4\n  max_failures_per_username: 0\n  failure_window_secs: 30\n  max_tracked_failures: 100\n").unwrap();
+        assert_eq!(c.auth.effective_max_concurrent_hashes(), 3);
+        assert_eq!(c.auth.hash_wait_timeout(), Duration::from_millis(500));
+        assert_eq!(c.auth.max_failures_per_address, 4);
+        assert_eq!(c.auth.max_failures_per_username, 0);
+        assert_eq!(c.auth.failure_window(), Duration::from_secs(30));
+        assert_eq!(c.auth.max_tracked_failures, 100);
+        let d = parse("").unwrap().auth;
+        assert!(d.effective_max_concurrent_hashes() >= 1);
+        assert_eq!(
+            (d.max_failures_per_address, d.max_failures_per_username),
+            (10, 30)
+        );
+        for key in [
+            "hash_wait_timeout_ms",
+            "failure_window_secs",
+            "max_tracked_failures",
+        ] {
+            let err = parse(&format!("auth:\n  {key}: 0\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("auth.{key}")), "{err}");
+        }
     }
 }

@@ -45,6 +45,7 @@ impl ConnMeta {
         password: Option<&'a [u8]>,
     ) -> ConnectRequest<'a> {
         ConnectRequest {
+            peer: self.peer.ip(),
             client_id,
             username,
             password,
