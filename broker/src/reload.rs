@@ -104,9 +104,7 @@ impl Reloader {
 
 /// Runs blocking `work` on tokio's blocking pool; `T::default()` (a
 /// failed reload, logged) if it panicked.
-async fn off_runtime<T: Default + Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
+async fn off_runtime<T: Default + Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(v) => v,
         Err(e) => {

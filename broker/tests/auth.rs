@@ -156,8 +156,9 @@ async fn listeners_override_anonymous_access() {
 async fn sighup_reloads_the_password_file() {
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(dir.path(), &[("alice", "one")]);
+    // The polling below fails until the reload: no failed-login limit.
     let b = start_broker(&format!(
-        "auth:\n  allow_anonymous: false\n  password_file: {}\n",
+        "auth:\n  allow_anonymous: false\n  password_file: {}\n  max_failures_per_address: 0\n  max_failures_per_username: 0\n",
         pw.display()
     ))
     .await;

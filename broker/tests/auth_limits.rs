@@ -65,13 +65,7 @@ fn connect_packet(version: u8, id: &str, user: &str, password: &str) -> Vec<u8> 
 
 /// Sends a CONNECT from source address 127.0.0.`host` and returns the
 /// CONNACK code.
-async fn connack_from(
-    host: u8,
-    addr: SocketAddr,
-    version: u8,
-    user: &str,
-    password: &str,
-) -> u8 {
+async fn connack_from(host: u8, addr: SocketAddr, version: u8, user: &str, password: &str) -> u8 {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
@@ -125,7 +119,10 @@ async fn wrong_passwords_from_one_address_are_throttled_unchecked() {
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(
         dir.path(),
-        &[("alice", "wonderland", cheap()), ("bob", "builder", cheap())],
+        &[
+            ("alice", "wonderland", cheap()),
+            ("bob", "builder", cheap()),
+        ],
     );
     let b = start_broker(&auth_yaml(
         &pw,
@@ -147,7 +144,11 @@ async fn wrong_passwords_from_one_address_are_throttled_unchecked() {
         connack_from(1, b.addr, 4, "bob", "builder").await,
         V3_SERVER_UNAVAILABLE
     );
-    assert_eq!(metric(&b, HASHES).await, 3.0, "no hash for refused attempts");
+    assert_eq!(
+        metric(&b, HASHES).await,
+        3.0,
+        "no hash for refused attempts"
+    );
     assert_eq!(
         metric(&b, "mqttd_auth_throttled_total{reason=\"address\"}").await,
         2.0
@@ -163,7 +164,10 @@ async fn a_username_guessed_from_many_addresses_is_throttled() {
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(
         dir.path(),
-        &[("alice", "wonderland", cheap()), ("bob", "builder", cheap())],
+        &[
+            ("alice", "wonderland", cheap()),
+            ("bob", "builder", cheap()),
+        ],
     );
     let b = start_broker(&auth_yaml(
         &pw,
@@ -244,7 +248,11 @@ async fn connects_waiting_too_long_for_a_hash_get_server_busy() {
     );
     assert_eq!(holder.await.unwrap(), 0);
     assert_eq!(
-        metric(&b, "mqttd_auth_throttled_total{reason=\"hash_wait_timeout\"}").await,
+        metric(
+            &b,
+            "mqttd_auth_throttled_total{reason=\"hash_wait_timeout\"}"
+        )
+        .await,
         2.0
     );
     // Busy refusals are not failed logins: quick logs in once the slot
