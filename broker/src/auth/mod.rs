@@ -51,7 +51,8 @@ use crate::metrics::AuthMetrics;
 pub use acl::{Acl, AclError, Decision};
 use http_hook::{HookAction, HttpHook};
 use password::{HashGate, PasswordStore};
-use throttle::{LoginThrottle, Throttled};
+use throttle::LoginThrottle;
+pub use throttle::Throttled;
 
 /// Why a client was refused; the connect flow turns it into a CONNACK code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -66,35 +67,16 @@ pub enum AuthError {
     /// password was not checked. CONNACK 0x03 server unavailable (3.1.1)
     /// / 0x9F connection rate exceeded (5.0).
     #[error("too many failed logins from this {0}; not checked")]
-    Throttled(ThrottledBy),
+    Throttled(Throttled),
     /// No password hashing slot freed in time. CONNACK 0x03 server
     /// unavailable (3.1.1) / 0x89 server busy (5.0).
     #[error("password checks busy")]
     Busy,
 }
 
-/// What a throttled login had too many failures for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThrottledBy {
-    Address,
-    Username,
-}
-
-impl fmt::Display for ThrottledBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ThrottledBy::Address => "address",
-            ThrottledBy::Username => "username",
-        })
-    }
-}
-
 impl From<Throttled> for AuthError {
     fn from(t: Throttled) -> AuthError {
-        AuthError::Throttled(match t {
-            Throttled::Address => ThrottledBy::Address,
-            Throttled::Username => ThrottledBy::Username,
-        })
+        AuthError::Throttled(t)
     }
 }
 

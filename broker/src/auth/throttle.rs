@@ -38,6 +38,15 @@ pub enum Throttled {
     Username,
 }
 
+impl std::fmt::Display for Throttled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Throttled::Address => "address",
+            Throttled::Username => "username",
+        })
+    }
+}
+
 /// Failure windows of one kind of key.
 struct FailureTable<K> {
     /// Failures that lock a key; 0 turns the table off.
