@@ -144,7 +144,11 @@ async fn cancelled_resize_leaves_a_working_pool() {
         let (raw, _) = raw_connect(addr, &format!("after-{n}"), 2).await;
         drop(raw);
     }
-    broker.manager.resize(5).await.expect("a later resize works");
+    broker
+        .manager
+        .resize(5)
+        .await
+        .expect("a later resize works");
     assert_eq!(broker.manager.snapshot().size, 5);
     let (raw, _) = raw_connect(addr, "after-last", 2).await;
     drop(raw);
