@@ -71,6 +71,14 @@ pub fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// The effective user id of this process: the owner of the files it
+/// creates, and the owner a safe socket directory must have.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions, touches no memory of ours and
+    // cannot fail (POSIX).
+    unsafe { libc::geteuid() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

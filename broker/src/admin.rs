@@ -202,14 +202,13 @@ impl ControlBackend for Admin {
 
     fn metrics(&self) -> &Metrics {
         let ctx = &self.0.ctx;
-        // Gauges read from their owners at scrape time.
+        // Gauges read from their owners at scrape time. `sessions` is not
+        // one of them: the session manager keeps it (one owner per figure).
         let m = &ctx.metrics;
         m.retained_messages
             .set(i64::try_from(ctx.retained.len()).unwrap_or(i64::MAX));
         m.subscriptions
             .set(i64::try_from(ctx.router.subscription_count()).unwrap_or(i64::MAX));
-        m.sessions
-            .set(i64::try_from(ctx.table.len()).unwrap_or(i64::MAX));
         m
     }
 }

@@ -201,6 +201,11 @@ pub struct Metrics {
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
     pub backlog: Backlog,
+    /// Requests to the TCP control API with a missing or wrong bearer token.
+    pub control_auth_failures: Counter,
+    /// Requests to the TCP control API refused with 429 because their peer
+    /// failed too often.
+    pub control_auth_throttled: Counter,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
@@ -236,6 +241,8 @@ impl Metrics {
             subscriptions: Gauge::default(),
             pool_size: Gauge::default(),
             backlog: Backlog::default(),
+            control_auth_failures: Counter::default(),
+            control_auth_throttled: Counter::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
         }
@@ -306,7 +313,23 @@ impl Metrics {
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);
         }
+        self.render_control(&mut e);
         e.out
+    }
+
+    fn render_control(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_control_auth_failures_total",
+            Kind::Counter,
+            "TCP control API requests with a missing or wrong bearer token.",
+            self.control_auth_failures.get(),
+        );
+        e.single(
+            "mqttd_control_auth_throttled_total",
+            Kind::Counter,
+            "TCP control API requests refused (429) after too many failed token attempts from their address.",
+            self.control_auth_throttled.get(),
+        );
     }
 
     fn render_process(&self, e: &mut Exposition) {

@@ -137,6 +137,11 @@ impl Server {
         self.control.socket_path()
     }
 
+    /// The TCP control API address actually bound, if `control.tcp` is set.
+    pub fn control_tcp_addr(&self) -> Option<SocketAddr> {
+        self.control.tcp_addr()
+    }
+
     /// The health and metrics address actually bound.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr()

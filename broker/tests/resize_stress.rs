@@ -99,3 +99,57 @@ async fn resize_during_storm_keeps_one_session_per_id() {
         "live session tasks equal table rows"
     );
 }
+
+/// A resize whose caller gives up mid-swap (mqttctl's timeout, Ctrl-C, a
+/// closed HTTP connection) still finishes: the pool never stays without
+/// workers, every later CONNECT is accepted, and `pool show` reports the
+/// size asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_resize_leaves_a_working_pool() {
+    const STORM: usize = 200;
+    let b = start_broker("session_manager:\n  pool_size: 4\n").await;
+    let broker = b.server.broker().clone();
+    let addr = b.addr;
+    let gate = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut storm = tokio::task::JoinSet::new();
+    for i in 0..STORM {
+        let gate = gate.clone();
+        storm.spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            one_client(addr, i).await
+        });
+    }
+    // Resizes dropped at their first await: the swap (if it started) has
+    // taken the old workers and is waiting for them to drain.
+    for size in [2, 6, 1, 3, 8, 2, 5, 3, 7, 2] {
+        let _ = tokio::time::timeout(Duration::ZERO, broker.manager.resize(size)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut failures = Vec::new();
+    while let Some(r) = storm.join_next().await {
+        if let Err(e) = r.expect("client task") {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "failed CONNECTs: {failures:?}");
+
+    // On a quiet broker the dropped resize is sure to have started its
+    // swap; it completes on its own and `pool show` reports it.
+    let _ = tokio::time::timeout(Duration::ZERO, broker.manager.resize(3)).await;
+    wait_until(|| {
+        broker.manager.snapshot().size == 3 && broker.ctx.metrics.worker_infos().len() == 3
+    })
+    .await;
+    for n in 0..SHARED_IDS {
+        let (raw, _) = raw_connect(addr, &format!("after-{n}"), 2).await;
+        drop(raw);
+    }
+    broker
+        .manager
+        .resize(5)
+        .await
+        .expect("a later resize works");
+    assert_eq!(broker.manager.snapshot().size, 5);
+    let (raw, _) = raw_connect(addr, "after-last", 2).await;
+    drop(raw);
+}

@@ -30,6 +30,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "MQTTD_SOCKET", value_name = "PATH", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
 
+    /// Also trust a control socket owned by this user (name or uid), e.g.
+    /// the user mqttd runs as when you run mqttctl as root. Without it,
+    /// the socket and its directory must belong to you or root.
+    #[arg(
+        long,
+        global = true,
+        env = "MQTTD_SOCKET_OWNER",
+        value_name = "USER",
+        help_heading = GLOBAL
+    )]
+    pub socket_owner: Option<String>,
+
     /// Use the TCP control API at this URL (e.g. http://10.0.0.5:8081)
     /// instead of the socket.
     #[arg(long, global = true, env = "MQTTD_URL", value_name = "URL", help_heading = GLOBAL)]

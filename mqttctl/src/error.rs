@@ -78,7 +78,7 @@ fn permission_hint(path: &Path) -> String {
 }
 
 /// Looks a numeric id up in a passwd/group style file (`name:x:id:...`).
-fn name_of(file: &str, id: u32) -> Option<String> {
+pub fn name_of(file: &str, id: u32) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|line| {
         let mut fields = line.split(':');

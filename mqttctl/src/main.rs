@@ -6,6 +6,7 @@
 //! - [`commands`]: one file per noun (`status`, `sessions`, `pool`,
 //!   `completions`), each an `Args` type and a thin `run`;
 //! - [`client`]: HTTP over the control socket (or TCP with a token);
+//! - [`socket_owner`]: who must own the control socket for mqttctl to use it;
 //! - [`error`]: failures as sentences a person can act on, and exit codes;
 //! - [`output`]: tables for people, JSON for scripts.
 
@@ -18,6 +19,7 @@ mod client;
 mod commands;
 mod error;
 mod output;
+mod socket_owner;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2.

@@ -1,19 +1,25 @@
 //! Bearer-token protection of the TCP control listener.
 //!
 //! The Unix socket relies on its file mode; over TCP every request must carry
-//! `Authorization: Bearer <token>`. The comparison takes the same time
-//! whatever the position of the first wrong byte, so the token cannot be
-//! guessed byte by byte from response times.
+//! `Authorization: Bearer <token>`. The comparison takes time that depends
+//! only on the token's length, never on where the first wrong byte is, so
+//! the token cannot be guessed byte by byte from response times. Failed
+//! attempts are counted, logged and throttled per peer address
+//! ([`super::throttle`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::backend::ControlBackend;
 use super::config::TcpApiConfig;
 use super::error::{ApiFailure, ControlError};
+use super::throttle::{AuthThrottle, Verdict};
 
 /// `Authorization` scheme prefix, compared case-insensitively.
 const SCHEME: &[u8] = b"Bearer ";
@@ -53,15 +59,49 @@ impl BearerToken {
     }
 }
 
-/// Middleware: lets the request through only with the right bearer token.
+/// What the token middleware needs: the token, the failure table and the
+/// metrics (through the backend).
+#[derive(Clone)]
+pub(crate) struct TokenGuard {
+    pub token: BearerToken,
+    pub throttle: Arc<AuthThrottle>,
+    pub backend: Arc<dyn ControlBackend>,
+}
+
+/// Middleware: lets the request through only with the right bearer token,
+/// and not at all from an address that failed too often.
 pub(crate) async fn require_token(
-    State(token): State<BearerToken>,
+    State(guard): State<TokenGuard>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    if token.accepts(req.headers().get(header::AUTHORIZATION)) {
+    let now = Instant::now();
+    if let Verdict::Blocked { retry_after } = guard.throttle.check(peer.ip(), now) {
+        guard.backend.metrics().control_auth_throttled.inc();
+        // Round up: retrying after the header's seconds must succeed.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut resp = ApiFailure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed token attempts from {}; retry in {secs}s",
+                peer.ip()
+            ),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
+    if guard
+        .token
+        .accepts(req.headers().get(header::AUTHORIZATION))
+    {
+        guard.throttle.succeeded(peer.ip());
         return next.run(req).await;
     }
+    guard.backend.metrics().control_auth_failures.inc();
+    guard.throttle.failed(peer, now);
     let mut resp = ApiFailure::new(
         StatusCode::UNAUTHORIZED,
         "missing or wrong bearer token: send Authorization: Bearer <control.tcp token>",
@@ -72,16 +112,15 @@ pub(crate) async fn require_token(
     resp
 }
 
-/// Compares in time independent of the contents (the length may leak, which
-/// reveals nothing useful about a random token).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+/// Compares `presented` with `secret` in time that depends only on the
+/// secret's length: every byte of the secret is compared, whatever the
+/// presented length or the position of the first difference.
+fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
+    let len_differs = u8::from(presented.len() != secret.len());
+    let diff = secret.iter().enumerate().fold(len_differs, |acc, (i, s)| {
+        let p = presented.get(i).copied().unwrap_or(!*s);
+        std::hint::black_box(acc | (p ^ s))
+    });
     diff == 0
 }
 
@@ -103,6 +142,10 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
+        assert!(!constant_time_eq(b"a", b""));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"ab\0", b"ab"));
     }
 
     #[test]

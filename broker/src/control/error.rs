@@ -19,6 +19,16 @@ pub enum ControlError {
     AlreadyServing { path: PathBuf },
     #[error("{} exists and is not a socket; remove it or set control.socket", path.display())]
     NotASocket { path: PathBuf },
+    #[error("{} is a symbolic link; refusing to follow it for the control socket (remove it, or set control.socket to the real path)", path.display())]
+    SymlinkSocket { path: PathBuf },
+    #[error("{} is a socket owned by uid {owner}, not by mqttd's user (uid {ours}); refusing to replace it (remove it, or set control.socket)", path.display())]
+    ForeignSocket {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
+    #[error("refusing the control socket directory {}: {reason}", path.display())]
+    UnsafeSocketDir { path: PathBuf, reason: String },
     #[error("cannot check the existing control socket {}: {source}", path.display())]
     Probe { path: PathBuf, source: io::Error },
     #[error("cannot create the control socket directory {}: {source}", path.display())]

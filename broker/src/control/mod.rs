@@ -27,6 +27,7 @@
 //! - [`routes`]: the `/v1` router and handlers;
 //! - `socket`: socket path choice, stale-socket handling, file mode;
 //! - `auth`: bearer token for the TCP listener;
+//! - `throttle`: failed token attempts per peer address (429, logs);
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
 //! - `fake` (tests and the `test-util` feature): an in-memory backend.
 
@@ -54,6 +55,7 @@ pub mod routes;
 mod socket;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 pub use backend::{BackendError, ControlBackend};
 pub use config::{ControlConfig, HttpConfig, TcpApiConfig};
@@ -108,10 +110,17 @@ pub async fn serve_control(
         .transpose()?;
     let bound = socket::bind_control_socket(cfg.socket.as_deref(), cfg.socket_mode).await?;
     let socket_path = bound.guard.path().to_path_buf();
-    let router = routes::api_router(backend);
+    let router = routes::api_router(backend.clone());
 
     let tcp = match (&cfg.tcp, token) {
-        (Some(tcp), Some(token)) => Some(bind_tcp(tcp.bind, router.clone(), token).await?),
+        (Some(tcp), Some(token)) => {
+            let guard = auth::TokenGuard {
+                token,
+                throttle: Arc::default(),
+                backend,
+            };
+            Some(bind_tcp(tcp.bind, router.clone(), guard).await?)
+        }
         _ => None,
     };
     let tcp_addr = tcp.as_ref().map(|(addr, _, _)| *addr);
@@ -124,7 +133,7 @@ pub async fn serve_control(
         let unix = serve_until_shutdown(bound.listener, router, unix_shutdown, "control socket");
         match tcp {
             Some((_, listener, router)) => {
-                let tcp = serve_until_shutdown(listener, router, shutdown, "control TCP listener");
+                let tcp = serve_tcp_until_shutdown(listener, router, shutdown);
                 tokio::join!(unix, tcp);
             }
             None => unix.await,
@@ -141,7 +150,7 @@ pub async fn serve_control(
 async fn bind_tcp(
     addr: SocketAddr,
     router: Router,
-    token: auth::BearerToken,
+    guard: auth::TokenGuard,
 ) -> Result<(SocketAddr, TcpListener, Router), ControlError> {
     let bind_err = |source| ControlError::BindTcp {
         what: "control TCP listener",
@@ -151,7 +160,7 @@ async fn bind_tcp(
     let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
     let router = router.layer(axum::middleware::from_fn_with_state(
-        token,
+        guard,
         auth::require_token,
     ));
     tracing::info!(addr = %local, "control API listening on TCP (bearer token required)");
@@ -174,6 +183,31 @@ pub(crate) async fn serve_until_shutdown<L>(
     let serve = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
+    until_shutdown(serve, shutdown, what).await;
+}
+
+/// [`serve_until_shutdown`] for the TCP control listener, whose handlers
+/// see the peer address (`ConnectInfo<SocketAddr>`) for throttling.
+async fn serve_tcp_until_shutdown(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let serve = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .into_future();
+    until_shutdown(serve, shutdown, "control TCP listener").await;
+}
+
+/// Runs `serve` until it ends, or until [`SHUTDOWN_GRACE`] after `shutdown`.
+async fn until_shutdown(
+    serve: impl std::future::Future<Output = std::io::Result<()>>,
+    shutdown: CancellationToken,
+    what: &'static str,
+) {
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -347,3 +347,86 @@ async fn http_server_binds_port_zero() {
     shutdown.cancel();
     server.join().await;
 }
+
+/// Collects log output for one test (the server runs on the test's thread).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn failed_token_attempts_are_logged_with_the_peer_never_the_token() {
+    let logs = LogBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ControlConfig {
+        socket: Some(dir.path().join("mqttd.sock")),
+        tcp: Some(TcpApiConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            token: Some("the-real-token".into()),
+            token_file: None,
+        }),
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let backend = backend_with(&[]);
+    let server = serve_control(backend.clone(), &cfg, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = server.tcp_addr().unwrap();
+    let mut peers = Vec::new();
+    for n in 0..(throttle::LOG_BURST + 5) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        peers.push(stream.local_addr().unwrap());
+        let guess = format!("GET /v1/pool HTTP/1.1\r\nAuthorization: Bearer guess-{n:03}");
+        let answer = raw_request(stream, &guess).await;
+        let expected = if n < throttle::MAX_FAILURES {
+            "HTTP/1.1 401"
+        } else {
+            "HTTP/1.1 429"
+        };
+        assert!(answer.starts_with(expected), "{n}: {answer}");
+    }
+    shutdown.cancel();
+    server.join().await;
+
+    let text = String::from_utf8(logs.0.lock().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("wrong bearer token"))
+        .collect();
+    // One line per failure (the later requests were refused with 429
+    // before their token was looked at).
+    assert_eq!(lines.len(), throttle::MAX_FAILURES as usize, "{text}");
+    for (line, peer) in lines.iter().zip(&peers) {
+        assert!(line.contains(&peer.to_string()), "{line}");
+    }
+    assert!(!text.contains("guess-"), "a token in the logs: {text}");
+    assert!(
+        !text.contains("the-real-token"),
+        "a token in the logs: {text}"
+    );
+    let m = backend.metrics();
+    assert_eq!(
+        m.control_auth_failures.get(),
+        u64::from(throttle::MAX_FAILURES)
+    );
+    assert_eq!(
+        m.control_auth_throttled.get(),
+        u64::from(throttle::LOG_BURST)
+    );
+}

@@ -8,12 +8,18 @@
 //! workers' queues, waits until each has drained and exited, and only then
 //! starts the new set. No two workers ever handle one id at once, and
 //! requests that arrive during the swap wait instead of failing.
+//!
+//! The swap is cancel-safe: once a resize holds the write lock, the swap
+//! runs in its own task to the end, so a caller that gives up (a client
+//! timeout, Ctrl-C, a closed HTTP connection) cannot leave the pool
+//! without workers. Resizes are served in the order they asked for the
+//! lock (tokio's `RwLock` is fair).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -84,9 +90,10 @@ pub struct PoolSnapshot {
 
 pub struct SessionManager {
     ctx: Arc<Context>,
-    workers: RwLock<Vec<Worker>>,
+    /// Shared with the task that runs a swap (see [`SessionManager::resize`]).
+    workers: Arc<RwLock<Vec<Worker>>>,
     /// The current generation's stats, readable without awaiting.
-    stats: parking_lot::Mutex<Vec<Arc<WorkerMetrics>>>,
+    stats: Arc<parking_lot::Mutex<Vec<Arc<WorkerMetrics>>>>,
 }
 
 impl SessionManager {
@@ -95,8 +102,8 @@ impl SessionManager {
         let stats = workers.iter().map(|w| w.stats.clone()).collect();
         SessionManager {
             ctx,
-            workers: RwLock::new(workers),
-            stats: parking_lot::Mutex::new(stats),
+            workers: Arc::new(RwLock::new(workers)),
+            stats: Arc::new(parking_lot::Mutex::new(stats)),
         }
     }
 
@@ -131,19 +138,23 @@ impl SessionManager {
     }
 
     /// Changes the number of workers (a generation swap, see the module doc).
+    ///
+    /// Cancel-safe: dropping the returned future before the write lock is
+    /// held changes nothing; after that the swap finishes in its own task
+    /// whether or not anyone still awaits it.
     pub async fn resize(&self, size: usize) -> Result<(), ManagerError> {
         if !(1..=MAX_POOL_SIZE).contains(&size) {
             return Err(ManagerError::InvalidSize(size));
         }
-        let mut workers = self.workers.write().await;
+        let workers = self.workers.clone().write_owned().await;
         if workers.is_empty() {
             return Err(ManagerError::ShuttingDown);
         }
-        drain(std::mem::take(&mut *workers)).await;
-        *workers = spawn_workers(&self.ctx, size);
-        *self.stats.lock() = workers.iter().map(|w| w.stats.clone()).collect();
-        tracing::info!(size, "session-manager pool resized");
-        Ok(())
+        let swap = tokio::spawn(swap(self.ctx.clone(), workers, self.stats.clone(), size));
+        swap.await.map_err(|e| {
+            tracing::error!(error = %e, "session-manager pool swap failed");
+            ManagerError::ShuttingDown
+        })
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {
@@ -159,6 +170,20 @@ impl SessionManager {
         let mut workers = self.workers.write().await;
         drain(std::mem::take(&mut *workers)).await;
     }
+}
+
+/// The generation swap behind [`SessionManager::resize`]; holds the write
+/// lock until the new workers are in place.
+async fn swap(
+    ctx: Arc<Context>,
+    mut workers: OwnedRwLockWriteGuard<Vec<Worker>>,
+    stats: Arc<parking_lot::Mutex<Vec<Arc<WorkerMetrics>>>>,
+    size: usize,
+) {
+    drain(std::mem::take(&mut *workers)).await;
+    *workers = spawn_workers(&ctx, size);
+    *stats.lock() = workers.iter().map(|w| w.stats.clone()).collect();
+    tracing::info!(size, "session-manager pool resized");
 }
 
 async fn drain(workers: Vec<Worker>) {

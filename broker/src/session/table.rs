@@ -3,11 +3,21 @@
 //!
 //! Ordered (a `BTreeMap` under a read-write lock) so the control API pages
 //! through it by client id without copying it. Writes happen once per
-//! session lifecycle step, never per message, so one lock is not contended.
+//! session lifecycle step, never per message, so one lock is not contended
+//! as long as readers hold it briefly: listing copies at most
+//! [`SCAN_CHUNK`] handles per lock acquisition and filters them with the
+//! lock released, so a listing of a large table never stalls CONNECTs.
+//!
+//! The table owns two figures, kept as counters so reading them is O(1):
+//! the number of rows, and the number of rows with a connection attached.
+//! The second changes when a session attaches or detaches a connection
+//! ([`SessionShared::set_client`]) while its row is in the table, and when a
+//! row that is still marked connected enters or leaves the table (a session
+//! task that died without detaching cannot leak a count).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -32,6 +42,25 @@ pub struct ClientInfo {
     pub listener: Arc<str>,
 }
 
+/// How many entries a scan copies under one acquisition of the table lock.
+pub const SCAN_CHUNK: usize = 256;
+
+/// The table's figures (see the module doc).
+#[derive(Debug, Default)]
+struct Counts {
+    total: AtomicUsize,
+    connected: AtomicUsize,
+}
+
+/// The attached (or last) connection, and the counters of the table the
+/// session's row is in; one lock, so a row's connected state and the
+/// table's count change together.
+#[derive(Debug, Default)]
+struct Attachment {
+    last_client: Option<Arc<ClientInfo>>,
+    counts: Option<Arc<Counts>>,
+}
+
 /// Counters and connection info the session task publishes for readers
 /// outside it (control API, metrics) without a round trip to the task.
 #[derive(Debug, Default)]
@@ -46,9 +75,10 @@ pub struct SessionShared {
     /// released: session state [MQTT-4.3.3-2], used by the connection that
     /// handles the client's PUBLISH and PUBREL.
     pub incoming_qos2: Mutex<HashSet<PacketId>>,
+    /// Written only with `attachment` locked; read without it.
     connected: AtomicBool,
     /// The connection attached now, or the last one while offline.
-    last_client: Mutex<Option<Arc<ClientInfo>>>,
+    attachment: Mutex<Attachment>,
 }
 
 impl SessionShared {
@@ -62,18 +92,49 @@ impl SessionShared {
     }
     /// The attached connection, or the last one of an offline session.
     pub fn last_client(&self) -> Option<Arc<ClientInfo>> {
-        self.last_client.lock().clone()
+        self.attachment.lock().last_client.clone()
     }
     /// Records the attached connection (`None`: it left; the last one is
-    /// kept for operators).
+    /// kept for operators), and counts the change in the table's connected
+    /// figure while the row is in a table.
     pub fn set_client(&self, info: Option<Arc<ClientInfo>>) {
-        self.connected.store(info.is_some(), Ordering::Relaxed);
+        let mut a = self.attachment.lock();
+        let now = info.is_some();
+        let was = self.connected.swap(now, Ordering::Relaxed);
+        if let (Some(counts), true) = (&a.counts, was != now) {
+            if now {
+                counts.connected.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counts.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         if let Some(i) = info {
-            *self.last_client.lock() = Some(i);
+            a.last_client = Some(i);
         }
     }
     pub fn protocol(&self) -> Option<ProtocolVersion> {
-        self.last_client.lock().as_ref().map(|c| c.protocol)
+        self.attachment
+            .lock()
+            .last_client
+            .as_ref()
+            .map(|c| c.protocol)
+    }
+    /// Links the row to the counters of the table it enters.
+    fn enter(&self, counts: &Arc<Counts>) {
+        let mut a = self.attachment.lock();
+        if self.connected.load(Ordering::Relaxed) {
+            counts.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        a.counts = Some(counts.clone());
+    }
+    /// Unlinks the row from its table's counters as it leaves.
+    fn leave(&self) {
+        let mut a = self.attachment.lock();
+        if let Some(counts) = a.counts.take() {
+            if self.connected.load(Ordering::Relaxed) {
+                counts.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -120,6 +181,7 @@ pub struct Page {
 #[derive(Debug, Default)]
 pub struct SessionTable {
     map: RwLock<BTreeMap<ClientId, Arc<SessionEntry>>>,
+    counts: Arc<Counts>,
 }
 
 impl SessionTable {
@@ -134,32 +196,44 @@ impl SessionTable {
     /// Inserts `entry`, returning the entry it replaced (a caller bug: the
     /// manager removes before it creates).
     pub fn insert(&self, entry: Arc<SessionEntry>) -> Option<Arc<SessionEntry>> {
-        self.map.write().insert(entry.client_id.clone(), entry)
+        let mut map = self.map.write();
+        entry.shared.enter(&self.counts);
+        let old = map.insert(entry.client_id.clone(), entry);
+        match &old {
+            Some(old) => old.shared.leave(),
+            None => {
+                self.counts.total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        old
     }
 
     /// Removes the row for `id` only if it still belongs to session `uid`.
     pub fn remove_if(&self, id: &str, uid: u64) -> bool {
         let mut map = self.map.write();
         if map.get(id).is_some_and(|e| e.uid == uid) {
-            map.remove(id);
+            if let Some(old) = map.remove(id) {
+                old.shared.leave();
+                self.counts.total.fetch_sub(1, Ordering::Relaxed);
+            }
             true
         } else {
             false
         }
     }
 
+    /// Number of rows; O(1).
     pub fn len(&self) -> usize {
-        self.map.read().len()
+        self.counts.total.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Number of sessions with a connection attached.
+    /// Number of sessions with a connection attached; O(1).
     pub fn connected_count(&self) -> usize {
-        let map = self.map.read();
-        map.values().filter(|e| e.shared.is_connected()).count()
+        self.counts.connected.load(Ordering::Relaxed)
     }
 
     /// Every entry (for shutdown); a copy, so not for the request path.
@@ -167,10 +241,43 @@ impl SessionTable {
         self.map.read().values().cloned().collect()
     }
 
-    /// A page of entries in client-id order. Walks the ordered map from
-    /// the cursor (or the prefix) and copies only the page's handles.
+    /// Calls `f` on the entries from `start` on, in client-id order, until
+    /// it breaks. The lock is held only to copy [`SCAN_CHUNK`] handles at a
+    /// time, never while `f` runs: rows inserted or removed meanwhile may
+    /// or may not be seen, as with any listing of a live table.
+    fn scan(&self, start: Bound<&str>, mut f: impl FnMut(&Arc<SessionEntry>) -> ControlFlow<()>) {
+        let mut from: Bound<ClientId> = match start {
+            Bound::Included(s) => Bound::Included(ClientId::new(s)),
+            Bound::Excluded(s) => Bound::Excluded(ClientId::new(s)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        loop {
+            let chunk: Vec<Arc<SessionEntry>> = {
+                let map = self.map.read();
+                map.range((from.clone(), Bound::Unbounded))
+                    .take(SCAN_CHUNK)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            };
+            for e in &chunk {
+                if f(e).is_break() {
+                    return;
+                }
+            }
+            match chunk.last() {
+                Some(last) if chunk.len() == SCAN_CHUNK => {
+                    from = Bound::Excluded(last.client_id.clone());
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// A page of entries in client-id order, from the cursor (or the
+    /// prefix). The total comes from the counters when only `connected`
+    /// filters; a prefix or username filter counts its matches with a scan
+    /// that never holds the lock across the table.
     pub fn page(&self, q: &PageQuery<'_>) -> Page {
-        let map = self.map.read();
         let matches = |e: &SessionEntry| {
             q.connected.is_none_or(|c| e.shared.is_connected() == c)
                 && q.prefix.is_none_or(|p| e.client_id.as_str().starts_with(p))
@@ -180,7 +287,8 @@ impl SessionTable {
                         .is_some_and(|c| c.username.as_deref() == Some(u))
                 })
         };
-        let unfiltered = q.connected.is_none() && q.username.is_none();
+        let in_prefix =
+            |e: &SessionEntry| q.prefix.is_none_or(|p| e.client_id.as_str().starts_with(p));
         let start: Bound<&str> = match (q.after, q.prefix) {
             (Some(a), Some(p)) if a < p => Bound::Included(p),
             (Some(a), _) => Bound::Excluded(a),
@@ -189,31 +297,37 @@ impl SessionTable {
         };
         let mut entries = Vec::with_capacity(q.limit.min(1024));
         let mut next_cursor = None;
-        for (id, e) in map.range::<str, _>((start, Bound::Unbounded)) {
-            if let Some(p) = q.prefix {
-                if !id.as_str().starts_with(p) {
-                    break;
-                }
+        self.scan(start, |e| {
+            if !in_prefix(e) {
+                return ControlFlow::Break(());
             }
             if !matches(e) {
-                continue;
+                return ControlFlow::Continue(());
             }
             if entries.len() == q.limit {
                 next_cursor = entries
                     .last()
                     .map(|l: &Arc<SessionEntry>| l.client_id.to_string());
-                break;
+                return ControlFlow::Break(());
             }
             entries.push(e.clone());
-        }
-        let total = match q.prefix {
-            None if unfiltered => map.len(),
-            Some(p) => map
-                .range::<str, _>((Bound::Included(p), Bound::Unbounded))
-                .take_while(|(id, _)| id.as_str().starts_with(p))
-                .filter(|(_, e)| matches(e))
-                .count(),
-            None => map.values().filter(|e| matches(e)).count(),
+            ControlFlow::Continue(())
+        });
+        let total = match (q.prefix, q.username, q.connected) {
+            (None, None, None) => self.len(),
+            (None, None, Some(true)) => self.connected_count(),
+            (None, None, Some(false)) => self.len().saturating_sub(self.connected_count()),
+            (prefix, _, _) => {
+                let mut n = 0;
+                self.scan(prefix.map_or(Bound::Unbounded, Bound::Included), |e| {
+                    if !in_prefix(e) {
+                        return ControlFlow::Break(());
+                    }
+                    n += usize::from(matches(e));
+                    ControlFlow::Continue(())
+                });
+                n
+            }
         };
         Page {
             entries,
@@ -281,5 +395,104 @@ mod tests {
         assert_eq!(all.total, 50);
         assert_eq!(all.entries.len(), 50);
         assert!(all.next_cursor.is_none());
+    }
+
+    fn info(user: &str) -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
+            conn_id: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            username: Some(user.into()),
+            protocol: ProtocolVersion::V311,
+            keep_alive_secs: 30,
+            connected_at: SystemTime::now(),
+            listener: Arc::from("mqtt"),
+        })
+    }
+
+    #[test]
+    fn counters_follow_insert_attach_detach_remove() {
+        let t = SessionTable::new();
+        let a = entry("a", 1);
+        // Attached before its row is in the table (a new session's task
+        // may run before the manager inserts the row).
+        a.shared.set_client(Some(info("u")));
+        t.insert(a.clone());
+        let b = entry("b", 2);
+        t.insert(b.clone());
+        assert_eq!((t.len(), t.connected_count()), (2, 1));
+        b.shared.set_client(Some(info("u")));
+        b.shared.set_client(Some(info("u"))); // a takeover: still one
+        assert_eq!(t.connected_count(), 2);
+        a.shared.set_client(None);
+        a.shared.set_client(None);
+        assert_eq!(t.connected_count(), 1);
+        // A row that leaves while marked connected (its task died without
+        // detaching) takes its count with it; later changes are not counted.
+        assert!(t.remove_if("b", 2));
+        assert_eq!((t.len(), t.connected_count()), (1, 0));
+        b.shared.set_client(None);
+        assert_eq!(t.connected_count(), 0);
+        // A replaced row hands over the count.
+        let a2 = entry("a", 3);
+        a2.shared.set_client(Some(info("u")));
+        a.shared.set_client(Some(info("u")));
+        assert_eq!(t.connected_count(), 1);
+        assert!(t.insert(a2.clone()).is_some());
+        assert_eq!((t.len(), t.connected_count()), (1, 1));
+        a.shared.set_client(None);
+        assert_eq!(t.connected_count(), 1);
+        let page = |connected| {
+            t.page(&PageQuery {
+                connected,
+                limit: 10,
+                ..Default::default()
+            })
+            .total
+        };
+        assert_eq!((page(None), page(Some(true)), page(Some(false))), (1, 1, 0));
+        assert!(t.remove_if("a", 3));
+        assert_eq!((t.len(), t.connected_count()), (0, 0));
+    }
+
+    /// A filtered listing walks the whole table, but never holds the table
+    /// lock while it looks at entries: here it is stuck on one session's
+    /// state, and the table still takes an insert (a CONNECT).
+    #[test]
+    fn listing_does_not_hold_the_table_lock() {
+        let t = Arc::new(SessionTable::new());
+        for i in 0..(3 * SCAN_CHUNK as u64) {
+            let e = entry(&format!("dev-{i:04}"), i);
+            e.shared.set_client(Some(info("u")));
+            t.insert(e);
+        }
+        let stuck = t.get("dev-0300").unwrap();
+        let held = stuck.shared.attachment.lock();
+        let lister = std::thread::spawn({
+            let t = t.clone();
+            move || {
+                t.page(&PageQuery {
+                    username: Some("nobody"),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .total
+            }
+        });
+        // Give the lister time to reach the held entry.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let inserter = std::thread::spawn({
+            let t = t.clone();
+            move || {
+                t.insert(entry("new", 10_000));
+                let _ = done_tx.send(());
+            }
+        });
+        let inserted = done_rx.recv_timeout(std::time::Duration::from_secs(5));
+        drop(held);
+        inserter.join().unwrap();
+        assert_eq!(lister.join().unwrap(), 0);
+        assert!(inserted.is_ok(), "insert blocked behind a listing");
+        assert_eq!(t.len(), 3 * SCAN_CHUNK + 1);
     }
 }

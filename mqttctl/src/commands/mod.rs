@@ -8,6 +8,7 @@ use reqwest::Url;
 use crate::cli::{Cli, Command};
 use crate::client::{Client, Target};
 use crate::error::{socket_unreachable, CtlError};
+use crate::socket_owner;
 
 pub mod completions;
 pub mod passwd;
@@ -19,12 +20,13 @@ pub mod status;
 pub async fn run(cli: Cli) -> Result<(), CtlError> {
     let Cli {
         socket,
+        socket_owner,
         url,
         token,
         output,
         command,
     } = cli;
-    let client = || connect(socket, url, token);
+    let client = || connect(socket, socket_owner.as_deref(), url, token);
     match command {
         Command::Completions(args) => {
             completions::run(&args);
@@ -38,9 +40,11 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
 }
 
 /// Picks the target: `--url` if given (then `--socket` is ignored), else
-/// `--socket`, else the first default socket location that exists.
+/// `--socket`, else the first default socket location that exists; a
+/// socket only if its owner is trusted ([`socket_owner`]).
 fn connect(
     socket: Option<PathBuf>,
+    socket_owner: Option<&str>,
     url: Option<String>,
     token: Option<String>,
 ) -> Result<Client, CtlError> {
@@ -59,7 +63,8 @@ fn connect(
             if let Err(e) = std::fs::metadata(&path) {
                 return Err(socket_unreachable(&path, &e));
             }
-            Target::Socket(path)
+            let extra_owner = socket_owner.map(socket_owner::parse_owner).transpose()?;
+            Target::Socket(socket_owner::trusted_socket(&path, extra_owner)?)
         }
     };
     Client::new(target)
