@@ -3,7 +3,9 @@
 //! listener's certificates are re-read; certificate files are also polled
 //! every [`CERT_POLL_INTERVAL`] and reloaded when they change (as
 //! cert-manager or certbot renew them). A file that fails to load keeps
-//! its previous contents and the error is logged.
+//! its previous contents and the error is logged. After the ACL is
+//! reloaded, every live session's subscriptions are checked again
+//! ([`crate::session::reauthorize`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::context::Context;
+use crate::session::reauthorize;
 use crate::tls::TlsServer;
 
 /// How often certificate files are checked for changes.
@@ -21,11 +25,17 @@ pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Reloader {
     auth: Arc<Auth>,
     tls: Vec<Arc<TlsServer>>,
+    /// The sessions whose subscriptions are checked after a reload.
+    ctx: Arc<Context>,
 }
 
 impl Reloader {
-    pub fn new(auth: Arc<Auth>, tls: Vec<Arc<TlsServer>>) -> Reloader {
-        Reloader { auth, tls }
+    pub fn new(ctx: Arc<Context>, tls: Vec<Arc<TlsServer>>) -> Reloader {
+        Reloader {
+            auth: ctx.auth.clone(),
+            tls,
+            ctx,
+        }
     }
 
     /// Reloads every file now; `true` if all loaded.
@@ -35,6 +45,9 @@ impl Reloader {
             tracing::error!(error = %e, "auth reload failed; previous contents kept");
             ok = false;
         }
+        // Whatever loaded (the ACL, the hook's emptied cache) applies to
+        // existing subscriptions too.
+        tokio::spawn(reauthorize::recheck_all(self.ctx.clone()));
         for t in &self.tls {
             match t.reload() {
                 Ok(()) => tracing::info!(listener = t.listener(), "TLS certificates reloaded"),
