@@ -278,6 +278,13 @@ impl Auth {
             .await
     }
 
+    /// Whether anything may be refused: an ACL file is loaded or the HTTP
+    /// hook authorizes (without either, every publish and subscription is
+    /// allowed, and re-checking them is pointless).
+    pub fn restricts(&self) -> bool {
+        self.acl.read().is_some() || self.hook.as_ref().is_some_and(|h| h.authorizes())
+    }
+
     /// Whether `client` may publish to `topic`, if that can be decided
     /// without asking the HTTP hook (`None`: only the hook can answer).
     /// Lets a session decide about its will without waiting.

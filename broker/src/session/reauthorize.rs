@@ -42,6 +42,9 @@ pub async fn denied_subscriptions(
     client: &ClientCtx,
     session: &SessionTx,
 ) -> Vec<TopicFilter> {
+    if !auth.restricts() {
+        return Vec::new();
+    }
     let (tx, rx) = oneshot::channel();
     if session.send(SessionMsg::Inspect(tx)).is_err() {
         return Vec::new();
@@ -61,6 +64,9 @@ pub async fn denied_subscriptions(
 /// Re-checks every live session's subscriptions (after an ACL reload) and
 /// revokes the refused ones.
 pub async fn recheck_all(ctx: Arc<Context>) {
+    if !ctx.auth.restricts() {
+        return;
+    }
     let entries = ctx.table.all();
     let sessions = entries.len();
     let before = ctx.metrics.subscriptions_revoked.get();
