@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::context::Context;
 use crate::server::ListenerInfo;
@@ -16,6 +17,9 @@ use crate::session::SessionManager;
 pub struct Broker {
     pub ctx: Arc<Context>,
     pub manager: SessionManager,
+    /// Cancelled when the broker starts to stop: no new session is
+    /// started, and wills are published before connections close.
+    pub stopping: CancellationToken,
     /// Cancelled when the broker stops: listeners stop accepting and
     /// connections close.
     pub shutdown: CancellationToken,
@@ -29,12 +33,13 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Config, listeners: Vec<ListenerInfo>) -> Arc<Broker> {
+    pub fn new(config: Config, auth: Arc<Auth>, listeners: Vec<ListenerInfo>) -> Arc<Broker> {
         let size = config.session_manager.effective_size();
-        let ctx = Context::new(Arc::new(config));
+        let ctx = Context::new(Arc::new(config), auth);
         Arc::new(Broker {
             manager: SessionManager::new(ctx.clone(), size),
             ctx,
+            stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             started_at: Instant::now(),

@@ -1,9 +1,14 @@
 //! The CONNECT handshake, step by step as in the seed: extract and
-//! validate the parameters, authenticate, start the session through the
-//! session manager, record the client, answer CONNACK.
+//! validate the parameters, authenticate, authorize the will, start the
+//! session through the session manager, record the client, answer CONNACK.
 //!
 //! Nothing happens before validation and authentication pass; a refused
-//! client gets the CONNACK code the specification names and is closed.
+//! client gets the CONNACK code the specification names and is closed. A
+//! will to a topic the client may not publish to is refused as Mosquitto
+//! does (0x05 / 0x87). Before a persistent session is resumed, its
+//! subscriptions are authorized again for this client (see
+//! [`crate::session::reauthorize`]); the session manager gives a session
+//! only to the identity that created it.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -16,6 +21,8 @@ use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
 use crate::mailbox;
+use crate::session::manager::owner;
+use crate::session::reauthorize::denied_subscriptions;
 use crate::session::table::SessionShared;
 use crate::session::{
     ClientInfo, ConnHandle, DetachKind, Outbound, SessionMsg, SessionTx, StartRequest,
@@ -73,7 +80,7 @@ where
     let peer = framed.peer;
     let first = tokio::select! {
         r = tokio::time::timeout(timeout, framed.read_packet()) => r,
-        _ = broker.shutdown.cancelled() => return None,
+        _ = broker.stopping.cancelled() => return None,
     };
     let connect = match first {
         Err(_) => {
@@ -184,6 +191,33 @@ where
             return None;
         }
     };
+    if let Some(will) = &c.will {
+        let auth = framed.meta.auth();
+        if !auth
+            .authorize_publish(&client_ctx, will.topic.as_str())
+            .await
+        {
+            ctx.metrics.wills_denied.inc();
+            tracing::info!(%peer, %client_id, topic = %will.topic, "will denied by ACL; refusing CONNECT");
+            refuse(
+                framed,
+                version,
+                connack_v3::NOT_AUTHORIZED,
+                ReasonCode::NOT_AUTHORIZED,
+            )
+            .await;
+            return None;
+        }
+    }
+    // The subscriptions a resumed session would keep that this client may
+    // not hold (only a session of its own identity is resumed).
+    let revoked = match ctx.table.get(client_id.as_str()) {
+        Some(entry) if !c.clean_start && owner(&entry) == client_ctx.identity() => {
+            let auth = framed.meta.auth();
+            denied_subscriptions(auth, &client_ctx, &entry.tx).await
+        }
+        _ => Vec::new(),
+    };
     let session_expiry_secs = match (version.is_v5(), c.clean_start) {
         (true, _) => c.properties.session_expiry_interval.unwrap_or(0),
         (false, true) => 0,
@@ -211,7 +245,19 @@ where
         receive_maximum: c.properties.receive_maximum,
         max_packet_size: c.properties.maximum_packet_size,
         session_expiry_secs,
+        revoked,
     };
+    if broker.stopping.is_cancelled() {
+        // Shutting down: a session started now would miss the wills step.
+        refuse(
+            framed,
+            version,
+            connack_v3::SERVER_UNAVAILABLE,
+            ReasonCode::SERVER_UNAVAILABLE,
+        )
+        .await;
+        return None;
+    }
     let request = StartRequest {
         client_id: client_id.clone(),
         clean_start: c.clean_start,

@@ -200,7 +200,7 @@ where
         }
         let deadline = keepalive.deadline();
         tokio::select! {
-            _ = broker.shutdown.cancelled() => break Ending::ByServer(CloseReason::ServerShutdown),
+            _ = broker.shutdown.cancelled() => break Box::pin(flush_on_shutdown(framed, broker, a)).await,
             out = a.outbound.recv() => match out {
                 Some(out) => if let Err(e) = write_outbound(framed, broker, a, out).await { break e; },
                 None => break Ending::ByServer(CloseReason::ServerShutdown),
@@ -485,6 +485,20 @@ where
         }
     }
     framed.flush().await
+}
+
+/// On shutdown, writes what the session queued before its close (the
+/// wills published first, see [`crate::session::stopping`]), then ends.
+async fn flush_on_shutdown<S>(framed: &mut Framed<S>, broker: &Broker, a: &mut Accepted) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Ok(out) = a.outbound.try_recv() {
+        if let Err(ending) = write_outbound(framed, broker, a, out).await {
+            return ending;
+        }
+    }
+    Ending::ByServer(CloseReason::ServerShutdown)
 }
 
 /// Encodes `packet` unless it exceeds the client's maximum packet size;

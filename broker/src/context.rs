@@ -1,9 +1,10 @@
-//! The state every broker task shares: configuration, session table,
-//! router, retained messages and metrics.
+//! The state every broker task shares: configuration, authorization,
+//! session table, router, retained messages and metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -12,6 +13,10 @@ use crate::session::{DeliverTx, SessionTable};
 
 pub struct Context {
     pub config: Arc<Config>,
+    /// The broker's authentication and authorization (the same one every
+    /// listener uses): sessions ask it about wills and resumed or
+    /// reloaded subscriptions.
+    pub auth: Arc<Auth>,
     pub table: SessionTable,
     pub router: Router<DeliverTx>,
     pub retained: RetainedStore<Arc<Message>>,
@@ -20,9 +25,10 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(config: Arc<Config>) -> Arc<Context> {
+    pub fn new(config: Arc<Config>, auth: Arc<Auth>) -> Arc<Context> {
         Arc::new(Context {
             config,
+            auth,
             table: SessionTable::new(),
             router: Router::new(),
             retained: RetainedStore::new(),

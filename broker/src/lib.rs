@@ -7,17 +7,18 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: start (bind listeners) and stop the broker;
+//! - [`server`]: start (bind listeners) and stop the broker (wills first);
 //! - [`config`]: the YAML configuration and its validation;
 //! - [`listener`]: accept loops and transport handshakes;
 //! - [`tls`]: TLS configuration, client certificates, certificate reload;
 //! - [`transport`]: WebSocket streams and per-connection transport facts;
-//! - [`reload`]: SIGHUP and certificate-file reloads;
+//! - [`reload`]: SIGHUP and certificate-file reloads, then subscription re-checks;
 //! - [`connection`]: framing and the per-connection loop;
-//! - [`connect`]: the CONNECT flow (validate, authenticate, start session, CONNACK);
+//! - [`connect`]: the CONNECT flow (validate, authenticate, authorize the will, start session, CONNACK);
 //! - [`keepalive`]: the 1.5 × keep alive rule;
 //! - [`auth`]: who may connect, publish and subscribe (passwords, ACL, HTTP hook);
-//! - [`session`]: session tasks, the session table and the manager pool;
+//! - [`session`]: session tasks, the session table, the manager pool (sessions
+//!   belong to identities), re-authorization and stopping;
 //! - [`router`]: topic matching and retained messages;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;

@@ -185,6 +185,15 @@ pub struct Metrics {
     pub sessions_destroyed: Counter,
     pub sessions_expired: Counter,
     pub sessions_taken_over: Counter,
+    /// CONNECTs that named another identity's persistent session: the
+    /// old session was destroyed and a fresh one created.
+    pub sessions_identity_mismatch: Counter,
+    /// Subscriptions removed because authorization no longer allows them
+    /// (on resume, after an ACL reload).
+    pub subscriptions_revoked: Counter,
+    /// Wills refused by authorization: CONNECTs refused for their will
+    /// topic, and wills dropped when due.
+    pub wills_denied: Counter,
     /// PUBLISH packets received from clients.
     pub messages_received: ByQos,
     /// PUBLISH packets sent to clients.
@@ -230,6 +239,9 @@ impl Metrics {
             sessions_destroyed: Counter::default(),
             sessions_expired: Counter::default(),
             sessions_taken_over: Counter::default(),
+            sessions_identity_mismatch: Counter::default(),
+            subscriptions_revoked: Counter::default(),
+            wills_denied: Counter::default(),
             messages_received: ByQos::default(),
             messages_sent: ByQos::default(),
             messages_dropped: ByQos::default(),
@@ -358,7 +370,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 17] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 20] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -373,7 +385,10 @@ impl Metrics {
             ("mqttd_sessions_destroyed_total", "Sessions destroyed.", C(self.sessions_destroyed.get())),
             ("mqttd_sessions_expired_total", "Sessions whose expiry interval elapsed.", C(self.sessions_expired.get())),
             ("mqttd_sessions_taken_over_total", "Sessions taken over by a new connection.", C(self.sessions_taken_over.get())),
+            ("mqttd_sessions_identity_mismatch_total", "CONNECTs for another identity's persistent session (old session destroyed, fresh one created).", C(self.sessions_identity_mismatch.get())),
             ("mqttd_subscriptions", "Subscriptions across all sessions.", G(self.subscriptions.get())),
+            ("mqttd_subscriptions_revoked_total", "Subscriptions removed because authorization no longer allows them.", C(self.subscriptions_revoked.get())),
+            ("mqttd_wills_denied_total", "Wills refused by authorization (at CONNECT or when due).", C(self.wills_denied.get())),
             ("mqttd_retained_messages", "Retained messages stored.", G(self.retained_messages.get())),
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),

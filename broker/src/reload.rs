@@ -3,7 +3,9 @@
 //! listener's certificates are re-read; certificate files are also polled
 //! every [`CERT_POLL_INTERVAL`] and reloaded when they change (as
 //! cert-manager or certbot renew them). A file that fails to load keeps
-//! its previous contents and the error is logged.
+//! its previous contents and the error is logged. After the ACL is
+//! reloaded, every live session's subscriptions are checked again
+//! ([`crate::session::reauthorize`]).
 //!
 //! Reading and parsing files is blocking work (a slow disk, a network
 //! file system, a FIFO): it runs on tokio's blocking pool, never on a
@@ -15,6 +17,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::context::Context;
+use crate::session::reauthorize;
 use crate::tls::TlsServer;
 
 /// How often certificate files are checked for changes.
@@ -25,17 +29,27 @@ pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Reloader {
     auth: Arc<Auth>,
     tls: Vec<Arc<TlsServer>>,
+    /// The sessions whose subscriptions are checked after a reload.
+    ctx: Arc<Context>,
 }
 
 impl Reloader {
-    pub fn new(auth: Arc<Auth>, tls: Vec<Arc<TlsServer>>) -> Reloader {
-        Reloader { auth, tls }
+    pub fn new(ctx: Arc<Context>, tls: Vec<Arc<TlsServer>>) -> Reloader {
+        Reloader {
+            auth: ctx.auth.clone(),
+            tls,
+            ctx,
+        }
     }
 
     /// Reloads every file now, on a blocking thread; `true` if all loaded.
     pub async fn reload_all(&self) -> bool {
         let this = self.clone();
-        off_runtime(move || this.reload_all_blocking()).await
+        let ok = off_runtime(move || this.reload_all_blocking()).await;
+        // Whatever loaded (the ACL, the hook's emptied cache) applies to
+        // existing subscriptions too.
+        tokio::spawn(reauthorize::recheck_all(self.ctx.clone()));
+        ok
     }
 
     fn reload_all_blocking(&self) -> bool {
@@ -159,7 +173,8 @@ mod tests {
             std::fs::write(&acl, "topic readwrite y\n").unwrap();
         });
 
-        let reloader = Reloader::new(auth.clone(), Vec::new());
+        let ctx = Context::new(Arc::new(crate::config::Config::default()), auth.clone());
+        let reloader = Reloader::new(ctx, Vec::new());
         let reload = tokio::spawn(async move { reloader.reload_all().await });
         for _ in 0..10 {
             // Lets the reload task run; it must come back to us.

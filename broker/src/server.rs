@@ -1,7 +1,8 @@
 //! Starting and stopping the whole broker: load credentials and
 //! certificates and bind every listener (so errors surface before anything
 //! runs), start accepting and reloading, and on shutdown stop accepting,
-//! close clients (publishing their wills) and wait for them.
+//! publish the clients' wills to the subscribers still connected, close
+//! clients and wait for them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::control::{
 };
 use crate::listener::{self, ListenerError};
 use crate::reload::Reloader;
+use crate::session::stopping::close_all;
 
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -72,7 +74,6 @@ impl Server {
         }
         let tls = bound.iter().filter_map(|b| b.tls().cloned()).collect();
         let auth_metrics = auth.metrics();
-        let reloader = Reloader::new(auth, tls);
         let listeners = bound
             .iter()
             .map(|b| ListenerInfo {
@@ -82,8 +83,9 @@ impl Server {
             })
             .collect();
         let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
-        let broker = Broker::new(config, listeners);
+        let broker = Broker::new(config, auth, listeners);
         broker.ctx.metrics.attach_auth(auth_metrics);
+        let reloader = Reloader::new(broker.ctx.clone(), tls);
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
         let token = broker.shutdown.clone();
         let control = serve_control(backend.clone(), &control_cfg, token.clone()).await?;
@@ -147,13 +149,24 @@ impl Server {
         self.http.local_addr()
     }
 
-    /// Stops accepting, closes every client (wills are published) and
-    /// waits for connections to end, at most 5 seconds.
+    /// Stops accepting, publishes every client's will to the subscribers
+    /// still connected, closes every client and waits for connections to
+    /// end (each step at most 5 seconds).
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
         self.broker.ready.store(false, Ordering::Relaxed);
-        self.broker.shutdown.cancel();
+        self.broker.stopping.cancel();
+        // Stop accepting (and reloading), but keep connections open until
+        // the wills have reached them.
+        self.accept_tasks.abort_all();
         while self.accept_tasks.join_next().await.is_some() {}
+        match tokio::time::timeout(SHUTDOWN_GRACE, close_all(&self.broker.ctx)).await {
+            Ok(sessions) => tracing::info!(sessions, "wills published; connections closing"),
+            Err(_) => tracing::warn!(
+                "sessions still closing after {SHUTDOWN_GRACE:?}; closing connections anyway"
+            ),
+        }
+        self.broker.shutdown.cancel();
         self.broker.connections.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.broker.connections.wait())
             .await

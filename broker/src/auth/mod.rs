@@ -127,6 +127,38 @@ impl ClientCtx {
             listener: listener.into(),
         }
     }
+
+    /// Who the client is, for session ownership.
+    pub fn identity(&self) -> Identity {
+        Identity::of(self.username.as_deref())
+    }
+}
+
+/// Who a session belongs to: the identity authorization knows the client
+/// by, i.e. the authenticated username (from the password file, the HTTP
+/// hook or the client certificate with `username_from_cert`), or no one.
+/// A session is resumed only by the identity that created it (see
+/// `docs/security.md`, "Sessions belong to identities").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A client without a username: its own identity, distinct from every user.
+    Anonymous,
+    User(Arc<str>),
+}
+
+impl Identity {
+    pub fn of(username: Option<&str>) -> Identity {
+        username.map_or(Identity::Anonymous, |u| Identity::User(u.into()))
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Anonymous => f.write_str("<anonymous>"),
+            Identity::User(u) => f.write_str(u),
+        }
+    }
 }
 
 /// What the TLS layer learned about the client's identity.
@@ -333,6 +365,28 @@ impl Auth {
         let decision = self.acl().map(|acl| acl.check_publish(client, topic));
         self.finish(client, decision, HookAction::Publish, topic)
             .await
+    }
+
+    /// Whether anything may be refused: an ACL file is loaded or the HTTP
+    /// hook authorizes (without either, every publish and subscription is
+    /// allowed, and re-checking them is pointless).
+    pub fn restricts(&self) -> bool {
+        self.acl.read().is_some() || self.hook.as_ref().is_some_and(|h| h.authorizes())
+    }
+
+    /// Whether `client` may publish to `topic`, if that can be decided
+    /// without asking the HTTP hook (`None`: only the hook can answer).
+    /// Lets a session decide about its will without waiting.
+    pub fn authorize_publish_now(&self, client: &ClientCtx, topic: &str) -> Option<bool> {
+        let decision = self.acl().map(|acl| acl.check_publish(client, topic));
+        match decision {
+            Some(Decision::Allow) => Some(true),
+            Some(Decision::Deny) => Some(false),
+            Some(Decision::NoMatch) | None => match self.hook.as_ref() {
+                Some(h) if h.authorizes() => None,
+                _ => Some(decision.is_none()),
+            },
+        }
     }
 
     /// Whether `client` may subscribe to `filter` (it must be allowed to

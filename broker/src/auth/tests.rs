@@ -373,3 +373,47 @@ async fn acl_first_then_hook_for_unmatched() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn publish_decided_now_unless_only_the_hook_can_answer() {
+    let c = ClientCtx::new("c", None, "l");
+    let open = Auth::new(&AuthConfig::default()).unwrap();
+    assert!(!open.restricts());
+    assert_eq!(open.authorize_publish_now(&c, "any"), Some(true));
+
+    let (addr, hits) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic write local/#\ntopic deny local/no\n").unwrap();
+    let mut cfg = hook_config(format!("http://{addr}/auth"), HookFailure::Deny);
+    cfg.acl_file = Some(acl.clone());
+    let hooked = Auth::new(&cfg).unwrap();
+    assert!(hooked.restricts());
+    assert_eq!(hooked.authorize_publish_now(&c, "local/x"), Some(true));
+    assert_eq!(hooked.authorize_publish_now(&c, "local/no"), Some(false));
+    assert_eq!(hooked.authorize_publish_now(&c, "elsewhere"), None);
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "never asks the hook");
+
+    let acl_only = Auth::new(&AuthConfig {
+        acl_file: Some(acl),
+        ..AuthConfig::default()
+    })
+    .unwrap();
+    assert_eq!(acl_only.authorize_publish_now(&c, "elsewhere"), Some(false));
+}
+
+#[test]
+fn identity_is_the_username_or_anonymous() {
+    let anon = ClientCtx::new("dev", None, "l").identity();
+    let alice = ClientCtx::new("dev", Some("alice".into()), "l").identity();
+    assert_eq!(anon, Identity::Anonymous);
+    assert_eq!(alice, Identity::of(Some("alice")));
+    assert_ne!(
+        alice,
+        ClientCtx::new("dev", Some("bob".into()), "m").identity()
+    );
+    assert_eq!(
+        alice,
+        ClientCtx::new("other", Some("alice".into()), "m").identity()
+    );
+}

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::session::spawn;
 use super::table::{SessionEntry, SessionShared};
 use super::{CloseReason, ConnHandle, SessionMsg, SessionTx};
+use crate::auth::Identity;
 use crate::config::MAX_POOL_SIZE;
 use crate::context::Context;
 use crate::metrics::WorkerMetrics;
@@ -247,8 +248,8 @@ async fn run_worker(
     }
 }
 
-/// The seed's `start_session`: resume a live persistent session, or
-/// destroy what is there and create a new one.
+/// The seed's `start_session`: resume a live persistent session of the
+/// same identity, or destroy what is there and create a new one.
 async fn start(
     ctx: &Arc<Context>,
     stats: &WorkerMetrics,
@@ -256,7 +257,20 @@ async fn start(
 ) -> Result<StartResult, ManagerError> {
     let mut conn = Box::new(req.conn);
     if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
-        if req.clean_start {
+        let owner = owner(&entry);
+        let claimant = Identity::of(conn.info.username.as_deref());
+        if !req.clean_start && owner != claimant {
+            // A client id is not a credential: another identity never
+            // inherits a session's subscriptions and messages.
+            tracing::warn!(
+                client_id = %req.client_id,
+                %owner,
+                %claimant,
+                "persistent session belongs to another identity: destroying it and starting a fresh one"
+            );
+            ctx.metrics.sessions_identity_mismatch.inc();
+        }
+        if req.clean_start || owner != claimant {
             destroy(ctx, &entry, CloseReason::TakenOver).await;
             stats.destroyed.inc();
         } else {
@@ -285,6 +299,14 @@ async fn start(
         }
     }
     Ok(create(ctx, stats, req.client_id, *conn))
+}
+
+/// The identity a session belongs to: that of the connection attached to
+/// it, or of the last one. Every connection a session ever had shares it,
+/// since [`start`] resumes a session only for its owner.
+pub(crate) fn owner(entry: &SessionEntry) -> Identity {
+    let last = entry.shared.last_client();
+    Identity::of(last.as_ref().and_then(|c| c.username.as_deref()))
 }
 
 /// Attaches `conn` to a live session. `Err(Some(conn))`: the session is

@@ -5,12 +5,18 @@
 //! - `outgoing`: the in-flight window and queue of messages to the client;
 //! - `table`: the shared session table (client id → entry);
 //! - `manager`: the pool of session-manager workers that create, resume
-//!   and destroy sessions, and its run-time resize.
+//!   and destroy sessions, and its run-time resize;
+//! - `reauthorize`: re-checking subscriptions against the current ACL (on
+//!   resume and after a reload);
+//! - `stopping`: closing every session's connection when the broker stops,
+//!   wills first.
 
 pub mod manager;
 mod outgoing;
+pub mod reauthorize;
 #[allow(clippy::module_inception)]
 pub mod session;
+pub mod stopping;
 pub mod table;
 
 use std::sync::atomic::AtomicUsize;
@@ -88,6 +94,9 @@ pub struct ConnHandle {
     /// connection, [`NEVER_EXPIRES`] keeps it until destroyed (3.1.1
     /// persistent sessions).
     pub session_expiry_secs: u32,
+    /// Subscriptions of the session being resumed that authorization no
+    /// longer grants this client: removed before anything is sent to it.
+    pub revoked: Vec<TopicFilter>,
 }
 
 /// The session expiry interval meaning "never" (MQTT 5.0 section 3.1.2.11.2).
@@ -169,4 +178,16 @@ pub enum SessionMsg {
     Sync(oneshot::Sender<()>),
     /// End the session, closing its connection for `reason`.
     Shutdown(CloseReason),
+    /// Remove these subscriptions: authorization no longer grants them
+    /// (an ACL reload). Queued messages no remaining subscription matches
+    /// are dropped.
+    Revoke(Vec<TopicFilter>),
+    /// The broker is stopping (first step): publish the will now if the
+    /// session holds one, a delayed one included; answered once it is
+    /// routed or refused.
+    PublishWillNow(oneshot::Sender<()>),
+    /// The broker is stopping (second step): hand the connection every
+    /// message the router has already delivered to this session, then
+    /// close it; answered once the close is queued behind them.
+    CloseForShutdown(oneshot::Sender<()>),
 }

@@ -212,6 +212,27 @@ impl Outgoing {
     }
 }
 
+/// Pruning the queue when subscriptions are revoked (authorization).
+impl Outgoing {
+    /// Removes and returns the queued (not yet sent) messages for which
+    /// `keep` is false, keeping the others in order.
+    pub fn drop_queued_unless(&mut self, keep: impl Fn(&Pending) -> bool) -> Vec<Pending> {
+        let mut dropped = Vec::new();
+        self.queue = std::mem::take(&mut self.queue)
+            .into_iter()
+            .filter_map(|p| {
+                if keep(&p) {
+                    Some(p)
+                } else {
+                    dropped.push(p);
+                    None
+                }
+            })
+            .collect();
+        dropped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outgoing::{Outgoing, Pending, RecOutcome};
@@ -22,6 +23,8 @@ use super::{
     CloseReason, ConnHandle, DeliverTx, Delivery, DetachKind, Outbound, SessionDetail, SessionMsg,
     SessionTx, SubscriptionInfo, NEVER_EXPIRES,
 };
+use crate::auth::topics::{covers, strip_share};
+use crate::auth::ClientCtx;
 use crate::codec::{
     LastWill, Packet, ProtocolVersion, PubResp, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
@@ -117,6 +120,15 @@ impl Session {
             let flow = tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
+                    Some(msg @ SessionMsg::CloseForShutdown(_)) => {
+                        // What the router handed over before goes out
+                        // before the close (wills at shutdown).
+                        while let Ok(d) = deliveries.try_recv() {
+                            self.ctx.metrics.backlog.sub(1);
+                            self.deliver(d);
+                        }
+                        self.handle(msg)
+                    }
                     Some(msg) => self.handle(msg),
                     None => Flow::Stop,
                 },
@@ -199,8 +211,53 @@ impl Session {
                 }
                 return Flow::Stop;
             }
+            SessionMsg::Revoke(filters) => self.revoke(filters, "ACL reload"),
+            SessionMsg::PublishWillNow(done) => {
+                // A delayed will is due now: the session ends with the
+                // broker (docs/security.md).
+                if self.will.is_some() {
+                    tracing::debug!(client_id = %self.client_id, "publishing will at shutdown");
+                }
+                self.publish_will_then(Some(done));
+            }
+            SessionMsg::CloseForShutdown(done) => {
+                let mut flow = Flow::Continue;
+                if let Some(conn) = &self.conn {
+                    let _ = conn.tx.send(Outbound::Close(CloseReason::ServerShutdown));
+                    flow = self.detach(DetachKind::Unclean);
+                }
+                let _ = done.send(());
+                return flow;
+            }
         }
         Flow::Continue
+    }
+
+    /// Removes `filters` from the subscriptions because authorization no
+    /// longer grants them, and drops queued messages that no remaining
+    /// subscription matches (in-flight ones were already sent and are
+    /// completed as the protocol requires).
+    fn revoke(&mut self, filters: Vec<TopicFilter>, why: &'static str) {
+        let mut removed = 0;
+        for filter in filters {
+            if self.subscriptions.remove(&filter).is_some() {
+                self.ctx.router.unsubscribe(&self.client_id, &filter);
+                self.ctx.metrics.subscriptions_revoked.inc();
+                tracing::info!(client_id = %self.client_id, %filter, reason = why, "subscription revoked: no longer authorized");
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            return;
+        }
+        let subs = &self.subscriptions;
+        let dropped = self.out.drop_queued_unless(|p| {
+            subs.keys()
+                .any(|f| covers(strip_share(f.as_str()), p.msg.topic.as_str()))
+        });
+        for p in dropped {
+            self.drop_message(p.qos);
+        }
     }
 
     /// Closes the current connection because a new one attaches
@@ -224,6 +281,8 @@ impl Session {
     }
 
     fn attach(&mut self, mut conn: ConnHandle) {
+        // Before anything queued is sent to the client.
+        self.revoke(std::mem::take(&mut conn.revoked), "resume");
         self.protocol = conn.info.protocol;
         // A reconnect in time cancels a delayed will [MQTT-3.1.3-9].
         self.will_due = None;
@@ -327,11 +386,46 @@ impl Session {
     }
 
     fn publish_will(&mut self) {
-        if let Some(will) = self.will.take() {
-            let msg = Message::from_will(*will, &self.client_id);
-            tracing::debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
-            crate::publish::route(&self.ctx, msg);
+        self.publish_will_then(None);
+    }
+
+    /// Publishes the will, if the session holds one and authorization,
+    /// asked again now (the ACL may have changed since CONNECT), allows
+    /// it; a refused will is dropped, counted and logged. `done` is
+    /// answered once the will is routed or refused.
+    fn publish_will_then(&mut self, done: Option<oneshot::Sender<()>>) {
+        self.will_due = None;
+        let Some(will) = self.will.take() else {
+            answer(done);
+            return;
+        };
+        let msg = Message::from_will(*will, &self.client_id);
+        let client = self.client_ctx();
+        let ctx = self.ctx.clone();
+        match ctx.auth.authorize_publish_now(&client, msg.topic.as_str()) {
+            Some(allowed) => {
+                route_will(&ctx, &client, msg, allowed);
+                answer(done);
+            }
+            // Only the HTTP hook can answer: ask it without holding up
+            // the session.
+            None => {
+                tokio::spawn(async move {
+                    let allowed = ctx
+                        .auth
+                        .authorize_publish(&client, msg.topic.as_str())
+                        .await;
+                    route_will(&ctx, &client, msg, allowed);
+                    answer(done);
+                });
+            }
         }
+    }
+
+    /// The client as authorization sees it: the session's owner, through
+    /// the connection attached now or last.
+    fn client_ctx(&self) -> ClientCtx {
+        super::reauthorize::client_ctx(&self.client_id, self.shared.last_client().as_deref())
     }
 
     fn on_packet(&mut self, packet: Packet) {
@@ -605,6 +699,24 @@ impl Drop for Session {
         if let Some(conn) = self.conn.take() {
             let _ = conn.tx.send(Outbound::Close(CloseReason::ServerShutdown));
         }
+    }
+}
+
+/// Routes a will authorization allowed, or drops and counts a refused one.
+fn route_will(ctx: &Context, client: &ClientCtx, msg: Arc<Message>, allowed: bool) {
+    if allowed {
+        tracing::debug!(client_id = %client.client_id, topic = %msg.topic, "publishing will");
+        crate::publish::route(ctx, msg);
+    } else {
+        tracing::info!(client_id = %client.client_id, topic = %msg.topic, "will denied by ACL; dropped");
+        ctx.metrics.wills_denied.inc();
+        ctx.metrics.messages_dropped.qos(msg.qos).inc();
+    }
+}
+
+fn answer(done: Option<oneshot::Sender<()>>) {
+    if let Some(done) = done {
+        let _ = done.send(());
     }
 }
 
