@@ -136,6 +136,16 @@ pub struct Metrics {
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
     pub backlog: Backlog,
+    /// Connections closed because a write to the client did not finish
+    /// within `mqtt.write_timeout_secs` (the client stopped reading).
+    pub write_timeouts: Counter,
+    /// Connections closed because a packet did not arrive whole within
+    /// `mqtt.packet_timeout_secs`.
+    pub packet_timeouts: Counter,
+    /// Connections closed by the keep alive rule.
+    pub keepalive_timeouts: Counter,
+    /// Failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: Counter,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
 }
@@ -169,6 +179,10 @@ impl Metrics {
             subscriptions: Gauge::default(),
             pool_size: Gauge::default(),
             backlog: Backlog::default(),
+            write_timeouts: Counter::default(),
+            packet_timeouts: Counter::default(),
+            keepalive_timeouts: Counter::default(),
+            accept_errors: Counter::default(),
             workers: RwLock::new(Vec::new()),
         }
     }
@@ -223,6 +237,7 @@ impl Metrics {
             }
         }
         self.render_messages(&mut e);
+        self.render_connection_bounds(&mut e);
         self.render_pool(&mut e);
         e.out
     }
@@ -274,6 +289,35 @@ impl Metrics {
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
         ]
+    }
+
+    /// Connections ended by a bound the broker enforces, and accept errors.
+    fn render_connection_bounds(&self, e: &mut Exposition) {
+        let counters = [
+            (
+                "mqttd_write_timeouts_total",
+                "Connections closed because a write to the client did not finish in time.",
+                &self.write_timeouts,
+            ),
+            (
+                "mqttd_packet_timeouts_total",
+                "Connections closed because a started packet did not arrive whole in time.",
+                &self.packet_timeouts,
+            ),
+            (
+                "mqttd_keepalive_timeouts_total",
+                "Connections closed by the keep alive rule.",
+                &self.keepalive_timeouts,
+            ),
+            (
+                "mqttd_accept_errors_total",
+                "Failed accepts of new connections (e.g. out of file descriptors).",
+                &self.accept_errors,
+            ),
+        ];
+        for (name, help, c) in counters {
+            e.single(name, Kind::Counter, help, c.get());
+        }
     }
 
     fn render_messages(&self, e: &mut Exposition) {

@@ -1,0 +1,342 @@
+//! How the broker ends a connection, and the bounds it keeps whatever the
+//! peer does: reason codes (operator destroy, takeover), graceful close
+//! after DISCONNECT, writes to a peer that stops reading (takeover,
+//! shutdown, keep alive and the write deadline still act), the keep alive
+//! cap for MQTT 3.1.1, the partial-packet deadline, and accept errors at
+//! the file-descriptor limit. The clients are raw sockets written by hand
+//! (and rumqttc); the broker is the real one.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::{Json, Router};
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, UnixStream};
+use tokio::sync::Notify;
+
+/// An HTTP request on the control socket; returns the status line.
+async fn control(b: &TestBroker, method: &str, path: &str) -> String {
+    let mut s = UnixStream::connect(b.socket())
+        .await
+        .expect("control socket");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: mqttd\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("control answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// A 5.0 UNSUBSCRIBE of one filter, no properties.
+fn unsubscribe_v5(packet_id: u16, filter: &str) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    frame(0xa2, &body)
+}
+
+/// A 5.0 PUBLISH, no properties.
+fn publish_v5(topic: &str, qos: u8, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.push(0);
+    body.extend_from_slice(payload);
+    frame(0x30 | (qos << 1), &body)
+}
+
+/// Reads packets until a DISCONNECT; its reason code. `None` if the
+/// connection ended without one.
+async fn disconnect_code(raw: &mut Raw) -> Option<u8> {
+    loop {
+        let (h, body) = raw.read().await?;
+        if h == 0xe0 {
+            return Some(body.first().copied().unwrap_or(0));
+        }
+    }
+}
+
+/// A client that keeps sending packets (each needs its session) while the
+/// operator destroys its session gets 0x98, not 0x8B: a packet for a
+/// session that has just gone must not turn into "server shutting down".
+#[tokio::test]
+async fn destroy_by_operator_sends_disconnect_0x98_even_while_busy() {
+    let b = start_broker("").await;
+    for round in 0..5 {
+        let id = format!("victim-{round}");
+        let stream = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        wr.write_all(&connect_v5_bytes(&id, 60)).await.unwrap();
+        let mut raw_rd = [0u8; 4];
+        rd.read_exact(&mut raw_rd[..2]).await.unwrap();
+        let mut rest = vec![0; usize::from(raw_rd[1])];
+        rd.read_exact(&mut rest).await.unwrap();
+        let writer = tokio::spawn(async move {
+            for i in 0..5000u16 {
+                if wr
+                    .write_all(&unsubscribe_v5(i % 1000 + 1, "x"))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let status = control(&b, "DELETE", &format!("/v1/sessions/{id}")).await;
+        assert!(status.contains("204"), "{status}");
+        let stream = rd.reunite_or_abort();
+        let mut raw = Raw { stream };
+        let code = disconnect_code(&mut raw).await;
+        writer.abort();
+        assert_eq!(code, Some(0x98), "round {round}: administrative action");
+    }
+}
+
+trait Reunite {
+    fn reunite_or_abort(self) -> tokio::net::TcpStream;
+}
+
+impl Reunite for tokio::net::tcp::OwnedReadHalf {
+    /// A read-only stream: the write half stays with the writer task, so
+    /// the read half is wrapped in a fresh duplicate of the socket.
+    fn reunite_or_abort(self) -> tokio::net::TcpStream {
+        let std = {
+            use std::os::fd::{AsFd, BorrowedFd};
+            let fd: BorrowedFd<'_> = self.as_ref().as_fd();
+            let owned = fd.try_clone_to_owned().expect("dup");
+            std::net::TcpStream::from(owned)
+        };
+        std.set_nonblocking(true).expect("nonblocking");
+        tokio::net::TcpStream::from_std(std).expect("tokio stream")
+    }
+}
+
+/// After a takeover the old connection gets DISCONNECT 0x8E and routes
+/// nothing it had not handled yet, even packets already in its buffer.
+#[tokio::test]
+async fn takeover_drops_what_the_old_connection_still_buffers() {
+    // An authorization hook that holds the PUBLISH to `gate` until released,
+    // so the old connection is busy while later packets wait in its buffer.
+    let gate_seen = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(Notify::new());
+    let (seen, rel) = (gate_seen.clone(), release.clone());
+    let hook = move |Json(req): Json<Value>| {
+        let (seen, rel) = (seen.clone(), rel.clone());
+        async move {
+            if req["action"] == "publish" && req["topic"] == "gate" {
+                seen.store(true, Ordering::SeqCst);
+                rel.notified().await;
+            }
+            Json(json!({ "result": "allow" }))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, Router::new().route("/auth", post(hook))).await;
+    });
+    let b = start_broker(&format!(
+        "auth:\n  http_hook:\n    url: http://{hook_addr}/auth\n    authenticate: false\n    \
+         cache_ttl_secs: 0\n    timeout_ms: 10000\n"
+    ))
+    .await;
+    let mut watcher = connect_id(b.addr, "watcher").await;
+    watcher
+        .client
+        .subscribe("#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    assert!(matches!(watcher.next().await, rumqttc::Packet::SubAck(_)));
+
+    let mut old = Raw::connect(b.addr).await;
+    old.send(&connect_v5_bytes("dup", 60)).await;
+    assert_eq!(old.read().await.expect("CONNACK").0, 0x20);
+    let mut burst = publish_v5("gate", 0, 0, b"held");
+    burst.extend(publish_v5("after", 0, 0, b"buffered"));
+    old.send(&burst).await;
+    wait_until(|| gate_seen.load(Ordering::SeqCst)).await;
+
+    let mut new = Raw::connect(b.addr).await;
+    new.send(&connect_v5_bytes("dup", 60)).await;
+    assert_eq!(new.read().await.expect("CONNACK").0, 0x20);
+    release.notify_waiters();
+    release.notify_one();
+    assert_eq!(
+        disconnect_code(&mut old).await,
+        Some(0x8e),
+        "session taken over"
+    );
+    old.expect_closed().await;
+
+    new.send(&publish_v5("marker", 0, 0, b"m")).await;
+    let p = watcher.publish().await;
+    assert_eq!(
+        p.topic, "marker",
+        "the old connection routed a packet after the takeover"
+    );
+}
+
+/// A client that breaks a limit and goes on sending reads the broker's
+/// DISCONNECT (0x93, receive maximum exceeded) instead of a reset: the
+/// broker half-closes and drains its input before closing.
+#[tokio::test]
+async fn disconnect_0x93_then_graceful_close_not_reset() {
+    let b = start_broker("mqtt:\n  receive_maximum: 2\n").await;
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&connect_v5_bytes("flow", 60)).await;
+    assert_eq!(raw.read().await.expect("CONNACK").0, 0x20);
+    // Three unreleased QoS 2 messages against a receive maximum of 2, then
+    // more traffic, written one packet at a time as a client library does.
+    for id in 1..=3 {
+        raw.send(&publish_v5("flow", 2, id, b"x")).await;
+    }
+    for i in 0..20u16 {
+        let r = raw
+            .stream
+            .write_all(&publish_v5("flow", 2, 10 + i, b"more"))
+            .await;
+        assert!(r.is_ok(), "write {i} after the violation failed: {r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(disconnect_code(&mut raw).await, Some(0x93));
+    raw.expect_closed().await;
+}
+
+/// A subscriber that never reads: a small receive buffer, then a flood of
+/// large messages until the broker's writes to it block.
+struct Stalled {
+    /// Held open, never read.
+    _sub: tokio::net::TcpStream,
+    /// The publisher of the flood, held open too.
+    _publisher: Raw,
+}
+
+async fn stalled_subscriber(b: &TestBroker, id: &str, keep_alive: u16) -> Stalled {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(b.addr).await.unwrap();
+    let mut sub = Raw { stream };
+    sub.send(&connect_bytes(id, 0x02, keep_alive)).await;
+    assert_eq!(sub.read().await.expect("CONNACK").0, 0x20);
+    sub.send(&subscribe_bytes(1, "flood", 0)).await;
+    assert_eq!(sub.read().await.expect("SUBACK").0, 0x90);
+
+    let metrics = &b.server.broker().ctx.metrics;
+    let before = metrics
+        .messages_received
+        .qos(mqttd::types::QoS::AtMostOnce)
+        .get();
+    let (mut publisher, _) = raw_connect(b.addr, &format!("{id}-pub"), 0x02).await;
+    let payload = vec![b'x'; 32 * 1024];
+    // 300 × 32 KiB: more than both socket buffers can hold.
+    const FLOOD: u64 = 300;
+    for _ in 0..FLOOD {
+        publisher
+            .send(&publish_bytes("flood", 0, false, 0, &payload))
+            .await;
+    }
+    wait_until(|| {
+        metrics
+            .messages_received
+            .qos(mqttd::types::QoS::AtMostOnce)
+            .get()
+            >= before + FLOOD
+    })
+    .await;
+    Stalled {
+        _sub: sub.stream,
+        _publisher: publisher,
+    }
+}
+
+fn open_connections(b: &TestBroker) -> i64 {
+    b.server.broker().ctx.metrics.connections.get()
+}
+
+#[tokio::test]
+async fn takeover_closes_a_connection_whose_peer_does_not_read() {
+    let b = start_broker("mqtt:\n  write_timeout_secs: 600\n").await;
+    let _stalled = stalled_subscriber(&b, "stuck-a", 0).await;
+    // The stalled subscriber and its publisher.
+    assert_eq!(open_connections(&b), 2);
+    let (_new, _) = raw_connect(b.addr, "stuck-a", 0x02).await;
+    // The new one replaces the stalled one at once, not when the
+    // (600 s) write deadline passes: the stalled one is closed.
+    wait_until(|| open_connections(&b) == 2).await;
+    assert_eq!(b.server.broker().ctx.metrics.write_timeouts.get(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_connection_whose_peer_does_not_read() {
+    let b = start_broker("mqtt:\n  write_timeout_secs: 600\n").await;
+    let _stalled = stalled_subscriber(&b, "stuck-b", 0).await;
+    let broker = b.server.broker().clone();
+    b.server.shutdown().await;
+    assert_eq!(
+        broker.ctx.metrics.connections.get(),
+        0,
+        "a connection outlived shutdown"
+    );
+}
+
+#[tokio::test]
+async fn write_deadline_closes_a_connection_whose_peer_does_not_read() {
+    let b = start_broker("mqtt:\n  write_timeout_secs: 1\n").await;
+    let _stalled = stalled_subscriber(&b, "stuck-c", 0).await;
+    let m = &b.server.broker().ctx.metrics;
+    wait_until(|| m.write_timeouts.get() == 1).await;
+    wait_until(|| open_connections(&b) == 1).await;
+    let text = m.render();
+    assert!(text.contains("mqttd_write_timeouts_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn keep_alive_acts_while_a_write_is_blocked() {
+    let b = start_broker("mqtt:\n  write_timeout_secs: 600\n").await;
+    let _stalled = stalled_subscriber(&b, "stuck-d", 1).await;
+    let m = &b.server.broker().ctx.metrics;
+    wait_until(|| m.keepalive_timeouts.get() == 1).await;
+    wait_until(|| open_connections(&b) == 1).await;
+    assert_eq!(m.write_timeouts.get(), 0);
+}
+
+/// `max_keepalive_secs` holds MQTT 3.1.1 clients too: one asking for no
+/// keep alive is closed after 1.5 × the cap of silence.
+#[tokio::test]
+async fn keep_alive_cap_applies_to_mqtt_3_1_1() {
+    let b = start_broker("mqtt:\n  max_keepalive_secs: 1\n").await;
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&connect_bytes("silent", 0x02, 0)).await;
+    assert_eq!(raw.read().await.expect("CONNACK").0, 0x20);
+    raw.expect_closed().await;
+    assert_eq!(b.server.broker().ctx.metrics.keepalive_timeouts.get(), 1);
+}
+
+/// A packet begun after CONNECT must arrive whole within
+/// `packet_timeout_secs`, keep alive or not.
+#[tokio::test]
+async fn half_sent_packet_is_closed_after_the_packet_timeout() {
+    let b = start_broker("mqtt:\n  packet_timeout_secs: 1\n").await;
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&connect_bytes("slow", 0x02, 0)).await;
+    assert_eq!(raw.read().await.expect("CONNACK").0, 0x20);
+    let p = publish_bytes("t", 0, false, 0, b"payload");
+    raw.send(&p[..4]).await;
+    raw.expect_closed().await;
+    let m = &b.server.broker().ctx.metrics;
+    assert_eq!(m.packet_timeouts.get(), 1);
+    assert!(m.render().contains("mqttd_packet_timeouts_total 1"));
+}
