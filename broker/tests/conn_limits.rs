@@ -36,15 +36,6 @@ async fn control(b: &TestBroker, method: &str, path: &str) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
 
-/// A 5.0 UNSUBSCRIBE of one filter, no properties.
-fn unsubscribe_v5(packet_id: u16, filter: &str) -> Vec<u8> {
-    let mut body = packet_id.to_be_bytes().to_vec();
-    body.push(0);
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    frame(0xa2, &body)
-}
-
 /// A 5.0 PUBLISH, no properties.
 fn publish_v5(topic: &str, qos: u8, packet_id: u16, payload: &[u8]) -> Vec<u8> {
     let mut body = (topic.len() as u16).to_be_bytes().to_vec();
@@ -68,75 +59,23 @@ async fn disconnect_code(raw: &mut Raw) -> Option<u8> {
     }
 }
 
-/// A client that keeps sending packets (each needs its session) while the
-/// operator destroys its session gets 0x98, not 0x8B: a packet for a
-/// session that has just gone must not turn into "server shutting down".
-#[tokio::test]
-async fn destroy_by_operator_sends_disconnect_0x98_even_while_busy() {
-    let b = start_broker("").await;
-    for round in 0..5 {
-        let id = format!("victim-{round}");
-        let stream = tokio::net::TcpStream::connect(b.addr).await.unwrap();
-        let (mut rd, mut wr) = stream.into_split();
-        wr.write_all(&connect_v5_bytes(&id, 60)).await.unwrap();
-        let mut raw_rd = [0u8; 4];
-        rd.read_exact(&mut raw_rd[..2]).await.unwrap();
-        let mut rest = vec![0; usize::from(raw_rd[1])];
-        rd.read_exact(&mut rest).await.unwrap();
-        let writer = tokio::spawn(async move {
-            for i in 0..5000u16 {
-                if wr
-                    .write_all(&unsubscribe_v5(i % 1000 + 1, "x"))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-        let status = control(&b, "DELETE", &format!("/v1/sessions/{id}")).await;
-        assert!(status.contains("204"), "{status}");
-        let stream = rd.reunite_or_abort();
-        let mut raw = Raw { stream };
-        let code = disconnect_code(&mut raw).await;
-        writer.abort();
-        assert_eq!(code, Some(0x98), "round {round}: administrative action");
-    }
+/// An authorization hook that allows everything, but holds a question
+/// about the topic `gate` (publish or subscribe) until `release` is
+/// notified, so that a connection is busy at a chosen moment.
+struct GateHook {
+    seen: Arc<AtomicBool>,
+    release: Arc<Notify>,
+    yaml: String,
 }
 
-trait Reunite {
-    fn reunite_or_abort(self) -> tokio::net::TcpStream;
-}
-
-impl Reunite for tokio::net::tcp::OwnedReadHalf {
-    /// A read-only stream: the write half stays with the writer task, so
-    /// the read half is wrapped in a fresh duplicate of the socket.
-    fn reunite_or_abort(self) -> tokio::net::TcpStream {
-        let std = {
-            use std::os::fd::{AsFd, BorrowedFd};
-            let fd: BorrowedFd<'_> = self.as_ref().as_fd();
-            let owned = fd.try_clone_to_owned().expect("dup");
-            std::net::TcpStream::from(owned)
-        };
-        std.set_nonblocking(true).expect("nonblocking");
-        tokio::net::TcpStream::from_std(std).expect("tokio stream")
-    }
-}
-
-/// After a takeover the old connection gets DISCONNECT 0x8E and routes
-/// nothing it had not handled yet, even packets already in its buffer.
-#[tokio::test]
-async fn takeover_drops_what_the_old_connection_still_buffers() {
-    // An authorization hook that holds the PUBLISH to `gate` until released,
-    // so the old connection is busy while later packets wait in its buffer.
-    let gate_seen = Arc::new(AtomicBool::new(false));
+async fn gate_hook() -> GateHook {
+    let seen = Arc::new(AtomicBool::new(false));
     let release = Arc::new(Notify::new());
-    let (seen, rel) = (gate_seen.clone(), release.clone());
+    let (s, r) = (seen.clone(), release.clone());
     let hook = move |Json(req): Json<Value>| {
-        let (seen, rel) = (seen.clone(), rel.clone());
+        let (seen, rel) = (s.clone(), r.clone());
         async move {
-            if req["action"] == "publish" && req["topic"] == "gate" {
+            if req["topic"] == "gate" {
                 seen.store(true, Ordering::SeqCst);
                 rel.notified().await;
             }
@@ -144,15 +83,63 @@ async fn takeover_drops_what_the_old_connection_still_buffers() {
         }
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, Router::new().route("/auth", post(hook))).await;
     });
-    let b = start_broker(&format!(
-        "auth:\n  http_hook:\n    url: http://{hook_addr}/auth\n    authenticate: false\n    \
+    let yaml = format!(
+        "auth:\n  http_hook:\n    url: http://{addr}/auth\n    authenticate: false\n    \
          cache_ttl_secs: 0\n    timeout_ms: 10000\n"
-    ))
-    .await;
+    );
+    GateHook {
+        seen,
+        release,
+        yaml,
+    }
+}
+
+/// A 5.0 SUBSCRIBE of one filter at QoS 0, no properties.
+fn subscribe_v5(packet_id: u16, filter: &str) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(0);
+    frame(0x82, &body)
+}
+
+/// A client whose session the operator destroys while its connection is
+/// busy with a packet that needs the session (here a SUBSCRIBE waiting
+/// for authorization) gets 0x98 (administrative action), not 0x8B: the
+/// session being gone is not the server shutting down.
+#[tokio::test]
+async fn destroy_by_operator_sends_disconnect_0x98_even_while_busy() {
+    let gate = gate_hook().await;
+    let b = start_broker(&gate.yaml).await;
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&connect_v5_bytes("victim", 60)).await;
+    assert_eq!(raw.read().await.expect("CONNACK").0, 0x20);
+    raw.send(&subscribe_v5(1, "gate")).await;
+    wait_until(|| gate.seen.load(Ordering::SeqCst)).await;
+    let status = control(&b, "DELETE", "/v1/sessions/victim").await;
+    assert!(status.contains("204"), "{status}");
+    gate.release.notify_one();
+    assert_eq!(
+        disconnect_code(&mut raw).await,
+        Some(0x98),
+        "administrative action"
+    );
+    raw.expect_closed().await;
+}
+
+/// After a takeover the old connection gets DISCONNECT 0x8E and routes
+/// nothing it had not handled yet, even packets already in its buffer.
+#[tokio::test]
+async fn takeover_drops_what_the_old_connection_still_buffers() {
+    // The old connection is held in the authorization of a PUBLISH to
+    // `gate` while a later PUBLISH waits in its read buffer.
+    let gate = gate_hook().await;
+    let b = start_broker(&gate.yaml).await;
     let mut watcher = connect_id(b.addr, "watcher").await;
     watcher
         .client
@@ -167,13 +154,12 @@ async fn takeover_drops_what_the_old_connection_still_buffers() {
     let mut burst = publish_v5("gate", 0, 0, b"held");
     burst.extend(publish_v5("after", 0, 0, b"buffered"));
     old.send(&burst).await;
-    wait_until(|| gate_seen.load(Ordering::SeqCst)).await;
+    wait_until(|| gate.seen.load(Ordering::SeqCst)).await;
 
     let mut new = Raw::connect(b.addr).await;
     new.send(&connect_v5_bytes("dup", 60)).await;
     assert_eq!(new.read().await.expect("CONNACK").0, 0x20);
-    release.notify_waiters();
-    release.notify_one();
+    gate.release.notify_one();
     assert_eq!(
         disconnect_code(&mut old).await,
         Some(0x8e),
@@ -241,7 +227,8 @@ async fn stalled_subscriber(b: &TestBroker, id: &str, keep_alive: u16) -> Stalle
         .get();
     let (mut publisher, _) = raw_connect(b.addr, &format!("{id}-pub"), 0x02).await;
     let payload = vec![b'x'; 32 * 1024];
-    // 300 × 32 KiB: more than both socket buffers can hold.
+    // 300 × 32 KiB: more than both socket buffers can hold (the kernel's
+    // send buffer grows to 4 MiB by default).
     const FLOOD: u64 = 300;
     for _ in 0..FLOOD {
         publisher
