@@ -327,3 +327,129 @@ async fn half_sent_packet_is_closed_after_the_packet_timeout() {
     assert_eq!(m.packet_timeouts.get(), 1);
     assert!(m.render().contains("mqttd_packet_timeouts_total 1"));
 }
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// GET `path` on the HTTP port; the body, or `None` if it cannot connect.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: mqttd\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// At the file-descriptor limit the accept loop backs off and warns once
+/// per period (with a count), `mqttd_accept_errors_total` counts every
+/// failure; and at the default `info` level a closed connection writes no
+/// log line.
+#[test]
+fn fd_limit_backs_off_and_logs_little() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, http) = (free_port(), free_port());
+    let config = dir.path().join("mqttd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - bind: 127.0.0.1:{mqtt}\ncontrol:\n  socket: {}\nhttp:\n  bind: 127.0.0.1:{http}\n\
+             mqtt:\n  connect_timeout_secs: 60\n",
+            dir.path().join("mqttd.sock").display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("mqttd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec {} --config {}",
+            env!("CARGO_BIN_EXE_mqttd"),
+            config.display()
+        ))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start mqttd");
+    let result = std::panic::catch_unwind(|| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while http_get(http, "/healthz").is_none() {
+            assert!(std::time::Instant::now() < deadline, "mqttd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Far more connections than descriptors: the kernel completes them,
+        // the broker's accept fails.
+        let held: Vec<_> = (0..80)
+            .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", mqtt)).ok())
+            .collect();
+        assert!(held.len() > 50);
+        // An observation window: without back-off and rate limit the loop
+        // would warn every 100 ms.
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+
+        // One MQTT client connects and drops its socket.
+        let deadline = std::time::Instant::now() + WAIT * 2;
+        let mut metrics = String::new();
+        loop {
+            assert!(std::time::Instant::now() < deadline, "metrics: {metrics}");
+            if let Some(m) = http_get(http, "/metrics") {
+                metrics = m;
+                if metric(&metrics, "mqttd_connections") == Some(0)
+                    && metric(&metrics, "mqttd_connections_total") >= Some(80)
+                {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            metric(&metrics, "mqttd_accept_errors_total") >= Some(1),
+            "{metrics}"
+        );
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", mqtt)).unwrap();
+        c.write_all(&connect_bytes("bye", 0x02, 60)).unwrap();
+        let mut ack = [0u8; 4];
+        c.read_exact(&mut ack).unwrap();
+        assert_eq!(ack[0], 0x20);
+        drop(c);
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            assert!(std::time::Instant::now() < deadline);
+            let m = http_get(http, "/metrics").unwrap_or_default();
+            if metric(&m, "mqttd_connections") == Some(0)
+                && metric(&m, "mqttd_connections_total")
+                    > metric(&metrics, "mqttd_connections_total")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let warnings = text.matches("accept failed").count();
+        assert_eq!(warnings, 1, "one rate-limited warning expected:\n{text}");
+        assert!(
+            !text.contains("connection closed"),
+            "a closed connection is logged at info:\n{text}"
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
