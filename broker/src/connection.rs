@@ -349,8 +349,10 @@ where
             (Some(k), Some(p)) => Some(k.min(p)),
             (k, p) => k.or(p),
         };
+        // Not biased: a flood of outgoing messages must not keep the
+        // client's packets (PINGREQ, acknowledgements) from being read. A
+        // close from the session comes first out of `recv`.
         tokio::select! {
-            biased;
             _ = broker.shutdown.cancelled() => return Ending::ByServer(CloseReason::ServerShutdown),
             out = a.outbound.recv() => match out {
                 Some(Outbound::Close(r)) => return Ending::ByServer(r),
@@ -659,9 +661,9 @@ where
             next = a.outbound.try_recv().ok();
         }
     }
-    framed
-        .flush_or(stop_signal(broker, &a.outbound, keepalive))
-        .await
+    // Boxed: the deadline and stop state are only needed while writing,
+    // so an idle connection's future does not carry them.
+    Box::pin(framed.flush_or(stop_signal(broker, &a.outbound, keepalive))).await
 }
 
 /// Encodes `packet` unless it exceeds the client's maximum packet size;
