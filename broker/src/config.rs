@@ -121,9 +121,17 @@ pub struct MqttConfig {
     /// Whether retained messages are kept.
     pub retain_available: bool,
     /// Largest keep alive granted, in seconds; a client asking for more
-    /// (or for none) gets this one through MQTT 5.0 Server Keep Alive.
-    /// 0 grants whatever the client asks.
+    /// (or for none) gets this one: through Server Keep Alive for MQTT
+    /// 5.0; a 3.1.x client, which cannot be told, is closed after 1.5 ×
+    /// this of silence. 0 grants whatever the client asks.
     pub max_keepalive_secs: u16,
+    /// Time one write to a client may take; a client that stops reading
+    /// is closed when it passes (`mqttd_write_timeouts_total`).
+    pub write_timeout_secs: u64,
+    /// Time a packet, once its first byte has arrived, has to arrive
+    /// whole (after CONNECT); then the connection is closed
+    /// (`mqttd_packet_timeouts_total`).
+    pub packet_timeout_secs: u64,
     /// Topic aliases a MQTT 5.0 client may use towards the broker.
     pub topic_alias_maximum: u16,
     /// Incoming QoS 2 messages a MQTT 5.0 client may have unreleased at
@@ -144,6 +152,8 @@ impl Default for MqttConfig {
             max_pending_qos0_messages: 10_000,
             retain_available: true,
             max_keepalive_secs: 0,
+            write_timeout_secs: 15,
+            packet_timeout_secs: 60,
             topic_alias_maximum: 64,
             receive_maximum: 1024,
             deny_subscribe: Vec::new(),
@@ -154,6 +164,14 @@ impl Default for MqttConfig {
 impl MqttConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+
+    pub fn packet_timeout(&self) -> Duration {
+        Duration::from_secs(self.packet_timeout_secs)
     }
 }
 
@@ -263,11 +281,14 @@ impl Config {
         if m.receive_maximum == 0 {
             return Err(("mqtt.receive_maximum".into(), "must be at least 1".into()));
         }
-        if m.connect_timeout_secs == 0 {
-            return Err((
-                "mqtt.connect_timeout_secs".into(),
-                "must be at least 1".into(),
-            ));
+        for (key, secs) in [
+            ("mqtt.connect_timeout_secs", m.connect_timeout_secs),
+            ("mqtt.write_timeout_secs", m.write_timeout_secs),
+            ("mqtt.packet_timeout_secs", m.packet_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err((key.into(), "must be at least 1".into()));
+            }
         }
         for (i, f) in m.deny_subscribe.iter().enumerate() {
             if let Err(e) = TopicFilter::new(f) {
@@ -342,6 +363,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("session_manager.pool_size"), "{err}");
+        for key in ["write_timeout_secs", "packet_timeout_secs"] {
+            let err = parse(&format!("mqtt:\n  {key}: 0\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("mqtt.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -20,13 +20,12 @@ use crate::auth::ClientCtx;
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
-use crate::mailbox;
 use crate::session::manager::owner;
 use crate::session::reauthorize::denied_subscriptions;
+use crate::outbound::OutboundRx;
 use crate::session::table::SessionShared;
 use crate::session::{
-    ClientInfo, ConnHandle, DetachKind, Outbound, SessionMsg, SessionTx, StartRequest,
-    NEVER_EXPIRES,
+    ClientInfo, ConnHandle, DetachKind, SessionMsg, SessionTx, StartRequest, NEVER_EXPIRES,
 };
 use crate::topic_alias::{InboundAliases, OutboundAliases};
 use crate::types::ClientId;
@@ -41,7 +40,7 @@ pub(crate) struct Accepted {
     pub session: SessionTx,
     /// Session state the connection uses itself (incoming QoS 2 ids).
     pub shared: Arc<SessionShared>,
-    pub outbound: mailbox::Receiver<Outbound>,
+    pub outbound: OutboundRx,
     pub pending_qos0: Arc<AtomicUsize>,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,
@@ -59,10 +58,13 @@ pub(crate) struct Accepted {
 }
 
 /// The keep alive the broker applies: the client's, capped by `max`
-/// (0 = no cap) for MQTT 5.0 clients, who are told through Server Keep
-/// Alive [MQTT-3.2.2-21]. A 3.1.1 client cannot be told, so it keeps its own.
-fn granted_keep_alive(asked: u16, max: u16, version: ProtocolVersion) -> u16 {
-    if max == 0 || !version.is_v5() || (asked != 0 && asked <= max) {
+/// (0 = no cap); a client asking for none gets `max`. A 5.0 client is told
+/// through Server Keep Alive [MQTT-3.2.2-21]; a 3.1.x client cannot be
+/// told, but is held to it all the same (closed after 1.5 × `max` of
+/// silence), so that no client can hold a connection, or a half-sent
+/// packet, forever.
+fn granted_keep_alive(asked: u16, max: u16) -> u16 {
+    if max == 0 || (asked != 0 && asked <= max) {
         asked
     } else {
         max
@@ -223,8 +225,7 @@ where
         (false, true) => 0,
         (false, false) => NEVER_EXPIRES,
     };
-    let keep_alive_secs =
-        granted_keep_alive(c.keep_alive, ctx.config.mqtt.max_keepalive_secs, version);
+    let keep_alive_secs = granted_keep_alive(c.keep_alive, ctx.config.mqtt.max_keepalive_secs);
     let conn_id = ctx.next_id();
     let (tx, outbound, pending_qos0) = outbound_channel();
     let info = Arc::new(ClientInfo {
@@ -351,12 +352,11 @@ mod tests {
     }
 
     #[test]
-    fn keep_alive_cap_applies_to_v5_only() {
-        use ProtocolVersion::*;
-        assert_eq!(granted_keep_alive(100, 0, V5), 100);
-        assert_eq!(granted_keep_alive(100, 60, V5), 60);
-        assert_eq!(granted_keep_alive(0, 60, V5), 60);
-        assert_eq!(granted_keep_alive(30, 60, V5), 30);
-        assert_eq!(granted_keep_alive(100, 60, V311), 100);
+    fn keep_alive_cap() {
+        assert_eq!(granted_keep_alive(100, 0), 100);
+        assert_eq!(granted_keep_alive(0, 0), 0);
+        assert_eq!(granted_keep_alive(100, 60), 60);
+        assert_eq!(granted_keep_alive(0, 60), 60);
+        assert_eq!(granted_keep_alive(30, 60), 30);
     }
 }

@@ -5,23 +5,36 @@
 //! The connection owns no session state: everything that must survive a
 //! disconnect lives in the session task. Reads and writes are buffered;
 //! outgoing packets are batched into one write per wake-up.
+//!
+//! Every wait is bounded whatever the peer does: a write must finish
+//! within `mqtt.write_timeout_secs`, and while it is blocked the
+//! connection still obeys shutdown, a close from its session (takeover,
+//! destroy) and keep alive; a packet begun after CONNECT must arrive whole
+//! within `mqtt.packet_timeout_secs`. A connection the broker ends is
+//! closed gracefully: DISCONNECT (5.0), half-close, then what the client
+//! still sends is read and dropped for a moment, so that the client reads
+//! the reason code instead of a reset.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
 use crate::connect::{self, Accepted};
 use crate::context::Context;
 use crate::keepalive::KeepAlive;
-use crate::mailbox;
+use crate::log_limit::LogLimit;
+use crate::outbound::{self, OutboundRx, OutboundTx};
 use crate::publish::{self, Reply};
-use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg, SessionTx};
+use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg};
 use crate::transport::ConnMeta;
 use crate::types::{ClientId, QoS};
 
@@ -30,6 +43,14 @@ use crate::types::{ClientId, QoS};
 const READ_BUFFER_BYTES: usize = 512;
 /// Outgoing bytes gathered before a write is issued.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// How long a connection the broker ends waits for its last bytes to
+/// leave and for the client to close its side (graceful close).
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Input read and dropped during the graceful close at most.
+const CLOSE_LINGER_BYTES: usize = 64 * 1024;
+
+/// At most one protocol-violation warning a second, with a count.
+static VIOLATION_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// Why a connection ended, for the log line and the will.
 #[derive(Debug)]
@@ -40,6 +61,11 @@ pub(crate) enum Ending {
     Closed(&'static str),
     /// Keep alive expired.
     KeepAliveTimeout,
+    /// A write did not finish within the write timeout: the client does
+    /// not read.
+    WriteTimeout,
+    /// A packet begun did not arrive whole within the packet timeout.
+    PacketTimeout,
     /// The client broke the protocol; `code` goes into a 5.0 DISCONNECT.
     Violation { reason: String, code: ReasonCode },
     /// The session or the broker closed it.
@@ -58,6 +84,8 @@ pub(crate) struct Framed<S> {
     pub meta: ConnMeta,
     /// Broker state, for the byte counters.
     pub ctx: Arc<Context>,
+    /// Bound on one flush (`mqtt.write_timeout_secs`).
+    pub write_timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -102,18 +130,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         }
     }
 
+    /// Writes the buffer out, within the write timeout.
     pub async fn flush(&mut self) -> Result<(), Ending> {
+        self.flush_or(std::future::pending()).await
+    }
+
+    /// Writes the buffer out unless `stop` completes first (its ending is
+    /// returned) or the write timeout passes. What was written is removed
+    /// from the buffer, so after a stop the rest can still follow.
+    pub async fn flush_or(&mut self, stop: impl Future<Output = Ending>) -> Result<(), Ending> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let mut result = self.stream.write_all(&self.wbuf).await;
-        if result.is_ok() {
-            self.ctx.metrics.bytes_sent.add(self.wbuf.len() as u64);
+        let deadline = Instant::now() + self.write_timeout;
+        let ctx = self.ctx.clone();
+        let (stream, wbuf) = (&mut self.stream, &mut self.wbuf);
+        let write = async {
+            while !wbuf.is_empty() {
+                let n = stream.write(wbuf).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                ctx.metrics.bytes_sent.add(n as u64);
+                wbuf.advance(n);
+            }
             // TLS and WebSocket streams buffer inside: push the bytes out.
-            result = self.stream.flush().await;
+            stream.flush().await
+        };
+        tokio::select! {
+            biased;
+            e = stop => Err(e),
+            r = write => r.map_err(|_| Ending::Closed("write error")),
+            _ = tokio::time::sleep_until(deadline) => {
+                ctx.metrics.write_timeouts.inc();
+                Err(Ending::WriteTimeout)
+            }
         }
-        self.wbuf.clear();
-        result.map_err(|_| Ending::Closed("write error"))
     }
 
     pub async fn send(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), Ending> {
@@ -144,6 +196,7 @@ pub async fn serve<S>(
         listener,
         meta,
         ctx: ctx.clone(),
+        write_timeout: ctx.config.mqtt.write_timeout(),
     };
     // Boxed: the CONNECT handshake's state is only needed once.
     if let Some(mut accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
@@ -152,33 +205,116 @@ pub async fn serve<S>(
         let session = accepted.session.clone();
         let ending = run(&mut framed, &broker, &mut accepted).await;
         log_ending(&client_id, peer, &ending);
-        if let Ending::Violation { .. } = ending {
-            ctx.metrics.malformed_packets.inc();
+        match ending {
+            Ending::Violation { .. } => ctx.metrics.malformed_packets.inc(),
+            Ending::KeepAliveTimeout => ctx.metrics.keepalive_timeouts.inc(),
+            _ => {}
         }
-        let detach = match ending {
-            Ending::Disconnected(kind) => kind,
-            _ => DetachKind::Unclean,
+        let version = accepted.version;
+        let (detach, linger) = match ending {
+            Ending::Disconnected(kind) => (kind, false),
+            // The peer is gone or does not read: nothing to wait for.
+            Ending::Closed(_) | Ending::WriteTimeout => (DetachKind::Unclean, false),
+            _ => (DetachKind::Unclean, true),
         };
         let _ = session.send(SessionMsg::Detach {
             conn_id,
             ending: detach,
         });
-        let _ = framed.stream.shutdown().await;
+        if let Some(code) = disconnect_code(&ending, version) {
+            let d = Disconnect {
+                code,
+                properties: Default::default(),
+            };
+            framed.queue(&Packet::Disconnect(d), version);
+        }
+        Box::pin(close(&mut framed, linger)).await;
     }
     ctx.metrics.connections.dec();
 }
 
+/// The reason code of the DISCONNECT the broker sends (MQTT 5.0 only).
+fn disconnect_code(ending: &Ending, version: ProtocolVersion) -> Option<ReasonCode> {
+    if !version.is_v5() {
+        return None;
+    }
+    match ending {
+        Ending::Violation { code, .. } => Some(*code),
+        Ending::KeepAliveTimeout | Ending::PacketTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+        Ending::ByServer(r) => Some(close_code(*r)),
+        Ending::Disconnected(_) | Ending::Closed(_) | Ending::WriteTimeout => None,
+    }
+}
+
+/// Ends the connection. With `linger` (the broker closes it): writes what
+/// is buffered (the DISCONNECT), half-closes, and reads and drops what the
+/// client still sends until it closes too, for at most [`CLOSE_LINGER`] and
+/// [`CLOSE_LINGER_BYTES`]. Closing a socket with unread input makes the
+/// kernel send a reset, which can destroy the DISCONNECT before the client
+/// reads it.
+async fn close<S>(framed: &mut Framed<S>, linger: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let graceful = async {
+        if linger {
+            framed.flush().await?;
+        }
+        framed
+            .stream
+            .shutdown()
+            .await
+            .map_err(|_| Ending::Closed("shutdown"))?;
+        if linger {
+            let mut dropped = 0;
+            while dropped < CLOSE_LINGER_BYTES {
+                framed.rbuf.clear();
+                match framed.stream.read_buf(&mut framed.rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => dropped += n,
+                }
+            }
+        }
+        Ok::<_, Ending>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, graceful).await;
+}
+
 fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
+    // Per-connection ends are routine under load: debug. Violations are
+    // warnings, rate-limited so a crowd of broken clients cannot flood
+    // the log; metrics count every one.
     match ending {
         Ending::Disconnected(_) => tracing::debug!(%client_id, %peer, "client disconnected"),
-        Ending::Closed(why) => tracing::info!(%client_id, %peer, reason = why, "connection closed"),
-        Ending::KeepAliveTimeout => tracing::info!(%client_id, %peer, "keep alive timeout"),
+        Ending::Closed(why) => {
+            tracing::debug!(%client_id, %peer, reason = why, "connection closed")
+        }
+        Ending::KeepAliveTimeout => tracing::debug!(%client_id, %peer, "keep alive timeout"),
+        Ending::WriteTimeout => {
+            tracing::debug!(%client_id, %peer, "write timeout: the client does not read")
+        }
+        Ending::PacketTimeout => {
+            tracing::debug!(%client_id, %peer, "packet timeout: a packet did not arrive whole")
+        }
         Ending::Violation { reason, .. } => {
-            tracing::warn!(%client_id, %peer, %reason, "closing connection: protocol violation")
+            if let Some(suppressed) = VIOLATION_LOG.check() {
+                tracing::warn!(%client_id, %peer, %reason, suppressed, "closing connection: protocol violation")
+            }
         }
         Ending::ByServer(r) => {
-            tracing::info!(%client_id, %peer, reason = ?r, "connection closed by broker")
+            tracing::debug!(%client_id, %peer, reason = ?r, "connection closed by broker")
         }
+    }
+}
+
+/// Completes when the connection must stop whatever it waits for: the
+/// broker stops, the session closes it, or keep alive expires.
+async fn stop_signal(broker: &Broker, out: &OutboundRx, keepalive: Option<Instant>) -> Ending {
+    tokio::select! {
+        biased;
+        _ = broker.shutdown.cancelled() => Ending::ByServer(CloseReason::ServerShutdown),
+        r = out.closed() => Ending::ByServer(r),
+        _ = sleep_until(keepalive) => Ending::KeepAliveTimeout,
     }
 }
 
@@ -189,50 +325,76 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut keepalive = KeepAlive::new(a.keep_alive_secs);
-    let ending = loop {
+    let packet_timeout = broker.ctx.config.mqtt.packet_timeout();
+    // When the packet now partly in the read buffer began to arrive.
+    let mut partial_since: Option<Instant> = None;
+    loop {
         // Packets that arrived with the CONNECT (or earlier reads). Boxed:
         // its state is large and only needed while there is input, so an
         // idle connection does not carry it.
         if !framed.rbuf.is_empty() {
-            if let Err(e) = Box::pin(drain_buffered(framed, broker, a, &mut keepalive)).await {
-                break e;
+            match Box::pin(drain_buffered(framed, broker, a, &mut keepalive)).await {
+                Ok(true) => partial_since = None,
+                Ok(false) => {}
+                Err(e) => return e,
             }
         }
-        let deadline = keepalive.deadline();
+        if framed.rbuf.is_empty() {
+            partial_since = None;
+        } else if partial_since.is_none() {
+            partial_since = Some(Instant::now());
+        }
+        let packet_deadline = partial_since.map(|t| t + packet_timeout);
+        let deadline = match (keepalive.deadline(), packet_deadline) {
+            (Some(k), Some(p)) => Some(k.min(p)),
+            (k, p) => k.or(p),
+        };
+        // Not biased: a flood of outgoing messages must not keep the
+        // client's packets (PINGREQ, acknowledgements) from being read. A
+        // close from the session comes first out of `recv`.
         tokio::select! {
-            _ = broker.shutdown.cancelled() => break Box::pin(flush_on_shutdown(framed, broker, a)).await,
+            _ = broker.shutdown.cancelled() => return Ending::ByServer(CloseReason::ServerShutdown),
             out = a.outbound.recv() => match out {
-                Some(out) => if let Err(e) = write_outbound(framed, broker, a, out).await { break e; },
-                None => break Ending::ByServer(CloseReason::ServerShutdown),
+                // Stopping: the wills the session queued before its close
+                // go out first (see crate::session::stopping).
+                Some(Outbound::Close(CloseReason::ServerShutdown)) => {
+                    return Box::pin(flush_on_shutdown(framed, broker, a)).await
+                }
+                Some(Outbound::Close(r)) => return Ending::ByServer(r),
+                Some(out) => {
+                    let ka = keepalive.deadline();
+                    if let Err(e) = write_outbound(framed, broker, a, out, ka).await {
+                        return e;
+                    }
+                }
+                None => return session_gone(a),
             },
             read = framed.fill() => match read {
-                Ok(0) => break Ending::Closed("peer closed the connection"),
+                Ok(0) => return Ending::Closed("peer closed the connection"),
                 Ok(_) => {}
-                Err(e) => break e,
+                Err(e) => return e,
             },
             _ = sleep_until(deadline) => {
                 if keepalive.expired() {
-                    break Ending::KeepAliveTimeout;
+                    return Ending::KeepAliveTimeout;
+                }
+                if packet_deadline.is_some_and(|d| Instant::now() >= d) {
+                    broker.ctx.metrics.packet_timeouts.inc();
+                    return Ending::PacketTimeout;
                 }
             }
         }
-    };
-    if a.version.is_v5() {
-        let code = match &ending {
-            Ending::Violation { code, .. } => Some(*code),
-            Ending::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-            Ending::ByServer(r) => Some(close_code(*r)),
-            _ => None,
-        };
-        if let Some(code) = code {
-            let d = Disconnect {
-                code,
-                properties: Default::default(),
-            };
-            let _ = framed.send(&Packet::Disconnect(d), a.version).await;
-        }
     }
-    ending
+}
+
+/// The ending when the session can no longer be reached: the close reason
+/// it gave (it always gives one before it goes), else the broker stopping.
+fn session_gone(a: &Accepted) -> Ending {
+    Ending::ByServer(
+        a.outbound
+            .close_reason()
+            .unwrap_or(CloseReason::ServerShutdown),
+    )
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -252,20 +414,30 @@ fn close_code(r: CloseReason) -> ReasonCode {
 }
 
 /// Handles every whole packet in the read buffer, then answers them in
-/// one write. While subscribers lag far behind, it pauses before the next
-/// read (see [`crate::backlog`]).
+/// one write; `true` if there was one. While subscribers lag far behind,
+/// it pauses before the next read (see [`crate::backlog`]).
+///
+/// Once the session has closed the connection (a takeover, a destroy),
+/// nothing more is handled: packets still buffered are dropped, never
+/// routed.
 async fn drain_buffered<S>(
     framed: &mut Framed<S>,
     broker: &Broker,
     a: &mut Accepted,
     keepalive: &mut KeepAlive,
-) -> Result<(), Ending>
+) -> Result<bool, Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut published = false;
     let mut any = false;
-    while let Some(packet) = framed.try_decode()? {
+    loop {
+        if let Some(r) = a.outbound.close_reason() {
+            return Err(Ending::ByServer(r));
+        }
+        let Some(packet) = framed.try_decode()? else {
+            break;
+        };
         any = true;
         published |= matches!(packet, Packet::Publish(_));
         handle_incoming(framed, broker, a, packet).await?;
@@ -273,11 +445,17 @@ where
     if any {
         keepalive.touch();
     }
-    framed.flush().await?;
+    let ka = keepalive.deadline();
+    framed
+        .flush_or(stop_signal(broker, &a.outbound, ka))
+        .await?;
     if published {
-        broker.ctx.metrics.backlog.wait_below_high_water().await;
+        tokio::select! {
+            _ = broker.ctx.metrics.backlog.wait_below_high_water() => {}
+            e = stop_signal(broker, &a.outbound, ka) => return Err(e),
+        }
     }
-    Ok(())
+    Ok(any)
 }
 
 async fn handle_incoming<S>(
@@ -307,7 +485,14 @@ where
                     .map_err(|(reason, code)| violation(reason, code))?;
             }
             let auth = framed.meta.auth();
-            let reply = if auth.authorize_publish(&a.client, p.topic.as_str()).await {
+            let allowed = auth.authorize_publish(&a.client, p.topic.as_str()).await;
+            // Authorization may take a while (an HTTP hook): a takeover
+            // meanwhile means this connection no longer speaks for the
+            // client id.
+            if let Some(r) = a.outbound.close_reason() {
+                return Err(Ending::ByServer(r));
+            }
+            let reply = if allowed {
                 publish::on_publish(ctx, &a.shared, &a.client_id, p, v5)
             } else {
                 tracing::info!(client_id = %a.client_id, topic = %p.topic, "publish denied by ACL");
@@ -333,8 +518,8 @@ where
         // connection's future.
         Packet::Subscribe(s) => Box::pin(subscribe(&framed.meta, a, s)).await?,
         Packet::Unsubscribe(_) => {
-            forward(&a.session, a.conn_id, packet)?;
-            Box::pin(sync_with_session(&a.session)).await?;
+            forward(a, packet)?;
+            Box::pin(sync_with_session(a)).await?;
         }
         Packet::Auth(_) => {
             return Err(violation(
@@ -342,9 +527,7 @@ where
                 ReasonCode::PROTOCOL_ERROR,
             ))
         }
-        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
-            forward(&a.session, a.conn_id, packet)?
-        }
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => forward(a, packet)?,
         Packet::Connect(_) => {
             return Err(violation(
                 "second CONNECT on a connection [MQTT-3.1.0-2]",
@@ -378,8 +561,8 @@ async fn subscribe(meta: &ConnMeta, a: &Accepted, s: Subscribe) -> Result<(), En
         subscribe: Box::new(s),
         denied,
     };
-    send_to_session(&a.session, msg)?;
-    sync_with_session(&a.session).await
+    send_to_session(a, msg)?;
+    sync_with_session(a).await
 }
 
 /// What a client's DISCONNECT means for its session.
@@ -409,27 +592,45 @@ fn violation(reason: &str, code: ReasonCode) -> Ending {
     }
 }
 
-fn forward(session: &SessionTx, conn_id: u64, packet: Packet) -> Result<(), Ending> {
+fn forward(a: &Accepted, packet: Packet) -> Result<(), Ending> {
     let packet = Box::new(packet);
-    send_to_session(session, SessionMsg::Packet { conn_id, packet })
+    let conn_id = a.conn_id;
+    send_to_session(a, SessionMsg::Packet { conn_id, packet })
 }
 
-fn send_to_session(session: &SessionTx, msg: SessionMsg) -> Result<(), Ending> {
-    session
-        .send(msg)
-        .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))
+fn send_to_session(a: &Accepted, msg: SessionMsg) -> Result<(), Ending> {
+    a.session.send(msg).map_err(|_| session_gone(a))
 }
 
 /// Waits until the session has handled everything sent to it so far.
-async fn sync_with_session(session: &SessionTx) -> Result<(), Ending> {
+async fn sync_with_session(a: &Accepted) -> Result<(), Ending> {
     let (tx, rx) = oneshot::channel();
-    send_to_session(session, SessionMsg::Sync(tx))?;
-    rx.await
-        .map_err(|_| Ending::ByServer(CloseReason::ServerShutdown))
+    send_to_session(a, SessionMsg::Sync(tx))?;
+    rx.await.map_err(|_| session_gone(a))
 }
 
 /// Writes `first` and whatever else the session has queued, in one batch.
+/// The write gives way to shutdown, a close from the session and keep
+/// alive (`keepalive` is its deadline).
 async fn write_outbound<S>(
+    framed: &mut Framed<S>,
+    broker: &Broker,
+    a: &mut Accepted,
+    first: Outbound,
+    keepalive: Option<Instant>,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    encode_outbound(framed, broker, a, first)?;
+    // Boxed: the deadline and stop state are only needed while writing,
+    // so an idle connection's future does not carry them.
+    Box::pin(framed.flush_or(stop_signal(broker, &a.outbound, keepalive))).await
+}
+
+/// Encodes `first` and whatever else the session has queued, up to one
+/// write batch, into the write buffer.
+fn encode_outbound<S>(
     framed: &mut Framed<S>,
     broker: &Broker,
     a: &mut Accepted,
@@ -475,26 +676,34 @@ where
             Outbound::Packet(packet) => {
                 write_limited(framed, a, &packet);
             }
-            Outbound::Close(reason) => {
-                framed.flush().await?;
-                return Err(Ending::ByServer(reason));
-            }
+            // Signalled, not queued (see crate::outbound).
+            Outbound::Close(reason) => return Err(Ending::ByServer(reason)),
         }
         if framed.wbuf.len() < WRITE_BATCH_BYTES {
             next = a.outbound.try_recv().ok();
         }
     }
-    framed.flush().await
+    Ok(())
 }
 
-/// On shutdown, writes what the session queued before its close (the
-/// wills published first, see [`crate::session::stopping`]), then ends.
+/// The session closed the connection because the broker stops: unlike a
+/// takeover or a destroy, what it queued before the close (the wills
+/// published first, see [`crate::session::stopping`]) is written, bounded
+/// by the write timeout and cut short once the broker closes every
+/// connection.
 async fn flush_on_shutdown<S>(framed: &mut Framed<S>, broker: &Broker, a: &mut Accepted) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let stop = || async {
+        broker.shutdown.cancelled().await;
+        Ending::ByServer(CloseReason::ServerShutdown)
+    };
     while let Ok(out) = a.outbound.try_recv() {
-        if let Err(ending) = write_outbound(framed, broker, a, out).await {
+        if let Err(ending) = encode_outbound(framed, broker, a, out) {
+            return ending;
+        }
+        if let Err(ending) = framed.flush_or(stop()).await {
             return ending;
         }
     }
@@ -518,13 +727,9 @@ where
     }
 }
 
-/// The receiving side of a connection's outbound channel and its QoS 0
+/// The two sides of a connection's outbound mailbox and its QoS 0
 /// backlog counter.
-pub(crate) fn outbound_channel() -> (
-    mailbox::Sender<Outbound>,
-    mailbox::Receiver<Outbound>,
-    Arc<AtomicUsize>,
-) {
-    let (tx, rx) = mailbox::mailbox();
+pub(crate) fn outbound_channel() -> (OutboundTx, OutboundRx, Arc<AtomicUsize>) {
+    let (tx, rx) = outbound::channel();
     (tx, rx, Arc::new(AtomicUsize::new(0)))
 }

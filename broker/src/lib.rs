@@ -24,12 +24,14 @@
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
 //! - [`mailbox`]: the unbounded mailboxes between connections, sessions and the router;
+//! - [`outbound`]: a connection's outbound mailbox and its close signal;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`broker`], [`context`]: state shared by tasks;
 //! - [`admin`]: the control API backend over the running broker;
 //! - [`control`]: the admin API on the control socket, health and metrics HTTP server;
 //! - [`metrics`]: broker-wide counters rendered for Prometheus;
 //! - [`logging`]: log setup;
+//! - [`log_limit`]: rate limits for log lines clients can trigger;
 //! - [`types`]: validated newtypes (client id, topic name/filter, packet id, QoS);
 //! - [`codec`]: the MQTT wire format.
 
@@ -45,10 +47,12 @@ pub mod context;
 pub mod control;
 pub mod keepalive;
 pub mod listener;
+pub mod log_limit;
 pub mod logging;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
+pub mod outbound;
 pub mod publish;
 pub mod reload;
 pub mod router;

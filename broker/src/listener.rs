@@ -16,12 +16,19 @@ use crate::auth::{Auth, CertUser};
 use crate::broker::Broker;
 use crate::config::{ListenerConfig, ListenerKind, DEFAULT_HANDSHAKE_TIMEOUT_SECS};
 use crate::connection;
+use crate::log_limit::LogLimit;
 use crate::tls::{TlsError, TlsServer};
 use crate::transport::{ws, ConnMeta, ListenerCtx};
 
-/// Pause after an accept error that is not about one connection (e.g. the
-/// process ran out of file descriptors), so the loop does not spin.
+/// Pause after a failed accept (e.g. the process ran out of file
+/// descriptors), so the loop does not spin; it doubles while accepts keep
+/// failing, up to [`ACCEPT_ERROR_BACKOFF_MAX`], and resets on success.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+const ACCEPT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// At most one accept-error warning per period (per process), with the
+/// number left out; `mqttd_accept_errors_total` counts them all.
+static ACCEPT_ERROR_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} (listener `{name}`): {error}")]
@@ -126,6 +133,7 @@ pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, Listen
 /// Accepts connections on `bound` until the broker shuts down.
 pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
     tracing::info!(listener = %bound.name, addr = %bound.local_addr, kind = bound.kind.as_str(), "listening");
+    let mut backoff = ACCEPT_ERROR_BACKOFF;
     loop {
         let accepted = tokio::select! {
             a = bound.listener.accept() => a,
@@ -133,14 +141,22 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                backoff = ACCEPT_ERROR_BACKOFF;
                 // Small MQTT packets must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
                 let task = handle(stream, peer, bound.transport.clone(), broker.clone());
                 broker.connections.spawn(task);
             }
             Err(e) => {
-                tracing::warn!(listener = %bound.name, error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                broker.ctx.metrics.accept_errors.inc();
+                if let Some(suppressed) = ACCEPT_ERROR_LOG.check() {
+                    tracing::warn!(listener = %bound.name, error = %e, suppressed, ?backoff, "accept failed; backing off");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = broker.shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(ACCEPT_ERROR_BACKOFF_MAX);
             }
         }
     }

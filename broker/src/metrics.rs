@@ -215,6 +215,16 @@ pub struct Metrics {
     /// Requests to the TCP control API refused with 429 because their peer
     /// failed too often.
     pub control_auth_throttled: Counter,
+    /// Connections closed because a write to the client did not finish
+    /// within `mqtt.write_timeout_secs` (the client stopped reading).
+    pub write_timeouts: Counter,
+    /// Connections closed because a packet did not arrive whole within
+    /// `mqtt.packet_timeout_secs`.
+    pub packet_timeouts: Counter,
+    /// Connections closed by the keep alive rule.
+    pub keepalive_timeouts: Counter,
+    /// Failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: Counter,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
@@ -255,6 +265,10 @@ impl Metrics {
             backlog: Backlog::default(),
             control_auth_failures: Counter::default(),
             control_auth_throttled: Counter::default(),
+            write_timeouts: Counter::default(),
+            packet_timeouts: Counter::default(),
+            keepalive_timeouts: Counter::default(),
+            accept_errors: Counter::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
         }
@@ -321,6 +335,7 @@ impl Metrics {
             }
         }
         self.render_messages(&mut e);
+        self.render_connection_bounds(&mut e);
         self.render_pool(&mut e);
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);
@@ -394,6 +409,35 @@ impl Metrics {
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
         ]
+    }
+
+    /// Connections ended by a bound the broker enforces, and accept errors.
+    fn render_connection_bounds(&self, e: &mut Exposition) {
+        let counters = [
+            (
+                "mqttd_write_timeouts_total",
+                "Connections closed because a write to the client did not finish in time.",
+                &self.write_timeouts,
+            ),
+            (
+                "mqttd_packet_timeouts_total",
+                "Connections closed because a started packet did not arrive whole in time.",
+                &self.packet_timeouts,
+            ),
+            (
+                "mqttd_keepalive_timeouts_total",
+                "Connections closed by the keep alive rule.",
+                &self.keepalive_timeouts,
+            ),
+            (
+                "mqttd_accept_errors_total",
+                "Failed accepts of new connections (e.g. out of file descriptors).",
+                &self.accept_errors,
+            ),
+        ];
+        for (name, help, c) in counters {
+            e.single(name, Kind::Counter, help, c.get());
+        }
     }
 
     fn render_messages(&self, e: &mut Exposition) {

@@ -78,7 +78,7 @@ pub enum Outbound {
 #[derive(Debug)]
 pub struct ConnHandle {
     pub conn_id: u64,
-    pub tx: mailbox::Sender<Outbound>,
+    pub tx: crate::outbound::OutboundTx,
     /// QoS 0 PUBLISH packets sent to the connection and not yet written;
     /// past the configured bound the session drops QoS 0 messages.
     pub pending_qos0: Arc<AtomicUsize>,

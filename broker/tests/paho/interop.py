@@ -288,6 +288,83 @@ def case_versions_interoperate():
     v5.stop()
 
 
+def _frame(first, body):
+    out, n = bytearray([first]), len(body)
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out) + body
+
+
+def _read_packet(sock):
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("closed")
+            buf += chunk
+        return buf
+
+    first = exact(1)[0]
+    length, shift = 0, 0
+    while True:
+        b = exact(1)[0]
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return first, exact(length)
+
+
+def _connack_receive_maximum(body):
+    """The Receive Maximum of a 5.0 CONNACK body (65535 if absent)."""
+    props = body[3:]  # flags, code, then the property length (one byte here)
+    i, n = 0, body[2]
+    sizes = {0x11: 4, 0x13: 2, 0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1}
+    while i < n:
+        pid = props[i]
+        i += 1
+        if pid == 0x21:
+            return int.from_bytes(props[i:i + 2], "big")
+        if pid in sizes:
+            i += sizes[pid]
+        else:  # a string property: two-byte length
+            i += 2 + int.from_bytes(props[i:i + 2], "big")
+    return 65535
+
+
+def case_flow_control2():
+    # The Paho interoperability suite's test_flow_control2 (client_test5.py):
+    # a client sends one QoS 2 PUBLISH more than the broker's Receive
+    # Maximum, releasing each as its PUBREC arrives (PUBREL), and must read
+    # DISCONNECT 0x93 - not a connection reset. Raw socket, as the suite's
+    # own client: paho-mqtt keeps within the window by itself.
+    sock = socket.create_connection((HOST, PORT), timeout=5)
+    props = bytes([0x21, 0, 2, 0x11, 0, 0, 0, 0])  # Receive Maximum 2, Session Expiry 0
+    body = b"\x00\x04MQTT\x05\x02\x00\x3c" + bytes([len(props)]) + props + b"\x00\x0aflowcontrl"
+    sock.sendall(_frame(0x10, body))
+    first, connack = _read_packet(sock)
+    rm = _connack_receive_maximum(connack)
+    outcome = None
+    try:
+        for i in range(1, rm + 2):
+            payload = b"message %d" % i
+            pub = b"\x00\x07fc2/top" + i.to_bytes(2, "big") + b"\x00" + payload
+            sock.sendall(_frame(0x34, pub))
+        while outcome is None:
+            first, body = _read_packet(sock)
+            if first == 0x50:  # PUBREC: release it, as the suite's client does
+                sock.sendall(_frame(0x62, body[:2]))
+            elif first == 0xE0:
+                outcome = ("disconnect", body[0] if body else 0)
+    except (OSError, EOFError) as e:
+        outcome = ("error", repr(e))
+    sock.close()
+    check("test_flow_control2: DISCONNECT 0x93 read, no reset", outcome == ("disconnect", 0x93), outcome)
+
+
 CASES = [
     case_properties_forwarded,
     case_retain_options,
@@ -298,6 +375,7 @@ CASES = [
     case_limits_from_client,
     case_connect_and_unsubscribe,
     case_versions_interoperate,
+    case_flow_control2,
 ]
 
 
