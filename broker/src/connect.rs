@@ -5,7 +5,6 @@
 //! Nothing happens before validation and authentication pass; a refused
 //! client gets the CONNACK code the specification names and is closed.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -35,7 +34,7 @@ pub(crate) struct Accepted {
     /// Session state the connection uses itself (incoming QoS 2 ids).
     pub shared: Arc<SessionShared>,
     pub outbound: mailbox::Receiver<Outbound>,
-    pub pending_qos0: Arc<AtomicUsize>,
+    pub pending_qos0: Arc<crate::session::Qos0Budget>,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,
     /// The session expiry interval of CONNECT (MQTT 5.0), to validate the

@@ -7,7 +7,6 @@
 //! outgoing packets are batched into one write per wake-up.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -443,7 +442,7 @@ where
         match out {
             Outbound::Publish(out) => {
                 if out.qos == QoS::AtMostOnce {
-                    a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+                    a.pending_qos0.written(out.msg.payload.len());
                 }
                 let mut p = out.msg.to_publish(
                     out.qos,
@@ -509,8 +508,8 @@ where
 pub(crate) fn outbound_channel() -> (
     mailbox::Sender<Outbound>,
     mailbox::Receiver<Outbound>,
-    Arc<AtomicUsize>,
+    Arc<crate::session::Qos0Budget>,
 ) {
     let (tx, rx) = mailbox::mailbox();
-    (tx, rx, Arc::new(AtomicUsize::new(0)))
+    (tx, rx, Arc::default())
 }

@@ -126,6 +126,9 @@ pub struct Metrics {
     pub messages_sent: ByQos,
     /// Messages discarded (queue full, expired, no route for QoS 0 ...).
     pub messages_dropped: ByQos,
+    /// QoS 0 messages dropped because a client's unwritten QoS 0 payload
+    /// reached `mqtt.max_pending_qos0_bytes` (also in `messages_dropped`).
+    pub qos0_byte_limit_drops: Counter,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub malformed_packets: Counter,
@@ -135,7 +138,7 @@ pub struct Metrics {
     /// Session-manager workers now.
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
-    pub backlog: Backlog,
+    pub backlog: Arc<Backlog>,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
 }
@@ -161,6 +164,7 @@ impl Metrics {
             messages_received: ByQos::default(),
             messages_sent: ByQos::default(),
             messages_dropped: ByQos::default(),
+            qos0_byte_limit_drops: Counter::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             malformed_packets: Counter::default(),
@@ -168,7 +172,7 @@ impl Metrics {
             retained_messages: Gauge::default(),
             subscriptions: Gauge::default(),
             pool_size: Gauge::default(),
-            backlog: Backlog::default(),
+            backlog: Arc::default(),
             workers: RwLock::new(Vec::new()),
         }
     }
@@ -253,7 +257,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 17] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 18] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -273,6 +277,7 @@ impl Metrics {
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
+            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes.", C(self.qos0_byte_limit_drops.get())),
         ]
     }
 

@@ -12,8 +12,11 @@ use crate::codec::{Packet, PubResp, Publish, ReasonCode};
 use crate::context::Context;
 use crate::message::Message;
 use crate::session::table::SessionShared;
-use crate::session::Delivery;
+use crate::session::{DeliverTx, Delivery};
 use crate::types::{ClientId, PacketId, QoS};
+
+/// One subscriber of a message, as the router found it.
+type RouteDelivery = crate::router::Delivery<DeliverTx>;
 
 /// What the connection must do after a PUBLISH or PUBREL.
 #[derive(Debug, PartialEq, Eq)]
@@ -115,36 +118,49 @@ fn ack(id: PacketId, receivers: usize, v5: bool) -> PubResp {
 }
 
 /// Stores a retained message and hands `msg` to every matching session;
-/// returns how many sessions it went to.
+/// returns how many sessions took it (0: PUBACK/PUBREC "no matching
+/// subscribers" for 5.0).
 pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
-        // is still delivered to current subscribers. Stored messages get
-        // their own copy of the payload: the received one shares (and
-        // would keep alive) the connection's read buffer.
-        let stored = (!msg.payload.is_empty()).then(|| {
-            let mut copy = Message::clone(&msg);
-            copy.payload = bytes::Bytes::copy_from_slice(&msg.payload);
-            Arc::new(copy)
-        });
+        // is still delivered to current subscribers. The payload is the
+        // message's own copy (see `Message::from_publish`), so storing it
+        // keeps no connection's read buffer alive.
+        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
         if let Err(e) = ctx.retained.set(&msg.topic, stored) {
             tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
         }
     }
     let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
-    let n = deliveries.len();
-    for d in deliveries {
-        let delivery = Delivery {
-            msg: msg.clone(),
-            qos: d.qos,
-            // Forwarded messages carry RETAIN 0 unless retain-as-published
-            // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
-            retain: d.retain_as_published && msg.retain,
-            subscription_ids: d.subscription_ids,
-        };
-        if d.handle.send(delivery).is_ok() {
-            ctx.metrics.backlog.add(1);
-        }
+    deliveries.into_iter().filter(|d| offer(&msg, d)).count()
+}
+
+/// Gives `msg` to the subscriber of `d`; true if it took it.
+///
+/// For a shared group (MQTT 5.0 section 4.8.2) only one member must get
+/// it: connected members first, in turn; then, for QoS 1/2, an offline
+/// persistent member, which queues it. A member whose session is ending
+/// refuses the send and the next one is tried. QoS 0 is never given to an
+/// offline member: it would be dropped while the group may still get it.
+fn offer(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+    if !d.shared {
+        return send(msg, d);
     }
-    n
+    let members = || std::iter::once(d).chain(&d.others);
+    members()
+        .filter(|m| m.handle.is_online())
+        .chain(members().filter(|m| !m.handle.is_online() && msg.qos.min(m.qos) != QoS::AtMostOnce))
+        .any(|m| send(msg, m))
+}
+
+fn send(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+    let delivery = Delivery {
+        msg: msg.clone(),
+        qos: d.qos,
+        // Forwarded messages carry RETAIN 0 unless retain-as-published
+        // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+        retain: d.retain_as_published && msg.retain,
+        subscription_ids: d.subscription_ids.clone(),
+    };
+    d.handle.send(delivery).is_ok()
 }
