@@ -24,6 +24,7 @@
 //! - [`backlog`]: back-pressure from the broker to publishers;
 //! - [`mailbox`]: the unbounded mailboxes between connections, sessions and the router;
 //! - [`message`]: an application message in flight through the broker;
+//! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
 //! - [`admin`]: the control API backend over the running broker;
 //! - [`control`]: the admin API on the control socket, health and metrics HTTP server;
@@ -46,6 +47,7 @@ pub mod keepalive;
 pub mod listener;
 pub mod logging;
 pub mod mailbox;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod publish;
