@@ -164,3 +164,75 @@ fn send(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
     };
     d.handle.send(delivery).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backlog::Backlog;
+    use crate::codec::Publish;
+    use crate::types::TopicName;
+
+    fn message(qos: QoS) -> Arc<Message> {
+        let p = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: TopicName::new("t").unwrap(),
+            packet_id: None,
+            payload: bytes::Bytes::from_static(b"x"),
+            properties: Default::default(),
+        };
+        Message::from_publish(p, &ClientId::new("p"))
+    }
+
+    fn member(name: &str, tx: &DeliverTx, qos: QoS) -> RouteDelivery {
+        RouteDelivery {
+            client_id: ClientId::new(name),
+            handle: tx.clone(),
+            qos,
+            retain_as_published: false,
+            subscription_ids: vec![],
+            shared: true,
+            others: vec![],
+        }
+    }
+
+    /// The member whose turn it is is ending (its mailbox is gone): the
+    /// message goes to the next one and counts as delivered once.
+    #[test]
+    fn shared_delivery_falls_through_a_failed_send() {
+        let backlog = Arc::new(Backlog::default());
+        let (ending, ending_rx) = DeliverTx::channel(backlog.clone());
+        let (next, mut next_rx) = DeliverTx::channel(backlog.clone());
+        ending.set_online(true);
+        next.set_online(true);
+        drop(ending_rx);
+        let mut d = member("ending", &ending, QoS::AtLeastOnce);
+        d.others.push(member("next", &next, QoS::AtLeastOnce));
+        assert!(offer(&message(QoS::AtLeastOnce), &d));
+        assert!(next_rx.try_recv_for_test().is_some());
+        assert_eq!(backlog.get(), 0);
+    }
+
+    /// Connected members come before an offline one, whatever the turn;
+    /// QoS 0 is not given to an offline member at all.
+    #[test]
+    fn shared_delivery_prefers_connected_members() {
+        let backlog = Arc::new(Backlog::default());
+        let (offline, mut offline_rx) = DeliverTx::channel(backlog.clone());
+        let (online, mut online_rx) = DeliverTx::channel(backlog.clone());
+        online.set_online(true);
+        let mut d = member("offline", &offline, QoS::AtLeastOnce);
+        d.others.push(member("online", &online, QoS::AtLeastOnce));
+        assert!(offer(&message(QoS::AtLeastOnce), &d));
+        assert!(online_rx.try_recv_for_test().is_some());
+        assert!(offline_rx.try_recv_for_test().is_none());
+
+        online.set_online(false);
+        assert!(!offer(&message(QoS::AtMostOnce), &d), "nobody for QoS 0");
+        assert!(offer(&message(QoS::AtLeastOnce), &d), "queued offline");
+        assert!(offline_rx.try_recv_for_test().is_some());
+    }
+}
