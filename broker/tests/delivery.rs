@@ -361,3 +361,33 @@ async fn retained_replay_is_paced_not_cut_qos1() {
         .get();
     assert_eq!(dropped, 0);
 }
+
+/// Item 15: the pending replay is bounded by the retained set, so a
+/// client that re-subscribes without reading cannot grow it without end;
+/// once it reads, it still gets a whole replay.
+#[tokio::test]
+async fn repeated_subscribes_without_reading_do_not_grow_the_replay() {
+    let b = start_broker("").await;
+    let n = 2_000;
+    retain_many(&b, n).await;
+    let mut sub = Conn::open(b.addr).await;
+    sub.send(&connect_bytes("resub", 0x02, 0)).await;
+    assert_eq!(sub.read().await.0, 0x20);
+    // Subscriptions at QoS 1, never acknowledged: the replay stalls at
+    // the window.
+    let mut batch = Vec::new();
+    for i in 0..50u16 {
+        batch.extend(common::subscribe_bytes(i + 1, "ret/#", 1));
+    }
+    sub.send(&batch).await;
+    let metrics = &b.server.broker().ctx.metrics;
+    let dropped = || {
+        metrics
+            .messages_dropped
+            .qos(mqttd::types::QoS::AtLeastOnce)
+            .get()
+    };
+    // 50 replays of 2,000: all but about one replay's worth (less what
+    // went into the window) are refused.
+    wait_until(|| dropped() >= 48 * n as u64).await;
+}

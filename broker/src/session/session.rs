@@ -450,14 +450,26 @@ impl Session {
         // Retained messages follow the SUBACK, with RETAIN set
         // [MQTT-3.3.1-8], paced to the connection rather than pushed into
         // the QoS 0 bound or the queue all at once (where a large
-        // retained set would be cut).
+        // retained set would be cut). The replay holds at most as many
+        // messages as are retained: one whole replay always fits, and a
+        // client that subscribes again and again without reading cannot
+        // make it grow further (the excess is dropped and counted).
+        let mut room = self.ctx.retained.len().saturating_sub(self.replay.len());
         for (msgs, qos) in retained {
-            self.replay.extend(msgs.into_iter().map(|msg| Pending {
-                qos: msg.qos.min(qos),
-                msg,
-                retain: true,
-                sub_ids: sub_id.into_iter().collect(),
-            }));
+            for msg in msgs {
+                let qos = msg.qos.min(qos);
+                if room == 0 {
+                    self.drop_message(qos);
+                    continue;
+                }
+                room -= 1;
+                self.replay.push_back(Pending {
+                    qos,
+                    msg,
+                    retain: true,
+                    sub_ids: sub_id.into_iter().collect(),
+                });
+            }
         }
         self.feed_replay();
     }
