@@ -118,6 +118,9 @@ pub struct MqttConfig {
     /// QoS 0 messages waiting to be written to a slow client before newer
     /// ones are dropped and counted.
     pub max_pending_qos0_messages: usize,
+    /// Payload bytes of those QoS 0 messages: the count alone lets a few
+    /// thousand large messages hold gigabytes for one stalled client.
+    pub max_pending_qos0_bytes: usize,
     /// Whether retained messages are kept.
     pub retain_available: bool,
     /// Largest keep alive granted, in seconds; a client asking for more
@@ -150,6 +153,7 @@ impl Default for MqttConfig {
             max_inflight_messages: 32,
             max_queued_messages: 1000,
             max_pending_qos0_messages: 10_000,
+            max_pending_qos0_bytes: 16 * 1024 * 1024,
             retain_available: true,
             max_keepalive_secs: 0,
             write_timeout_secs: 15,

@@ -10,7 +10,6 @@
 //! [`crate::session::reauthorize`]); the session manager gives a session
 //! only to the identity that created it.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,9 +19,9 @@ use crate::auth::ClientCtx;
 use crate::broker::Broker;
 use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::connection::{outbound_channel, Ending, Framed};
+use crate::outbound::OutboundRx;
 use crate::session::manager::owner;
 use crate::session::reauthorize::denied_subscriptions;
-use crate::outbound::OutboundRx;
 use crate::session::table::SessionShared;
 use crate::session::{
     ClientInfo, ConnHandle, DetachKind, SessionMsg, SessionTx, StartRequest, NEVER_EXPIRES,
@@ -41,7 +40,7 @@ pub(crate) struct Accepted {
     /// Session state the connection uses itself (incoming QoS 2 ids).
     pub shared: Arc<SessionShared>,
     pub outbound: OutboundRx,
-    pub pending_qos0: Arc<AtomicUsize>,
+    pub pending_qos0: Arc<crate::session::Qos0Budget>,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,
     /// The session expiry interval of CONNECT (MQTT 5.0), to validate the

@@ -17,7 +17,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -644,7 +643,7 @@ where
         match out {
             Outbound::Publish(out) => {
                 if out.qos == QoS::AtMostOnce {
-                    a.pending_qos0.fetch_sub(1, Ordering::Relaxed);
+                    a.pending_qos0.written(out.msg.payload.len());
                 }
                 let mut p = out.msg.to_publish(
                     out.qos,
@@ -729,7 +728,7 @@ where
 
 /// The two sides of a connection's outbound mailbox and its QoS 0
 /// backlog counter.
-pub(crate) fn outbound_channel() -> (OutboundTx, OutboundRx, Arc<AtomicUsize>) {
+pub(crate) fn outbound_channel() -> (OutboundTx, OutboundRx, Arc<crate::session::Qos0Budget>) {
     let (tx, rx) = outbound::channel();
-    (tx, rx, Arc::new(AtomicUsize::new(0)))
+    (tx, rx, Arc::default())
 }

@@ -26,6 +26,7 @@
 //! - [`mailbox`]: the unbounded mailboxes between connections, sessions and the router;
 //! - [`outbound`]: a connection's outbound mailbox and its close signal;
 //! - [`message`]: an application message in flight through the broker;
+//! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
 //! - [`admin`]: the control API backend over the running broker;
 //! - [`control`]: the admin API on the control socket, health and metrics HTTP server;
@@ -50,6 +51,7 @@ pub mod listener;
 pub mod log_limit;
 pub mod logging;
 pub mod mailbox;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod outbound;

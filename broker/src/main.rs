@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         eprintln!("mqttd: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    mqttd::memory::tune();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

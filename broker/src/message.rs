@@ -9,6 +9,11 @@ use bytes::Bytes;
 use crate::codec::{LastWill, Properties, Publish};
 use crate::types::{ClientId, QoS, TopicName};
 
+/// `payload` in an allocation of its own, not a slice of a larger buffer.
+fn own(payload: Bytes) -> Bytes {
+    Bytes::copy_from_slice(&payload)
+}
+
 #[derive(Debug, Clone)]
 pub struct Message {
     pub topic: TopicName,
@@ -28,13 +33,20 @@ pub struct Message {
 impl Message {
     /// Builds a message from a PUBLISH received from `publisher` (topic
     /// aliases already resolved).
+    ///
+    /// The payload is copied into an allocation of its own: the decoded
+    /// one is a slice of the connection's read buffer, and a message may
+    /// wait in a queue for a long time, so a 10-byte message would keep a
+    /// buffer of up to a whole read (or a large earlier packet) alive. One
+    /// copy per publish, shared by every subscriber, costs less than that,
+    /// and it lets the read buffer be reused in place.
     pub fn from_publish(p: Publish, publisher: &ClientId) -> Arc<Message> {
         let mut properties = p.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
         Arc::new(Message {
             topic: p.topic,
-            payload: p.payload,
+            payload: own(p.payload),
             qos: p.qos,
             retain: p.retain,
             properties,
@@ -58,7 +70,7 @@ impl Message {
         };
         Arc::new(Message {
             topic: will.topic,
-            payload: will.payload,
+            payload: own(will.payload),
             qos: will.qos,
             retain: will.retain,
             properties,
@@ -99,5 +111,40 @@ impl Message {
             payload: self.payload.clone(),
             properties,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+
+    use super::*;
+    use crate::codec::Decoder;
+
+    /// Decodes a PUBLISH out of a large read buffer, as a connection does,
+    /// and checks the routed payload does not point into that buffer.
+    #[test]
+    fn payload_does_not_pin_the_read_buffer() {
+        let mut rbuf = BytesMut::with_capacity(1 << 20);
+        // CONNECT (3.1.1, client id "c"), then a QoS 0 PUBLISH "t" with a 10-byte payload, then room to spare.
+        rbuf.put_slice(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'c',
+        ]);
+        rbuf.put_slice(&[0x30, 13, 0, 1, b't']);
+        rbuf.put_slice(b"0123456789");
+        let buffer = rbuf.as_ptr() as usize..rbuf.as_ptr() as usize + rbuf.capacity();
+        let mut decoder = Decoder::new(1 << 20);
+        decoder.decode(&mut rbuf).unwrap().unwrap();
+        let packet = decoder.decode(&mut rbuf).unwrap().unwrap();
+        let crate::codec::Packet::Publish(p) = packet else {
+            panic!("not a publish: {packet:?}");
+        };
+        assert!(
+            buffer.contains(&(p.payload.as_ptr() as usize)),
+            "the decoder slices the read buffer (the case this guards)"
+        );
+        let msg = Message::from_publish(p, &ClientId::new("c"));
+        assert_eq!(&msg.payload[..], b"0123456789");
+        assert!(!buffer.contains(&(msg.payload.as_ptr() as usize)));
     }
 }

@@ -200,6 +200,9 @@ pub struct Metrics {
     pub messages_sent: ByQos,
     /// Messages discarded (queue full, expired, no route for QoS 0 ...).
     pub messages_dropped: ByQos,
+    /// QoS 0 messages dropped because a client's unwritten QoS 0 payload
+    /// reached `mqtt.max_pending_qos0_bytes` (also in `messages_dropped`).
+    pub qos0_byte_limit_drops: Counter,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub malformed_packets: Counter,
@@ -209,7 +212,7 @@ pub struct Metrics {
     /// Session-manager workers now.
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
-    pub backlog: Backlog,
+    pub backlog: Arc<Backlog>,
     /// Requests to the TCP control API with a missing or wrong bearer token.
     pub control_auth_failures: Counter,
     /// Requests to the TCP control API refused with 429 because their peer
@@ -255,6 +258,7 @@ impl Metrics {
             messages_received: ByQos::default(),
             messages_sent: ByQos::default(),
             messages_dropped: ByQos::default(),
+            qos0_byte_limit_drops: Counter::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             malformed_packets: Counter::default(),
@@ -262,13 +266,13 @@ impl Metrics {
             retained_messages: Gauge::default(),
             subscriptions: Gauge::default(),
             pool_size: Gauge::default(),
-            backlog: Backlog::default(),
             control_auth_failures: Counter::default(),
             control_auth_throttled: Counter::default(),
             write_timeouts: Counter::default(),
             packet_timeouts: Counter::default(),
             keepalive_timeouts: Counter::default(),
             accept_errors: Counter::default(),
+            backlog: Arc::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
         }
@@ -385,7 +389,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 20] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 21] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -408,6 +412,7 @@ impl Metrics {
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
+            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes.", C(self.qos0_byte_limit_drops.get())),
         ]
     }
 

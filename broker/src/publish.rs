@@ -12,8 +12,11 @@ use crate::codec::{Packet, PubResp, Publish, ReasonCode};
 use crate::context::Context;
 use crate::message::Message;
 use crate::session::table::SessionShared;
-use crate::session::Delivery;
+use crate::session::{DeliverTx, Delivery};
 use crate::types::{ClientId, PacketId, QoS};
+
+/// One subscriber of a message, as the router found it.
+type RouteDelivery = crate::router::Delivery<DeliverTx>;
 
 /// What the connection must do after a PUBLISH or PUBREL.
 #[derive(Debug, PartialEq, Eq)]
@@ -115,36 +118,121 @@ fn ack(id: PacketId, receivers: usize, v5: bool) -> PubResp {
 }
 
 /// Stores a retained message and hands `msg` to every matching session;
-/// returns how many sessions it went to.
+/// returns how many sessions took it (0: PUBACK/PUBREC "no matching
+/// subscribers" for 5.0).
 pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
-        // is still delivered to current subscribers. Stored messages get
-        // their own copy of the payload: the received one shares (and
-        // would keep alive) the connection's read buffer.
-        let stored = (!msg.payload.is_empty()).then(|| {
-            let mut copy = Message::clone(&msg);
-            copy.payload = bytes::Bytes::copy_from_slice(&msg.payload);
-            Arc::new(copy)
-        });
+        // is still delivered to current subscribers. The payload is the
+        // message's own copy (see `Message::from_publish`), so storing it
+        // keeps no connection's read buffer alive.
+        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
         if let Err(e) = ctx.retained.set(&msg.topic, stored) {
             tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
         }
     }
     let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
-    let n = deliveries.len();
-    for d in deliveries {
-        let delivery = Delivery {
-            msg: msg.clone(),
-            qos: d.qos,
-            // Forwarded messages carry RETAIN 0 unless retain-as-published
-            // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
-            retain: d.retain_as_published && msg.retain,
-            subscription_ids: d.subscription_ids,
+    deliveries.into_iter().filter(|d| offer(&msg, d)).count()
+}
+
+/// Gives `msg` to the subscriber of `d`; true if it took it.
+///
+/// For a shared group (MQTT 5.0 section 4.8.2) only one member must get
+/// it: connected members first, in turn; then, for QoS 1/2, an offline
+/// persistent member, which queues it. A member whose session is ending
+/// refuses the send and the next one is tried. QoS 0 is never given to an
+/// offline member: it would be dropped while the group may still get it.
+fn offer(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+    if !d.shared {
+        return send(msg, d);
+    }
+    let members = || std::iter::once(d).chain(&d.others);
+    members()
+        .filter(|m| m.handle.is_online())
+        .chain(members().filter(|m| !m.handle.is_online() && msg.qos.min(m.qos) != QoS::AtMostOnce))
+        .any(|m| send(msg, m))
+}
+
+fn send(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+    let delivery = Delivery {
+        msg: msg.clone(),
+        qos: d.qos,
+        // Forwarded messages carry RETAIN 0 unless retain-as-published
+        // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+        retain: d.retain_as_published && msg.retain,
+        subscription_ids: d.subscription_ids.clone(),
+    };
+    d.handle.send(delivery).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backlog::Backlog;
+    use crate::codec::Publish;
+    use crate::types::TopicName;
+
+    fn message(qos: QoS) -> Arc<Message> {
+        let p = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: TopicName::new("t").unwrap(),
+            packet_id: None,
+            payload: bytes::Bytes::from_static(b"x"),
+            properties: Default::default(),
         };
-        if d.handle.send(delivery).is_ok() {
-            ctx.metrics.backlog.add(1);
+        Message::from_publish(p, &ClientId::new("p"))
+    }
+
+    fn member(name: &str, tx: &DeliverTx, qos: QoS) -> RouteDelivery {
+        RouteDelivery {
+            client_id: ClientId::new(name),
+            handle: tx.clone(),
+            qos,
+            retain_as_published: false,
+            subscription_ids: vec![],
+            shared: true,
+            others: vec![],
         }
     }
-    n
+
+    /// The member whose turn it is is ending (its mailbox is gone): the
+    /// message goes to the next one and counts as delivered once.
+    #[test]
+    fn shared_delivery_falls_through_a_failed_send() {
+        let backlog = Arc::new(Backlog::default());
+        let (ending, ending_rx) = DeliverTx::channel(backlog.clone());
+        let (next, mut next_rx) = DeliverTx::channel(backlog.clone());
+        ending.set_online(true);
+        next.set_online(true);
+        drop(ending_rx);
+        let mut d = member("ending", &ending, QoS::AtLeastOnce);
+        d.others.push(member("next", &next, QoS::AtLeastOnce));
+        assert!(offer(&message(QoS::AtLeastOnce), &d));
+        assert!(next_rx.try_recv().is_some());
+        assert_eq!(backlog.get(), 0);
+    }
+
+    /// Connected members come before an offline one, whatever the turn;
+    /// QoS 0 is not given to an offline member at all.
+    #[test]
+    fn shared_delivery_prefers_connected_members() {
+        let backlog = Arc::new(Backlog::default());
+        let (offline, mut offline_rx) = DeliverTx::channel(backlog.clone());
+        let (online, mut online_rx) = DeliverTx::channel(backlog.clone());
+        online.set_online(true);
+        let mut d = member("offline", &offline, QoS::AtLeastOnce);
+        d.others.push(member("online", &online, QoS::AtLeastOnce));
+        assert!(offer(&message(QoS::AtLeastOnce), &d));
+        assert!(online_rx.try_recv().is_some());
+        assert!(offline_rx.try_recv().is_none());
+
+        online.set_online(false);
+        assert!(!offer(&message(QoS::AtMostOnce), &d), "nobody for QoS 0");
+        assert!(offer(&message(QoS::AtLeastOnce), &d), "queued offline");
+        assert!(offline_rx.try_recv().is_some());
+    }
 }

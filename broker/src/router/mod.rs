@@ -91,6 +91,13 @@ pub struct Delivery<S> {
     pub retain_as_published: bool,
     /// Identifiers of all matching subscriptions that have one [MQTT-3.3.4-4].
     pub subscription_ids: Vec<u32>,
+    /// Whether this is a shared group's delivery: only one member must
+    /// get the message.
+    pub shared: bool,
+    /// For a shared group: the other members, in the order to try them
+    /// if this one cannot take the message (offline, ending). Empty for
+    /// a normal subscription.
+    pub others: Vec<Delivery<S>>,
 }
 
 impl<S> Delivery<S> {
@@ -210,7 +217,8 @@ impl<S: Clone> Router<S> {
 
     /// Who gets a message published to `topic`: one delivery per client
     /// with matching normal subscriptions (merged), plus one per matching
-    /// shared group (its next member in turn). `publisher` is used for
+    /// shared group (its next member in turn, the others in
+    /// [`Delivery::others`]). `publisher` is used for
     /// no-local subscriptions; `None` for messages the broker publishes.
     pub fn route(&self, topic: &TopicName, publisher: Option<&ClientId>) -> Vec<Delivery<S>> {
         let mut out = Collector::new(publisher);

@@ -1,6 +1,7 @@
 //! One shared-subscription group (MQTT 5.0 section 4.8.2): the members that
 //! subscribed with the same `$share/GROUP/FILTER`, and the round-robin
-//! cursor that picks which single member gets each message.
+//! cursor that picks which single member gets each message (and the
+//! order in which the others are tried if that one cannot take it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,12 +62,17 @@ impl<S> SharedGroup<S> {
         self.members.len()
     }
 
-    /// The member whose turn it is, advancing the rotation.
-    pub fn pick(&self) -> Option<&(ClientId, Entry<S>)> {
-        if self.members.is_empty() {
-            return None;
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        self.members.get(turn % self.members.len())
+    /// Every member, starting with the one whose turn it is, advancing the
+    /// rotation by one. The caller gives the message to the first member
+    /// that can take it (a connected one first), so an offline or ending
+    /// member does not swallow its turn.
+    pub fn in_turn(&self) -> impl Iterator<Item = &(ClientId, Entry<S>)> {
+        let n = self.members.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        self.members[start..].iter().chain(&self.members[..start])
     }
 }

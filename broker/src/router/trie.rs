@@ -32,6 +32,8 @@ impl<S: Clone> Entry<S> {
             qos: self.opts.qos,
             retain_as_published: self.opts.retain_as_published,
             subscription_ids: self.subscription_id.into_iter().collect(),
+            shared: false,
+            others: Vec::new(),
         }
     }
 }
@@ -274,8 +276,12 @@ impl<'a, S: Clone> Collector<'a, S> {
             }
         }
         for group in subs.groups.values() {
-            if let Some((client, entry)) = group.pick() {
-                self.shared.push(entry.delivery(client));
+            let mut members = group.in_turn();
+            if let Some((client, entry)) = members.next() {
+                let mut d = entry.delivery(client);
+                d.shared = true;
+                d.others = members.map(|(c, e)| e.delivery(c)).collect();
+                self.shared.push(d);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! - `session`: the session task (subscriptions, QoS 1/2 in-flight window,
 //!   offline queue, will), alive independently of any connection;
 //! - `outgoing`: the in-flight window and queue of messages to the client;
+//! - `qos0`: a connection's budget of QoS 0 messages not yet written;
 //! - `table`: the shared session table (client id → entry);
 //! - `manager`: the pool of session-manager workers that create, resume
 //!   and destroy sessions, and its run-time resize;
@@ -13,22 +14,25 @@
 
 pub mod manager;
 mod outgoing;
+pub mod qos0;
 pub mod reauthorize;
 #[allow(clippy::module_inception)]
 pub mod session;
 pub mod stopping;
 pub mod table;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::backlog::{self, Backlog};
 use crate::codec::{LastWill, Packet, Subscribe, SubscriptionOptions};
 use crate::mailbox;
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
+pub use qos0::Qos0Budget;
 pub use table::{ClientInfo, SessionEntry, SessionTable};
 
 /// The sending side of a session task's control mailbox (connections,
@@ -37,8 +41,41 @@ pub type SessionTx = mailbox::Sender<SessionMsg>;
 
 /// The sending side of a session task's delivery mailbox (the router). It
 /// is separate so that acknowledgements from the client are never stuck
-/// behind a flood of deliveries.
-pub type DeliverTx = mailbox::Sender<Delivery>;
+/// behind a flood of deliveries, and counted (see [`crate::backlog`]).
+///
+/// It also tells whether the session has a connection now, so a shared
+/// subscription prefers members that can take a message at once.
+#[derive(Debug, Clone)]
+pub struct DeliverTx {
+    tx: backlog::Sender<Delivery>,
+    online: Arc<AtomicBool>,
+}
+
+impl DeliverTx {
+    /// A delivery mailbox, counted in `backlog`, of a session without a
+    /// connection yet.
+    pub fn channel(backlog: Arc<Backlog>) -> (DeliverTx, backlog::Receiver<Delivery>) {
+        let (tx, rx) = backlog::channel(backlog);
+        let online = Arc::new(AtomicBool::new(false));
+        (DeliverTx { tx, online }, rx)
+    }
+
+    /// Queues `d` for the session; gives it back if the session is gone
+    /// or ending.
+    pub fn send(&self, d: Delivery) -> Result<(), mailbox::Closed<Delivery>> {
+        self.tx.send(d)
+    }
+
+    /// Whether the session has a connection attached.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// Set by the session when a connection attaches or goes.
+    pub(crate) fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}
 
 /// Why the broker closes a connection from the session side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +117,8 @@ pub struct ConnHandle {
     pub conn_id: u64,
     pub tx: crate::outbound::OutboundTx,
     /// QoS 0 PUBLISH packets sent to the connection and not yet written;
-    /// past the configured bound the session drops QoS 0 messages.
-    pub pending_qos0: Arc<AtomicUsize>,
+    /// past the configured bounds the session drops QoS 0 messages.
+    pub pending_qos0: Arc<Qos0Budget>,
     pub info: Arc<ClientInfo>,
     /// Boxed: most clients set no will, and an idle connection should
     /// not carry room for one.

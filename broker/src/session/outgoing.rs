@@ -5,6 +5,11 @@
 //! unacknowledged messages in their original order [MQTT-4.4.0-1],
 //! [MQTT-4.6.0-1]. Packet ids are allocated here and never reused while
 //! in flight [MQTT-2.3.1-2].
+//!
+//! A resumed session may hold more messages in flight than the new
+//! connection's Receive Maximum allows: it resends only as many as the
+//! window holds, and the rest (a suffix of the window, still with their
+//! ids) follow as acknowledgements free room [MQTT-3.3.4-9].
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -49,6 +54,9 @@ struct Inflight {
     id: PacketId,
     pending: Pending,
     stage: Stage,
+    /// Sent on the current connection; false while it waits for room
+    /// after a resume.
+    sent: bool,
 }
 
 #[derive(Debug)]
@@ -60,6 +68,9 @@ pub(super) struct Outgoing {
     queue: VecDeque<Pending>,
     next_id: PacketId,
     window: usize,
+    /// Entries of `inflight` not sent on the current connection: always
+    /// its last ones.
+    unsent: usize,
     max_queued: usize,
 }
 
@@ -80,6 +91,7 @@ impl Outgoing {
             queue: VecDeque::new(),
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
             window: window.max(1),
+            unsent: 0,
             max_queued,
         }
     }
@@ -98,8 +110,10 @@ impl Outgoing {
         self.queue.len()
     }
 
+    /// Whether a new message may go into the window now (nothing from
+    /// before a resume still waits to be resent).
     pub fn has_room(&self) -> bool {
-        self.inflight.len() < self.window
+        self.unsent == 0 && self.inflight.len() < self.window
     }
 
     fn allocate_id(&mut self) -> PacketId {
@@ -121,6 +135,7 @@ impl Outgoing {
             id,
             pending,
             stage: Stage::Published,
+            sent: true,
         });
         publish
     }
@@ -188,7 +203,11 @@ impl Outgoing {
         // Acknowledgements usually come in order: the scan stops early.
         match self.inflight.iter().position(|m| m.id == id && ok(m)) {
             Some(i) => {
-                self.inflight.remove(i);
+                if let Some(m) = self.inflight.remove(i) {
+                    if !m.sent {
+                        self.unsent -= 1;
+                    }
+                }
                 self.ids.remove(&id);
                 true
             }
@@ -198,17 +217,34 @@ impl Outgoing {
 
     /// The packets that resume the window on a new connection, in order:
     /// PUBLISH with DUP for unacknowledged messages, PUBREL for released
-    /// ones [MQTT-4.4.0-1].
-    pub fn resend(&self) -> Vec<Outbound> {
-        self.inflight
-            .iter()
-            .map(|m| match m.stage {
+    /// ones [MQTT-4.4.0-1]; at most as many as the window holds, the
+    /// rest come from [`Outgoing::resend_ready`] as room frees up.
+    pub fn resume(&mut self) -> Vec<Outbound> {
+        for m in &mut self.inflight {
+            m.sent = false;
+        }
+        self.unsent = self.inflight.len();
+        self.resend_ready()
+    }
+
+    /// Messages from before a resume that now fit in the window.
+    pub fn resend_ready(&mut self) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        while self.unsent > 0 && self.inflight.len() - self.unsent < self.window {
+            let i = self.inflight.len() - self.unsent;
+            self.unsent -= 1;
+            let Some(m) = self.inflight.get_mut(i) else {
+                break;
+            };
+            m.sent = true;
+            out.push(match m.stage {
                 Stage::Published => Outbound::Publish(m.pending.to_out(Some(m.id), true)),
                 Stage::Released => {
                     Outbound::Packet(Box::new(Packet::PubRel(PubResp::success(m.id))))
                 }
-            })
-            .collect()
+            });
+        }
+        out
     }
 }
 
@@ -272,7 +308,7 @@ mod tests {
         assert!(!o.puback(b), "PUBACK does not complete QoS 2");
         assert!(matches!(o.next_queued(), Some(Ok(_))));
         assert_eq!(o.pubrec(b), RecOutcome::Release);
-        let resend = o.resend();
+        let resend = o.resume();
         assert!(matches!(&resend[0], Outbound::Packet(p) if matches!(**p, Packet::PubRel(_))));
         assert!(o.pubcomp(b));
         assert_eq!(o.inflight_len(), 0);
@@ -285,7 +321,7 @@ mod tests {
             .map(|_| o.send(pending(QoS::AtLeastOnce)).packet_id)
             .collect();
         let resent: Vec<_> = o
-            .resend()
+            .resume()
             .into_iter()
             .map(|p| match p {
                 Outbound::Publish(p) => {
@@ -305,5 +341,31 @@ mod tests {
         let a = o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap();
         let b = o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap();
         assert_eq!((a.get(), b.get()), (u16::MAX, 1));
+    }
+
+    #[test]
+    fn resume_resends_at_most_the_new_window() {
+        let mut o = Outgoing::new(10, 10);
+        let ids: Vec<_> = (0..5)
+            .map(|_| o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap())
+            .collect();
+        o.set_window(2);
+        let first = o.resume();
+        assert_eq!(first.len(), 2);
+        assert!(!o.has_room(), "new messages wait behind the resends");
+        assert!(o.resend_ready().is_empty(), "window full");
+        assert!(o.puback(ids[0]));
+        let next = o.resend_ready();
+        assert!(
+            matches!(&next[..], [Outbound::Publish(p)] if p.packet_id == Some(ids[2]) && p.dup)
+        );
+        // An id acknowledged before it was resent frees nothing twice.
+        assert!(o.puback(ids[4]));
+        assert!(o.puback(ids[1]));
+        let next = o.resend_ready();
+        assert!(matches!(&next[..], [Outbound::Publish(p)] if p.packet_id == Some(ids[3])));
+        assert!(!o.has_room());
+        assert!(o.puback(ids[2]));
+        assert!(o.has_room());
     }
 }

@@ -9,7 +9,7 @@
 //! everything it sends goes through unbounded mailboxes whose growth it
 //! bounds itself (window, queue, QoS 0 backlog).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outgoing::{Outgoing, Pending, RecOutcome};
+use super::qos0::{Qos0Budget, Qos0Limit};
 use super::table::SessionShared;
 use super::{
     CloseReason, ConnHandle, DeliverTx, Delivery, DetachKind, Outbound, SessionDetail, SessionMsg,
@@ -25,6 +26,7 @@ use super::{
 };
 use crate::auth::topics::{covers, strip_share};
 use crate::auth::ClientCtx;
+use crate::backlog;
 use crate::codec::{
     LastWill, Packet, ProtocolVersion, PubResp, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
@@ -58,6 +60,9 @@ pub(crate) struct Session {
     will_due: Option<Instant>,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     out: Outgoing,
+    /// Retained messages matched by a SUBSCRIBE and not yet handed to the
+    /// connection: fed as the connection drains (see [`Session::feed_replay`]).
+    replay: VecDeque<Pending>,
     will: Option<Box<LastWill>>,
     /// When a full queue was last logged, and drops since then: a queue
     /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
@@ -76,7 +81,7 @@ pub(crate) fn spawn(
     conn: ConnHandle,
 ) -> (SessionTx, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mailbox();
-    let (deliver_tx, deliver_rx) = mailbox();
+    let (deliver_tx, deliver_rx) = DeliverTx::channel(ctx.metrics.backlog.clone());
     let cfg = &ctx.config.mqtt;
     let out = Outgoing::new(
         usize::from(cfg.max_inflight_messages),
@@ -94,6 +99,7 @@ pub(crate) fn spawn(
         will_due: None,
         subscriptions: HashMap::new(),
         out,
+        replay: VecDeque::new(),
         will: None,
         drop_logged_at: None,
         dropped_unlogged: 0,
@@ -108,12 +114,17 @@ impl Session {
     async fn run(
         mut self: Box<Self>,
         mut rx: mailbox::Receiver<SessionMsg>,
-        mut deliveries: mailbox::Receiver<Delivery>,
+        mut deliveries: backlog::Receiver<Delivery>,
     ) {
         loop {
             let timer = match (self.will_due, self.expire_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
+            };
+            // A retained replay waits for the connection to write.
+            let replay_budget = match &self.conn {
+                Some(conn) if !self.replay.is_empty() => Some(conn.pending_qos0.clone()),
+                _ => None,
             };
             // Control first: acknowledgements free window slots and must
             // not wait behind a flood of deliveries.
@@ -123,8 +134,7 @@ impl Session {
                     Some(msg @ SessionMsg::CloseForShutdown(_)) => {
                         // What the router handed over before goes out
                         // before the close (wills at shutdown).
-                        while let Ok(d) = deliveries.try_recv() {
-                            self.ctx.metrics.backlog.sub(1);
+                        while let Some(d) = deliveries.try_recv() {
                             self.deliver(d);
                         }
                         self.handle(msg)
@@ -133,28 +143,31 @@ impl Session {
                     None => Flow::Stop,
                 },
                 d = deliveries.recv() => {
+                    // Out of transit (see crate::backlog): from here on,
+                    // this session's own limits bound it.
                     if let Some(d) = d {
-                        // Out of transit (see crate::backlog): from here
-                        // on, this session's own limits bound it.
-                        self.ctx.metrics.backlog.sub(1);
                         self.deliver(d);
                     }
                     Flow::Continue
                 }
                 _ = sleep_until(timer) => self.on_timer(),
+                _ = wait_written(replay_budget.as_deref()) => {
+                    self.feed_replay();
+                    Flow::Continue
+                }
             };
             self.publish_counters();
             if flow == Flow::Stop {
                 break;
             }
         }
+        // Shared subscriptions stop choosing this session; what is still
+        // in its delivery mailbox is dropped (and uncounted) with it.
+        self.deliver_tx.set_online(false);
+        drop(deliveries);
         // The will of a session that ends is sent now, whatever its delay
         // [MQTT-3.1.3-9].
         self.publish_will();
-        deliveries.close();
-        while deliveries.try_recv().is_ok() {
-            self.ctx.metrics.backlog.sub(1);
-        }
         // Give back connections that tried to attach while we were ending,
         // so the manager can create a new session for them.
         rx.close();
@@ -294,7 +307,10 @@ impl Session {
         self.out.set_window(usize::from(window));
         self.shared.set_client(Some(conn.info.clone()));
         self.conn = Some(conn);
-        for out in self.out.resend() {
+        self.deliver_tx.set_online(true);
+        // Resent within the new window [MQTT-3.3.4-9]; fill_window sends
+        // the rest as acknowledgements come.
+        for out in self.out.resume() {
             self.send_out(out);
         }
         self.fill_window();
@@ -310,6 +326,7 @@ impl Session {
 
     fn detach(&mut self, ending: DetachKind) -> Flow {
         self.conn = None;
+        self.deliver_tx.set_online(false);
         self.shared.set_client(None);
         let publish_will = match ending {
             DetachKind::Disconnect {
@@ -523,15 +540,69 @@ impl Session {
             codes,
             properties: Default::default(),
         }));
-        // Retained messages follow the SUBACK, with RETAIN set [MQTT-3.3.1-8].
+        // Retained messages follow the SUBACK, with RETAIN set
+        // [MQTT-3.3.1-8], paced to the connection rather than pushed into
+        // the QoS 0 bound or the queue all at once (where a large
+        // retained set would be cut). The replay holds at most as many
+        // messages as are retained: one whole replay always fits, and a
+        // client that subscribes again and again without reading cannot
+        // make it grow further (the excess is dropped and counted).
+        let mut room = self.ctx.retained.len().saturating_sub(self.replay.len());
         for (msgs, qos) in retained {
             for msg in msgs {
-                self.deliver(Delivery {
-                    msg,
+                let qos = msg.qos.min(qos);
+                if room == 0 {
+                    self.drop_message(qos);
+                    continue;
+                }
+                room -= 1;
+                self.replay.push_back(Pending {
                     qos,
+                    msg,
                     retain: true,
-                    subscription_ids: sub_id.into_iter().collect(),
+                    sub_ids: sub_id.into_iter().collect(),
                 });
+            }
+        }
+        self.feed_replay();
+    }
+
+    /// Hands retained messages of a replay to the connection while it has
+    /// room: QoS 0 up to the QoS 0 bounds, QoS 1/2 while the window has
+    /// room and nothing is queued. The rest waits for the connection to
+    /// write (QoS 0) or for acknowledgements (QoS 1/2).
+    fn feed_replay(&mut self) {
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        let budget = conn.pending_qos0.clone();
+        let cfg = &self.ctx.config.mqtt;
+        let (max_messages, max_bytes) = (cfg.max_pending_qos0_messages, cfg.max_pending_qos0_bytes);
+        while let Some(next) = self.replay.front() {
+            if next.msg.is_expired() {
+                let qos = next.qos;
+                self.replay.pop_front();
+                self.drop_message(qos);
+                continue;
+            }
+            let ready = if next.qos == QoS::AtMostOnce {
+                budget
+                    .fits(next.msg.payload.len(), max_messages, max_bytes)
+                    .is_ok()
+            } else {
+                self.out.has_room() && self.out.queued_len() == 0
+            };
+            if !ready {
+                break;
+            }
+            let Some(pending) = self.replay.pop_front() else {
+                break;
+            };
+            if pending.qos == QoS::AtMostOnce {
+                self.deliver_qos0(pending);
+            } else {
+                let publish = self.out.send(pending);
+                self.send_out(Outbound::Publish(publish));
             }
         }
     }
@@ -632,16 +703,29 @@ impl Session {
     }
 
     /// QoS 0 goes straight to a connected client unless it is too far
-    /// behind; offline sessions do not queue QoS 0.
+    /// behind, in messages or in bytes; offline sessions do not queue QoS 0.
     fn deliver_qos0(&mut self, pending: Pending) {
-        let limit = self.ctx.config.mqtt.max_pending_qos0_messages;
-        match &self.conn {
-            Some(conn) if conn.pending_qos0.load(Ordering::Relaxed) < limit => {
-                conn.pending_qos0.fetch_add(1, Ordering::Relaxed);
+        let cfg = &self.ctx.config.mqtt;
+        let Some(conn) = &self.conn else {
+            self.drop_message(QoS::AtMostOnce);
+            return;
+        };
+        let taken = conn.pending_qos0.take(
+            pending.msg.payload.len(),
+            cfg.max_pending_qos0_messages,
+            cfg.max_pending_qos0_bytes,
+        );
+        match taken {
+            Ok(()) => {
                 let publish = pending.to_out(None, false);
                 self.send_out(Outbound::Publish(publish));
             }
-            _ => self.drop_message(QoS::AtMostOnce),
+            Err(limit) => {
+                if limit == Qos0Limit::Bytes {
+                    self.ctx.metrics.qos0_byte_limit_drops.inc();
+                }
+                self.drop_message(QoS::AtMostOnce);
+            }
         }
     }
 
@@ -649,6 +733,9 @@ impl Session {
     fn fill_window(&mut self) {
         if self.conn.is_none() {
             return;
+        }
+        for out in self.out.resend_ready() {
+            self.send_out(out);
         }
         while let Some(next) = self.out.next_queued() {
             match next {
@@ -659,6 +746,9 @@ impl Session {
                     self.send_out(Outbound::Publish(publish));
                 }
             }
+        }
+        if !self.replay.is_empty() {
+            self.feed_replay();
         }
     }
 
@@ -717,6 +807,13 @@ fn route_will(ctx: &Context, client: &ClientCtx, msg: Arc<Message>, allowed: boo
 fn answer(done: Option<oneshot::Sender<()>>) {
     if let Some(done) = done {
         let _ = done.send(());
+    }
+}
+
+async fn wait_written(budget: Option<&Qos0Budget>) {
+    match budget {
+        Some(b) => b.wait_written().await,
+        None => std::future::pending().await,
     }
 }
 
