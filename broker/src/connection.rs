@@ -312,8 +312,18 @@ async fn stop_signal(broker: &Broker, out: &OutboundRx, keepalive: Option<Instan
     tokio::select! {
         biased;
         _ = broker.shutdown.cancelled() => Ending::ByServer(CloseReason::ServerShutdown),
-        r = out.closed() => Ending::ByServer(r),
+        r = closed_unless_stopping(out) => Ending::ByServer(r),
         _ = sleep_until(keepalive) => Ending::KeepAliveTimeout,
+    }
+}
+
+/// A close from the session, except the one for shutdown: a write in
+/// progress then finishes (the wills follow it, see [`flush_on_shutdown`]),
+/// bounded by the write timeout and by the broker closing every connection.
+async fn closed_unless_stopping(out: &OutboundRx) -> CloseReason {
+    match out.closed().await {
+        CloseReason::ServerShutdown => std::future::pending().await,
+        r => r,
     }
 }
 

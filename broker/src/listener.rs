@@ -258,6 +258,6 @@ async fn handshake<T, E: Display>(
                 None
             }
         },
-        _ = broker.shutdown.cancelled() => None,
+        _ = broker.stopping.cancelled() => None,
     }
 }

@@ -166,14 +166,22 @@ impl Server {
                 "sessions still closing after {SHUTDOWN_GRACE:?}; closing connections anyway"
             ),
         }
-        self.broker.shutdown.cancel();
+        // Each connection now writes what its session queued (the wills)
+        // and closes by itself; those that do not in time are cut off.
         self.broker.connections.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.broker.connections.wait())
             .await
             .is_err()
         {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+            self.broker.shutdown.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, self.broker.connections.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+            }
         }
+        self.broker.shutdown.cancel();
         self.broker.manager.shutdown().await;
         self.control.join().await;
         self.http.join().await;

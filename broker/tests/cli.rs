@@ -104,3 +104,80 @@ async fn sigterm_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// SIGTERM publishes the wills of the clients it disconnects to the
+/// subscribers still connected before closing them (docs/security.md,
+/// "shutdown delivers wills"): the real binary and a real signal, rumqttc
+/// clients with wills and a raw-socket subscriber (rumqttc's event loop
+/// drops what it read when the close arrives in the same read).
+#[tokio::test]
+async fn sigterm_delivers_wills_to_connected_subscribers() {
+    const WILLS: usize = 5;
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mqttd.yaml");
+    std::fs::write(&config, "http:\n  bind: 127.0.0.1:0\n").expect("write config");
+    let mut child = Command::new(MQTTD)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
+        .arg("--control-socket")
+        .arg(dir.path().join("mqttd.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mqttd");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mqttd did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut sub, _) = common::raw_connect(addr, "will-subscriber", 0x02).await;
+    sub.send(&common::subscribe_bytes(1, "gone/#", 1)).await;
+    let (h, _) = sub.read().await.expect("SUBACK");
+    assert_eq!(h, 0x90, "SUBACK");
+    let mut clients = Vec::new();
+    for i in 0..WILLS {
+        let mut opts = common::options(addr, &format!("will-{i}"));
+        opts.set_last_will(rumqttc::LastWill::new(
+            format!("gone/{i}"),
+            "offline",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+        ));
+        clients.push(common::connect(opts).await);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut got = std::collections::BTreeSet::new();
+    // Everything the subscriber reads until the broker closes it.
+    while let Some((h, body)) = sub.read().await {
+        if h >> 4 == 3 {
+            got.insert(common::parse_publish(h, &body).0);
+        }
+    }
+    let want: std::collections::BTreeSet<_> = (0..WILLS).map(|i| format!("gone/{i}")).collect();
+    assert_eq!(
+        got, want,
+        "every will reached the subscriber before it was closed"
+    );
+    let stopped = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "mqttd did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
