@@ -13,11 +13,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::ClientCtx;
 use crate::broker::Broker;
-use crate::codec::{connack_v3, ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
+use crate::codec::{
+    connack_v3, encode, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
+};
 use crate::connection::{outbound_channel, Ending, Framed};
 use crate::outbound::OutboundRx;
 use crate::session::manager::owner;
@@ -116,6 +119,30 @@ fn connack(session_present: bool, code: ReasonCode) -> Packet {
         code,
         properties: Default::default(),
     })
+}
+
+/// Leaves out properties of a 5.0 CONNACK that would make it larger than
+/// the client's Maximum Packet Size [MQTT-3.1.2-24]: first all but the
+/// assigned client identifier, then that too. (A bare CONNACK, 5 bytes, is
+/// sent even to a client that announced less: there is nothing left out.)
+fn fit_connack(ack: &mut ConnAck, max: Option<u32>) {
+    let Some(max) = max else { return };
+    let size = |ack: &ConnAck| {
+        let mut buf = BytesMut::new();
+        let packet = Packet::ConnAck(ack.clone());
+        encode(&packet, ProtocolVersion::V5, &mut buf).map_or(usize::MAX, |()| buf.len())
+    };
+    if size(ack) <= max as usize {
+        return;
+    }
+    let assigned = ack.properties.assigned_client_identifier.take();
+    ack.properties = Properties {
+        assigned_client_identifier: assigned,
+        ..Properties::default()
+    };
+    if size(ack) > max as usize {
+        ack.properties = Properties::default();
+    }
 }
 
 /// Sends a refusal CONNACK in the client's protocol version.
@@ -291,6 +318,7 @@ where
         p.topic_alias_maximum = (m.topic_alias_maximum > 0).then_some(m.topic_alias_maximum);
         p.retain_available = (!m.retain_available).then_some(0);
         p.server_keep_alive = (keep_alive_secs != c.keep_alive).then_some(keep_alive_secs);
+        fit_connack(&mut ack, c.properties.maximum_packet_size);
     }
     if framed.send(&Packet::ConnAck(ack), version).await.is_err() {
         let _ = started.session.send(SessionMsg::Detach {
@@ -348,6 +376,49 @@ mod tests {
         assert!(client_id_for(&connect(V31, &"x".repeat(24), true)).is_err());
         assert!(client_id_for(&connect(V311, &"x".repeat(100), true)).is_ok());
         assert!(client_id_for(&connect(V5, "", false)).unwrap().1);
+    }
+
+    /// Found by the `connection` fuzz target: the CONNACK exceeded a small
+    /// Maximum Packet Size of the client.
+    #[test]
+    fn connack_fits_the_client_maximum_packet_size() {
+        let full = || {
+            let mut ack = ConnAck {
+                session_present: false,
+                code: ReasonCode::SUCCESS,
+                properties: Properties::default(),
+            };
+            let p = &mut ack.properties;
+            p.assigned_client_identifier = Some("mqttd-0123456789abcdef".into());
+            p.receive_maximum = Some(5);
+            p.maximum_packet_size = Some(128);
+            p.server_keep_alive = Some(19);
+            ack
+        };
+        let len = |ack: &ConnAck| {
+            let mut buf = BytesMut::new();
+            encode(&Packet::ConnAck(ack.clone()), ProtocolVersion::V5, &mut buf).unwrap();
+            buf.len()
+        };
+        let mut ack = full();
+        fit_connack(&mut ack, None);
+        assert_eq!(ack, full());
+        fit_connack(&mut ack, Some(len(&full()) as u32));
+        assert_eq!(ack, full(), "left alone when it fits");
+        let mut ack = full();
+        fit_connack(&mut ack, Some(40));
+        assert!(len(&ack) <= 40);
+        assert_eq!(
+            ack.properties.assigned_client_identifier,
+            full().properties.assigned_client_identifier
+        );
+        assert_eq!(ack.properties.receive_maximum, None);
+        let mut ack = full();
+        fit_connack(&mut ack, Some(16));
+        assert_eq!((len(&ack), ack.properties), (5, Properties::default()));
+        let mut ack = full();
+        fit_connack(&mut ack, Some(1));
+        assert_eq!(len(&ack), 5, "a bare CONNACK is all that can be sent");
     }
 
     #[test]

@@ -26,6 +26,34 @@ async fn server_assigns_client_id() {
     assert!(props.max_packet_size.is_some());
 }
 
+/// Found by the `connection` fuzz target: the CONNACK ignored the
+/// client's Maximum Packet Size [MQTT-3.1.2-24].
+#[tokio::test]
+async fn connack_respects_the_client_maximum_packet_size() {
+    let b = start_broker("").await;
+    for max in [10u32, 40] {
+        // CONNECT 5.0, clean start, keep alive 60, Maximum Packet Size
+        // `max`, empty client id (the broker assigns one).
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 5, 0x27];
+        body.extend_from_slice(&max.to_be_bytes());
+        body.extend_from_slice(&[0, 0]);
+        let mut raw = Raw::connect(b.addr).await;
+        raw.send(&frame(0x10, &body)).await;
+        let (h, ack) = raw.read().await.expect("CONNACK");
+        assert_eq!((h, ack[1]), (0x20, 0), "accepted");
+        // Fixed header (2 bytes here) plus body.
+        assert!(
+            2 + ack.len() <= max as usize,
+            "{} bytes > {max}",
+            2 + ack.len()
+        );
+        if max == 40 {
+            // Room for the assigned client identifier (property 0x12).
+            assert!(ack.len() > 3 && ack[3] == 0x12, "{ack:x?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn session_expiry_keeps_then_removes_the_session() {
     let b = start_broker("").await;

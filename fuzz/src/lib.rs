@@ -1,4 +1,7 @@
-//! Shared body of the decoder fuzz targets.
+//! Shared bodies of the fuzz targets: the decoder loop here, the
+//! broker-in-process scenario in [`connection`].
+
+pub mod connection;
 
 use bytes::BytesMut;
 use mqttd::codec::{decode, encode, ProtocolVersion, DEFAULT_MAX_PACKET_SIZE};
