@@ -60,18 +60,18 @@ fn check_config_accepts_good_and_names_key_in_bad() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mqttd.yaml"));
 }
 
-#[tokio::test]
-async fn sigterm_stops_cleanly() {
+/// The real binary on a free port, with its own config, control socket
+/// and a private HTTP port; `dir` must outlive it.
+async fn spawn_mqttd(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
     let port = free_port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("mqttd.yaml");
+    let config = dir.join("mqttd.yaml");
     std::fs::write(&config, "http:\n  bind: 127.0.0.1:0\n").expect("write config");
-    let mut child = Command::new(MQTTD)
+    let child = Command::new(MQTTD)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--config")
         .arg(&config)
         .arg("--control-socket")
-        .arg(dir.path().join("mqttd.sock"))
+        .arg(dir.join("mqttd.sock"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -85,24 +85,37 @@ async fn sigterm_stops_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _client = common::connect_id(addr, "alive").await;
+    (child, addr)
+}
+
+fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+/// Waits up to `limit` for `child` to exit, and checks it exited 0.
+async fn assert_exits_cleanly(mut child: std::process::Child, limit: Duration) {
     let stopped = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             assert!(status.success(), "exit status {status}");
-            break;
+            return;
         }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(10),
-            "mqttd did not stop"
-        );
+        assert!(stopped.elapsed() < limit, "mqttd did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (child, addr) = spawn_mqttd(dir.path()).await;
+    let _client = common::connect_id(addr, "alive").await;
+    sigterm(&child);
+    assert_exits_cleanly(child, Duration::from_secs(10)).await;
 }
 
 /// SIGTERM publishes the wills of the clients it disconnects to the
@@ -113,29 +126,8 @@ async fn sigterm_stops_cleanly() {
 #[tokio::test]
 async fn sigterm_delivers_wills_to_connected_subscribers() {
     const WILLS: usize = 5;
-    let port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("mqttd.yaml");
-    std::fs::write(&config, "http:\n  bind: 127.0.0.1:0\n").expect("write config");
-    let mut child = Command::new(MQTTD)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(&config)
-        .arg("--control-socket")
-        .arg(dir.path().join("mqttd.sock"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mqttd");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "mqttd did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (child, addr) = spawn_mqttd(dir.path()).await;
     let (mut sub, _) = common::raw_connect(addr, "will-subscriber", 0x02).await;
     sub.send(&common::subscribe_bytes(1, "gone/#", 1)).await;
     let (h, _) = sub.read().await.expect("SUBACK");
@@ -151,11 +143,7 @@ async fn sigterm_delivers_wills_to_connected_subscribers() {
         ));
         clients.push(common::connect(opts).await);
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(&child);
     let mut got = std::collections::BTreeSet::new();
     // Everything the subscriber reads until the broker closes it.
     while let Some((h, body)) = sub.read().await {
@@ -168,16 +156,5 @@ async fn sigterm_delivers_wills_to_connected_subscribers() {
         got, want,
         "every will reached the subscriber before it was closed"
     );
-    let stopped = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(20),
-            "mqttd did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_exits_cleanly(child, Duration::from_secs(20)).await;
 }
