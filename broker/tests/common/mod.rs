@@ -188,6 +188,16 @@ impl Raw {
             .expect("broker answered or closed in time")
     }
 
+    /// Reads one packet if it comes within `d`: `Err` if none did (so the
+    /// caller can say what it was waiting for), `Ok(None)` if the broker
+    /// closed.
+    pub async fn read_within(
+        &mut self,
+        d: Duration,
+    ) -> Result<Option<(u8, Vec<u8>)>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(d, self.read_inner()).await
+    }
+
     async fn read_inner(&mut self) -> Option<(u8, Vec<u8>)> {
         let first = self.stream.read_u8().await.ok()?;
         let mut len = 0usize;
