@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mqttd::session::table::{PageQuery, SessionEntry, SessionShared, SessionTable};
+use mqttd::session::table::{PageQuery, SessionEntry, SessionTable};
 use mqttd::types::ClientId;
-use tokio_util::sync::CancellationToken;
 
 const SESSIONS: usize = 100_000;
 
@@ -17,14 +16,12 @@ fn table() -> SessionTable {
     let t = SessionTable::new();
     let (tx, _rx) = mqttd::mailbox::mailbox();
     for i in 0..SESSIONS {
-        t.insert(Arc::new(SessionEntry {
-            uid: i as u64,
-            client_id: ClientId::new(format!("device-{i:06}")),
-            tx: tx.clone(),
-            created_at: SystemTime::now(),
-            ended: CancellationToken::new(),
-            shared: Arc::new(SessionShared::default()),
-        }));
+        t.insert(Arc::new(SessionEntry::new(
+            i as u64,
+            ClientId::new(format!("device-{i:06}")),
+            tx.clone(),
+            SystemTime::now(),
+        )));
     }
     t
 }

@@ -21,13 +21,13 @@ use crate::broker::Broker;
 use crate::codec::{
     connack_v3, encode, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
 };
-use crate::connection::{outbound_channel, Ending, Framed};
-use crate::outbound::OutboundRx;
+use tokio::sync::oneshot;
+
+use crate::connection::{Ending, Framed};
 use crate::session::manager::owner;
 use crate::session::reauthorize::denied_subscriptions;
-use crate::session::table::SessionShared;
 use crate::session::{
-    ClientInfo, ConnHandle, DetachKind, SessionMsg, SessionTx, StartRequest, NEVER_EXPIRES,
+    holder, ClientInfo, ConnHandle, DetachKind, Session, StartRequest, NEVER_EXPIRES,
 };
 use crate::topic_alias::{InboundAliases, OutboundAliases};
 use crate::types::ClientId;
@@ -35,15 +35,22 @@ use crate::types::ClientId;
 /// Longest client id MQTT 3.1 allows.
 const MAX_CLIENT_ID_LEN_V31: usize = 23;
 
-/// A connection whose CONNECT was accepted and answered.
+/// What happens to the session when the connection ends.
+#[derive(Debug)]
+pub(crate) enum Fate {
+    /// Detached as the connection's ending says: ended, or kept offline.
+    Detach,
+    /// Handed to the connection taking it over.
+    HandOver(oneshot::Sender<Box<Session>>),
+    /// Ended (destroyed, or the broker stops).
+    End,
+}
+
+/// A connection whose CONNECT was accepted and answered, and the session
+/// it now owns.
 pub(crate) struct Accepted {
-    pub client_id: ClientId,
-    pub conn_id: u64,
-    pub session: SessionTx,
-    /// Session state the connection uses itself (incoming QoS 2 ids).
-    pub shared: Arc<SessionShared>,
-    pub outbound: OutboundRx,
-    pub pending_qos0: Arc<crate::session::Qos0Budget>,
+    pub session: Box<Session>,
+    pub fate: Fate,
     pub version: ProtocolVersion,
     pub keep_alive_secs: u16,
     /// The session expiry interval of CONNECT (MQTT 5.0), to validate the
@@ -253,7 +260,6 @@ where
     };
     let keep_alive_secs = granted_keep_alive(c.keep_alive, ctx.config.mqtt.max_keepalive_secs);
     let conn_id = ctx.next_id();
-    let (tx, outbound, pending_qos0) = outbound_channel();
     let info = Arc::new(ClientInfo {
         conn_id,
         peer,
@@ -264,13 +270,9 @@ where
         listener: framed.listener.clone(),
     });
     let conn = ConnHandle {
-        conn_id,
-        tx,
-        pending_qos0: pending_qos0.clone(),
         info,
         will: c.will.map(Box::new),
         receive_maximum: c.properties.receive_maximum,
-        max_packet_size: c.properties.maximum_packet_size,
         session_expiry_secs,
         revoked,
     };
@@ -321,20 +323,13 @@ where
         fit_connack(&mut ack, c.properties.maximum_packet_size);
     }
     if framed.send(&Packet::ConnAck(ack), version).await.is_err() {
-        let _ = started.session.send(SessionMsg::Detach {
-            conn_id,
-            ending: DetachKind::Unclean,
-        });
+        holder::release(started.session, DetachKind::Unclean);
         return None;
     }
     tracing::debug!(%peer, %client_id, %version, session_present = started.session_present, "client connected");
     Some(Accepted {
-        client_id,
-        conn_id,
         session: started.session,
-        shared: started.shared,
-        outbound,
-        pending_qos0,
+        fate: Fate::Detach,
         version,
         keep_alive_secs,
         session_expiry_secs,

@@ -1,45 +1,59 @@
 //! One client connection (the seed's "protocol" process): framing, the
-//! CONNECT handshake, keep alive, and the loop that passes packets between
-//! the socket and the session.
+//! CONNECT handshake, keep alive, and the loop that runs the client's
+//! session while it is connected.
 //!
-//! The connection owns no session state: everything that must survive a
-//! disconnect lives in the session task. Reads and writes are buffered;
-//! outgoing packets are batched into one write per wake-up.
+//! After CONNECT the connection's task owns the session (see
+//! [`crate::session`]): packets from the client act on it directly, what
+//! the router delivers to it is taken from its mailbox here, and what it
+//! has to send is written from its outbox. One task, no hop per message.
+//! When the connection ends, the session is handed on: to the next
+//! connection (takeover), to a holder (offline), or ended.
 //!
-//! Every wait is bounded whatever the peer does: a write must finish
-//! within `mqtt.write_timeout_secs`, and while it is blocked the
-//! connection still obeys shutdown, a close from its session (takeover,
-//! destroy) and keep alive; a packet begun after CONNECT must arrive whole
-//! within `mqtt.packet_timeout_secs`. A connection the broker ends is
-//! closed gracefully: DISCONNECT (5.0), half-close, then what the client
-//! still sends is read and dropped for a moment, so that the client reads
-//! the reason code instead of a reset.
+//! Reads go into a per-thread scratch buffer; a connection keeps a read
+//! buffer only for a partial packet, and a write buffer only while bytes
+//! wait to be written, so an idle connection holds neither. Outgoing
+//! packets are batched into one write per wake-up.
+//!
+//! Every wait is bounded whatever the peer does: writes must progress
+//! within `mqtt.write_timeout_secs`, and while they are blocked the
+//! connection still reads, takes deliveries into the session's bounded
+//! queues and obeys its session's mailbox (takeover, destroy, shutdown);
+//! a packet begun after CONNECT must arrive whole within
+//! `mqtt.packet_timeout_secs`. A connection the broker ends is closed
+//! gracefully: DISCONNECT (5.0), half-close, then what the client still
+//! sends is read and dropped for a moment, so that the client reads the
+//! reason code instead of a reset.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
-use crate::connect::{self, Accepted};
+use crate::connect::{self, Accepted, Fate};
 use crate::context::Context;
 use crate::keepalive::KeepAlive;
 use crate::log_limit::LogLimit;
-use crate::outbound::{self, OutboundRx, OutboundTx};
 use crate::publish::{self, Reply};
-use crate::session::{CloseReason, DetachKind, Outbound, SessionMsg};
+use crate::session::holder;
+use crate::session::session::{Control, Event};
+use crate::session::{CloseReason, DetachKind, Outbound, Session, SessionMsg};
 use crate::transport::ConnMeta;
-use crate::types::{ClientId, QoS};
+use crate::types::ClientId;
 
-/// Initial read buffer; it grows with what arrives in one read. Small, so
-/// that idle connections cost little memory.
-const READ_BUFFER_BYTES: usize = 512;
+/// The per-thread buffer every connection reads into; what is read is
+/// copied into the connection's own buffer only until it is decoded.
+const READ_SCRATCH_BYTES: usize = 32 * 1024;
+/// Deliveries taken from the session's mailbox per wake-up at most.
+const DELIVERY_BATCH: usize = 64;
 /// Outgoing bytes gathered before a write is issued.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// How long a connection the broker ends waits for its last bytes to
@@ -69,6 +83,9 @@ pub(crate) enum Ending {
     Violation { reason: String, code: ReasonCode },
     /// The session or the broker closed it.
     ByServer(CloseReason),
+    /// The broker stops: what the session handed out is written first
+    /// (see [`flush_on_shutdown`]).
+    Stopping,
 }
 
 /// The framed socket of one connection.
@@ -85,6 +102,21 @@ pub(crate) struct Framed<S> {
     pub ctx: Arc<Context>,
     /// Bound on one flush (`mqtt.write_timeout_secs`).
     pub write_timeout: Duration,
+    /// Bytes were written since the stream was last flushed.
+    pub unflushed: bool,
+}
+
+thread_local! {
+    static READ_SCRATCH: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; READ_SCRATCH_BYTES].into_boxed_slice());
+}
+
+/// What one step of socket I/O did.
+enum Io {
+    /// Bytes were read (0: end of stream).
+    Read(usize),
+    /// Bytes were written or flushed.
+    Wrote,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -171,6 +203,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         self.queue(packet, version);
         self.flush().await
     }
+
+    /// One step of I/O: writes (or flushes) what is buffered if the
+    /// socket takes it, else reads (if `read`). Cancel safe.
+    fn poll_io(&mut self, cx: &mut TaskContext<'_>, read: bool) -> Poll<Result<Io, Ending>> {
+        let stream = Pin::new(&mut self.stream);
+        if !self.wbuf.is_empty() {
+            match stream.poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Err(Ending::Closed("write error")))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.ctx.metrics.bytes_sent.add(n as u64);
+                    self.wbuf.advance(n);
+                    self.unflushed = true;
+                    return Poll::Ready(Ok(Io::Wrote));
+                }
+                Poll::Pending => {}
+            }
+        } else if self.unflushed {
+            // TLS and WebSocket streams buffer inside: push the bytes out.
+            match stream.poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    return Poll::Ready(Ok(Io::Wrote));
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Ending::Closed("write error"))),
+                Poll::Pending => {}
+            }
+        }
+        if !read {
+            return Poll::Pending;
+        }
+        let (stream, rbuf) = (Pin::new(&mut self.stream), &mut self.rbuf);
+        let read = READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            match stream.poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    rbuf.extend_from_slice(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match read {
+            Poll::Ready(Ok(0)) if !self.rbuf.is_empty() => {
+                Poll::Ready(Err(Ending::Closed("connection closed mid-packet")))
+            }
+            Poll::Ready(Ok(n)) => {
+                self.ctx.metrics.bytes_received.add(n as u64);
+                Poll::Ready(Ok(Io::Read(n)))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Ending::Closed("read error"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Gives back buffers that hold nothing: an idle connection keeps no
+    /// read or write buffer.
+    fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+    }
 }
 
 /// Serves one accepted connection until it ends.
@@ -188,7 +288,7 @@ pub async fn serve<S>(
     ctx.metrics.connections.inc();
     let mut framed = Framed {
         stream,
-        rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         decoder: Decoder::new(ctx.config.mqtt.max_packet_size_bytes),
         peer,
@@ -196,13 +296,17 @@ pub async fn serve<S>(
         meta,
         ctx: ctx.clone(),
         write_timeout: ctx.config.mqtt.write_timeout(),
+        unflushed: false,
     };
     // Boxed: the CONNECT handshake's state is only needed once.
     if let Some(mut accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
-        let client_id = accepted.client_id.clone();
-        let conn_id = accepted.conn_id;
-        let session = accepted.session.clone();
-        let ending = run(&mut framed, &broker, &mut accepted).await;
+        framed.release_buffers();
+        let mut ending = run(&mut framed, &broker, &mut accepted).await;
+        if let Ending::Stopping = ending {
+            // Boxed: only needed once.
+            ending = Box::pin(flush_on_shutdown(&mut framed, &broker, &mut accepted)).await;
+        }
+        let client_id = accepted.session.client_id().clone();
         log_ending(&client_id, peer, &ending);
         match ending {
             Ending::Violation { .. } => ctx.metrics.malformed_packets.inc(),
@@ -216,10 +320,8 @@ pub async fn serve<S>(
             Ending::Closed(_) | Ending::WriteTimeout => (DetachKind::Unclean, false),
             _ => (DetachKind::Unclean, true),
         };
-        let _ = session.send(SessionMsg::Detach {
-            conn_id,
-            ending: detach,
-        });
+        hand_on(accepted, detach);
+        framed.wbuf.clear();
         if let Some(code) = disconnect_code(&ending, version) {
             let d = Disconnect {
                 code,
@@ -232,6 +334,24 @@ pub async fn serve<S>(
     ctx.metrics.connections.dec();
 }
 
+/// Hands the session on as the connection ends: to the connection taking
+/// it over, to a holder (offline), or to its end.
+fn hand_on(accepted: Accepted, detach: DetachKind) {
+    let Accepted { session, fate, .. } = accepted;
+    match fate {
+        Fate::Detach => holder::release(session, detach),
+        Fate::HandOver(reply) => {
+            let mut session = session;
+            session.take_over();
+            if let Err(session) = reply.send(session) {
+                // The taker is gone (the broker stops): keep it offline.
+                holder::park(session);
+            }
+        }
+        Fate::End => session.end(),
+    }
+}
+
 /// The reason code of the DISCONNECT the broker sends (MQTT 5.0 only).
 fn disconnect_code(ending: &Ending, version: ProtocolVersion) -> Option<ReasonCode> {
     if !version.is_v5() {
@@ -241,6 +361,7 @@ fn disconnect_code(ending: &Ending, version: ProtocolVersion) -> Option<ReasonCo
         Ending::Violation { code, .. } => Some(*code),
         Ending::KeepAliveTimeout | Ending::PacketTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
         Ending::ByServer(r) => Some(close_code(*r)),
+        Ending::Stopping => Some(ReasonCode::SERVER_SHUTTING_DOWN),
         Ending::Disconnected(_) | Ending::Closed(_) | Ending::WriteTimeout => None,
     }
 }
@@ -303,107 +424,177 @@ fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
         Ending::ByServer(r) => {
             tracing::debug!(%client_id, %peer, reason = ?r, "connection closed by broker")
         }
+        Ending::Stopping => {
+            tracing::debug!(%client_id, %peer, "connection closed: broker stopping")
+        }
     }
 }
 
-/// Completes when the connection must stop whatever it waits for: the
-/// broker stops, the session closes it, or keep alive expires.
-async fn stop_signal(broker: &Broker, out: &OutboundRx, keepalive: Option<Instant>) -> Ending {
-    tokio::select! {
-        biased;
-        _ = broker.shutdown.cancelled() => Ending::ByServer(CloseReason::ServerShutdown),
-        r = closed_unless_stopping(out) => Ending::ByServer(r),
-        _ = sleep_until(keepalive) => Ending::KeepAliveTimeout,
-    }
-}
-
-/// A close from the session, except the one for shutdown: a write in
-/// progress then finishes (the wills follow it, see [`flush_on_shutdown`]),
-/// bounded by the write timeout and by the broker closing every connection.
-async fn closed_unless_stopping(out: &OutboundRx) -> CloseReason {
-    match out.closed().await {
-        CloseReason::ServerShutdown => std::future::pending().await,
-        r => r,
-    }
-}
-
-/// The connected state: packets in go to the session, packets out come
-/// from it, until one side ends the connection.
+/// The connected state: packets from the client act on the session,
+/// deliveries come into it, and what it hands out is written, until one
+/// side ends the connection.
 async fn run<S>(framed: &mut Framed<S>, broker: &Broker, a: &mut Accepted) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let ctx = &broker.ctx;
     let mut keepalive = KeepAlive::new(a.keep_alive_secs);
-    let packet_timeout = broker.ctx.config.mqtt.packet_timeout();
+    let packet_timeout = ctx.config.mqtt.packet_timeout();
     // When the packet now partly in the read buffer began to arrive.
     let mut partial_since: Option<Instant> = None;
+    // When the bytes waiting to be written last moved.
+    let mut write_since: Option<Instant> = None;
+    // Publishers pause while subscribers lag far behind (crate::backlog).
+    let mut paused: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     loop {
-        // Packets that arrived with the CONNECT (or earlier reads). Boxed:
+        // Packets that arrived (with the CONNECT, or read since). Boxed:
         // its state is large and only needed while there is input, so an
         // idle connection does not carry it.
-        if !framed.rbuf.is_empty() {
-            match Box::pin(drain_buffered(framed, broker, a, &mut keepalive)).await {
-                Ok(true) => partial_since = None,
-                Ok(false) => {}
+        if !framed.rbuf.is_empty() && paused.is_none() {
+            match Box::pin(drain_buffered(framed, broker, a)).await {
+                Ok(Drained { any, published }) => {
+                    if any {
+                        keepalive.touch();
+                        partial_since = None;
+                    }
+                    if published && ctx.metrics.backlog.get() > crate::backlog::HIGH_WATER_MESSAGES
+                    {
+                        paused = Some(Box::pin(ctx.metrics.backlog.wait_below_high_water()));
+                    }
+                }
                 Err(e) => return e,
             }
+        }
+        if let Err(e) = encode_outbound(framed, broker, a) {
+            return e;
+        }
+        let now = Instant::now();
+        if framed.wbuf.is_empty() {
+            write_since = None;
+        } else if write_since.is_none() {
+            write_since = Some(now);
         }
         if framed.rbuf.is_empty() {
             partial_since = None;
         } else if partial_since.is_none() {
-            partial_since = Some(Instant::now());
+            partial_since = Some(now);
         }
-        let packet_deadline = partial_since.map(|t| t + packet_timeout);
-        let deadline = match (keepalive.deadline(), packet_deadline) {
-            (Some(k), Some(p)) => Some(k.min(p)),
-            (k, p) => k.or(p),
-        };
-        // Not biased: a flood of outgoing messages must not keep the
-        // client's packets (PINGREQ, acknowledgements) from being read. A
-        // close from the session comes first out of `recv`.
+        framed.release_buffers();
+        let deadline = [
+            keepalive.deadline(),
+            partial_since.map(|t| t + packet_timeout),
+            write_since.map(|t| t + framed.write_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let reading = paused.is_none();
         tokio::select! {
             _ = broker.shutdown.cancelled() => return Ending::ByServer(CloseReason::ServerShutdown),
-            out = a.outbound.recv() => match out {
-                // Stopping: the wills the session queued before its close
-                // go out first (see crate::session::stopping).
-                Some(Outbound::Close(CloseReason::ServerShutdown)) => {
-                    return Box::pin(flush_on_shutdown(framed, broker, a)).await
-                }
-                Some(Outbound::Close(r)) => return Ending::ByServer(r),
-                Some(out) => {
-                    let ka = keepalive.deadline();
-                    if let Err(e) = write_outbound(framed, broker, a, out, ka).await {
-                        return e;
-                    }
-                }
-                None => return session_gone(a),
+            event = a.session.next_event() => match on_event(a, event) {
+                Step::Continue => {}
+                Step::End(ending) => return ending,
+                Step::FlushAndClose => return Ending::Stopping,
             },
-            read = framed.fill() => match read {
-                Ok(0) => return Ending::Closed("peer closed the connection"),
-                Ok(_) => {}
+            io = std::future::poll_fn(|cx| framed.poll_io(cx, reading)) => match io {
+                Ok(Io::Read(0)) => return Ending::Closed("peer closed the connection"),
+                Ok(Io::Read(_)) => {}
+                Ok(Io::Wrote) => write_since = Some(Instant::now()),
                 Err(e) => return e,
             },
+            _ = async { if let Some(p) = paused.as_mut() { p.await } else { std::future::pending().await } } => {
+                paused = None;
+            }
             _ = sleep_until(deadline) => {
+                let now = Instant::now();
                 if keepalive.expired() {
                     return Ending::KeepAliveTimeout;
                 }
-                if packet_deadline.is_some_and(|d| Instant::now() >= d) {
-                    broker.ctx.metrics.packet_timeouts.inc();
+                if partial_since.is_some_and(|t| now >= t + packet_timeout) {
+                    ctx.metrics.packet_timeouts.inc();
                     return Ending::PacketTimeout;
+                }
+                if write_since.is_some_and(|t| now >= t + framed.write_timeout) {
+                    ctx.metrics.write_timeouts.inc();
+                    return Ending::WriteTimeout;
                 }
             }
         }
+        a.session.publish_counters();
     }
 }
 
-/// The ending when the session can no longer be reached: the close reason
-/// it gave (it always gives one before it goes), else the broker stopping.
-fn session_gone(a: &Accepted) -> Ending {
-    Ending::ByServer(
-        a.outbound
-            .close_reason()
-            .unwrap_or(CloseReason::ServerShutdown),
-    )
+/// What the connection does after an event of its session.
+enum Step {
+    Continue,
+    End(Ending),
+    /// The broker stops: write what the session handed out, then close.
+    FlushAndClose,
+}
+
+/// Acts on an event from the session's mailboxes.
+fn on_event(a: &mut Accepted, event: Option<Event>) -> Step {
+    match event {
+        Some(Event::Delivery(d)) => {
+            a.session.deliver(d);
+            // More of a burst in one wake-up.
+            for _ in 1..DELIVERY_BATCH {
+                match a.session.try_next_delivery() {
+                    Some(d) => a.session.deliver(d),
+                    None => break,
+                }
+            }
+            Step::Continue
+        }
+        Some(Event::Control(msg)) => on_control(&mut a.session, &mut a.fate, msg),
+        // The session's row keeps a sender: not reached.
+        None => Step::End(Ending::ByServer(CloseReason::ServerShutdown)),
+    }
+}
+
+/// Acts on a control message of the session.
+fn on_control(session: &mut Session, fate: &mut Fate, msg: SessionMsg) -> Step {
+    match session.control(msg) {
+        Control::Handled => Step::Continue,
+        Control::Take(reply) => {
+            *fate = Fate::HandOver(reply);
+            Step::End(Ending::ByServer(CloseReason::TakenOver))
+        }
+        Control::End(reason) => {
+            *fate = Fate::End;
+            Step::End(Ending::ByServer(reason))
+        }
+        Control::CloseForShutdown => Step::FlushAndClose,
+        Control::KeepAliveExpired(_) => Step::End(Ending::KeepAliveTimeout),
+    }
+}
+
+/// Awaits `work` (an authorization, which an HTTP hook may take a while
+/// to answer) while still obeying the session's control mailbox: a
+/// takeover, a destroy or shutdown ends the connection at once, and the
+/// packet being handled is dropped, never routed.
+async fn serving_control<T>(
+    session: &mut Session,
+    fate: &mut Fate,
+    work: impl Future<Output = T>,
+) -> Result<T, Ending> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            msg = session.next_control() => {
+                let Some(msg) = msg else {
+                    return Err(Ending::ByServer(CloseReason::ServerShutdown));
+                };
+                match on_control(session, fate, msg) {
+                    Step::Continue => {}
+                    Step::End(ending) => return Err(ending),
+                    Step::FlushAndClose => return Err(Ending::Stopping),
+                }
+            }
+            r = &mut work => return Ok(r),
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -422,49 +613,34 @@ fn close_code(r: CloseReason) -> ReasonCode {
     }
 }
 
-/// Handles every whole packet in the read buffer, then answers them in
-/// one write; `true` if there was one. While subscribers lag far behind,
-/// it pauses before the next read (see [`crate::backlog`]).
-///
-/// Once the session has closed the connection (a takeover, a destroy),
-/// nothing more is handled: packets still buffered are dropped, never
-/// routed.
+/// What [`drain_buffered`] found.
+struct Drained {
+    /// At least one whole packet.
+    any: bool,
+    /// At least one PUBLISH.
+    published: bool,
+}
+
+/// Handles every whole packet in the read buffer; their answers are
+/// written together afterwards.
 async fn drain_buffered<S>(
     framed: &mut Framed<S>,
     broker: &Broker,
     a: &mut Accepted,
-    keepalive: &mut KeepAlive,
-) -> Result<bool, Ending>
+) -> Result<Drained, Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut published = false;
-    let mut any = false;
-    loop {
-        if let Some(r) = a.outbound.close_reason() {
-            return Err(Ending::ByServer(r));
-        }
-        let Some(packet) = framed.try_decode()? else {
-            break;
-        };
-        any = true;
-        published |= matches!(packet, Packet::Publish(_));
+    let mut d = Drained {
+        any: false,
+        published: false,
+    };
+    while let Some(packet) = framed.try_decode()? {
+        d.any = true;
+        d.published |= matches!(packet, Packet::Publish(_));
         handle_incoming(framed, broker, a, packet).await?;
     }
-    if any {
-        keepalive.touch();
-    }
-    let ka = keepalive.deadline();
-    framed
-        .flush_or(stop_signal(broker, &a.outbound, ka))
-        .await?;
-    if published {
-        tokio::select! {
-            _ = broker.ctx.metrics.backlog.wait_below_high_water() => {}
-            e = stop_signal(broker, &a.outbound, ka) => return Err(e),
-        }
-    }
-    Ok(any)
+    Ok(d)
 }
 
 async fn handle_incoming<S>(
@@ -494,18 +670,19 @@ where
                     .map_err(|(reason, code)| violation(reason, code))?;
             }
             let auth = framed.meta.auth();
-            let allowed = auth.authorize_publish(&a.client, p.topic.as_str()).await;
-            // Authorization may take a while (an HTTP hook): a takeover
-            // meanwhile means this connection no longer speaks for the
-            // client id.
-            if let Some(r) = a.outbound.close_reason() {
-                return Err(Ending::ByServer(r));
-            }
+            let allowed = serving_control(
+                &mut a.session,
+                &mut a.fate,
+                auth.authorize_publish(&a.client, p.topic.as_str()),
+            )
+            .await?;
+            let client_id = a.session.client_id().clone();
+            let ids = a.session.incoming_qos2();
             let reply = if allowed {
-                publish::on_publish(ctx, &a.shared, &a.client_id, p, v5)
+                publish::on_publish(ctx, ids, &client_id, p, v5)
             } else {
-                tracing::info!(client_id = %a.client_id, topic = %p.topic, "publish denied by ACL");
-                publish::on_denied_publish(ctx, &a.shared, p.qos, p.packet_id, v5)
+                tracing::info!(%client_id, topic = %p.topic, "publish denied by ACL");
+                publish::on_denied_publish(ctx, ids, p.qos, p.packet_id, v5)
             };
             match reply {
                 Reply::None => {}
@@ -520,23 +697,22 @@ where
             }
         }
         Packet::PubRel(r) => {
-            let comp = publish::on_pubrel(&a.shared, &r, v5);
+            let comp = publish::on_pubrel(a.session.incoming_qos2(), &r, v5);
             framed.queue(&comp, a.version);
         }
         // Boxed: rare, and its state would otherwise enlarge every
         // connection's future.
         Packet::Subscribe(s) => Box::pin(subscribe(&framed.meta, a, s)).await?,
-        Packet::Unsubscribe(_) => {
-            forward(a, packet)?;
-            Box::pin(sync_with_session(a)).await?;
-        }
+        Packet::Unsubscribe(u) => a.session.on_unsubscribe(u),
         Packet::Auth(_) => {
             return Err(violation(
                 "AUTH without enhanced authentication [MQTT-4.12.0-1]",
                 ReasonCode::PROTOCOL_ERROR,
             ))
         }
-        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => forward(a, packet)?,
+        Packet::PubAck(r) => a.session.on_puback(r.packet_id),
+        Packet::PubRec(r) => a.session.on_pubrec(r),
+        Packet::PubComp(r) => a.session.on_pubcomp(r.packet_id),
         Packet::Connect(_) => {
             return Err(violation(
                 "second CONNECT on a connection [MQTT-3.1.0-2]",
@@ -553,25 +729,24 @@ where
     Ok(())
 }
 
-/// Authorizes each filter of a SUBSCRIBE, hands it to the session and
-/// waits until the session has added the subscriptions.
-async fn subscribe(meta: &ConnMeta, a: &Accepted, s: Subscribe) -> Result<(), Ending> {
+/// Authorizes each filter of a SUBSCRIBE and hands it to the session: the
+/// subscriptions are in place before the client's next packet is read.
+async fn subscribe(meta: &ConnMeta, a: &mut Accepted, s: Subscribe) -> Result<(), Ending> {
     let auth = meta.auth();
-    let mut denied = Vec::with_capacity(s.filters.len());
-    for (filter, _) in &s.filters {
-        let ok = auth.authorize_subscribe(&a.client, filter.as_str()).await;
-        if !ok {
-            tracing::info!(client_id = %a.client_id, %filter, "subscription denied by ACL");
+    let client = &a.client;
+    let check = async {
+        let mut denied = Vec::with_capacity(s.filters.len());
+        for (filter, _) in &s.filters {
+            let ok = auth.authorize_subscribe(client, filter.as_str()).await;
+            if !ok {
+                tracing::info!(client_id = %client.client_id, %filter, "subscription denied by ACL");
+            }
+            denied.push(!ok);
         }
-        denied.push(!ok);
-    }
-    let msg = SessionMsg::Subscribe {
-        conn_id: a.conn_id,
-        subscribe: Box::new(s),
-        denied,
+        denied
     };
-    send_to_session(a, msg)?;
-    sync_with_session(a).await
+    let denied = serving_control(&mut a.session, &mut a.fate, check).await?;
+    a.session.on_subscribe(s, &denied).map_err(Ending::ByServer)
 }
 
 /// What a client's DISCONNECT means for its session.
@@ -601,60 +776,22 @@ fn violation(reason: &str, code: ReasonCode) -> Ending {
     }
 }
 
-fn forward(a: &Accepted, packet: Packet) -> Result<(), Ending> {
-    let packet = Box::new(packet);
-    let conn_id = a.conn_id;
-    send_to_session(a, SessionMsg::Packet { conn_id, packet })
-}
-
-fn send_to_session(a: &Accepted, msg: SessionMsg) -> Result<(), Ending> {
-    a.session.send(msg).map_err(|_| session_gone(a))
-}
-
-/// Waits until the session has handled everything sent to it so far.
-async fn sync_with_session(a: &Accepted) -> Result<(), Ending> {
-    let (tx, rx) = oneshot::channel();
-    send_to_session(a, SessionMsg::Sync(tx))?;
-    rx.await.map_err(|_| session_gone(a))
-}
-
-/// Writes `first` and whatever else the session has queued, in one batch.
-/// The write gives way to shutdown, a close from the session and keep
-/// alive (`keepalive` is its deadline).
-async fn write_outbound<S>(
-    framed: &mut Framed<S>,
-    broker: &Broker,
-    a: &mut Accepted,
-    first: Outbound,
-    keepalive: Option<Instant>,
-) -> Result<(), Ending>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    encode_outbound(framed, broker, a, first)?;
-    // Boxed: the deadline and stop state are only needed while writing,
-    // so an idle connection's future does not carry them.
-    Box::pin(framed.flush_or(stop_signal(broker, &a.outbound, keepalive))).await
-}
-
-/// Encodes `first` and whatever else the session has queued, up to one
-/// write batch, into the write buffer.
+/// Encodes what the session has handed out, up to one write batch, into
+/// the write buffer.
 fn encode_outbound<S>(
     framed: &mut Framed<S>,
     broker: &Broker,
     a: &mut Accepted,
-    first: Outbound,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut next = Some(first);
-    while let Some(out) = next.take() {
+    while framed.wbuf.len() < WRITE_BATCH_BYTES {
+        let Some(out) = a.session.next_outbound() else {
+            break;
+        };
         match out {
             Outbound::Publish(out) => {
-                if out.qos == QoS::AtMostOnce {
-                    a.pending_qos0.written(out.msg.payload.len());
-                }
                 let mut p = out.msg.to_publish(
                     out.qos,
                     out.retain,
@@ -675,28 +812,19 @@ where
                     // if it had been delivered [MQTT-3.1.2-25].
                     broker.ctx.metrics.messages_dropped.qos(qos).inc();
                     if let Some(packet_id) = id {
-                        let _ = a.session.send(SessionMsg::Discarded {
-                            conn_id: a.conn_id,
-                            packet_id,
-                        });
+                        a.session.discarded(packet_id);
                     }
                 }
             }
             Outbound::Packet(packet) => {
                 write_limited(framed, a, &packet);
             }
-            // Signalled, not queued (see crate::outbound).
-            Outbound::Close(reason) => return Err(Ending::ByServer(reason)),
-        }
-        if framed.wbuf.len() < WRITE_BATCH_BYTES {
-            next = a.outbound.try_recv().ok();
         }
     }
     Ok(())
 }
 
-/// The session closed the connection because the broker stops: unlike a
-/// takeover or a destroy, what it queued before the close (the wills
+/// The broker stops: what the session handed out before (the wills
 /// published first, see [`crate::session::stopping`]) is written, bounded
 /// by the write timeout and cut short once the broker closes every
 /// connection.
@@ -708,9 +836,12 @@ where
         broker.shutdown.cancelled().await;
         Ending::ByServer(CloseReason::ServerShutdown)
     };
-    while let Ok(out) = a.outbound.try_recv() {
-        if let Err(ending) = encode_outbound(framed, broker, a, out) {
+    loop {
+        if let Err(ending) = encode_outbound(framed, broker, a) {
             return ending;
+        }
+        if framed.wbuf.is_empty() {
+            break;
         }
         if let Err(ending) = framed.flush_or(stop()).await {
             return ending;
@@ -734,11 +865,4 @@ where
         }
         _ => true,
     }
-}
-
-/// The two sides of a connection's outbound mailbox and its QoS 0
-/// backlog counter.
-pub(crate) fn outbound_channel() -> (OutboundTx, OutboundRx, Arc<crate::session::Qos0Budget>) {
-    let (tx, rx) = outbound::channel();
-    (tx, rx, Arc::default())
 }

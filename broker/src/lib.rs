@@ -24,7 +24,6 @@
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
 //! - [`mailbox`]: the unbounded mailboxes between connections, sessions and the router;
-//! - [`outbound`]: a connection's outbound mailbox and its close signal;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
@@ -54,7 +53,6 @@ pub mod mailbox;
 pub mod memory;
 pub mod message;
 pub mod metrics;
-pub mod outbound;
 pub mod publish;
 pub mod reload;
 pub mod router;

@@ -1,17 +1,14 @@
 //! The publish path: a client's PUBLISH and PUBREL, handled on its
-//! connection task, and routing a message to the matching sessions.
-//!
-//! Routing happens where the message arrives, without a hop through the
-//! publisher's session: only the incoming QoS 2 state (packet ids awaiting
-//! PUBREL) is session state, and it is shared with the connection through
-//! [`SessionShared::incoming_qos2`].
+//! connection task (which owns the publisher's session and with it the
+//! incoming QoS 2 ids awaiting PUBREL), and routing a message to the
+//! matching sessions' delivery mailboxes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::codec::{Packet, PubResp, Publish, ReasonCode};
 use crate::context::Context;
 use crate::message::Message;
-use crate::session::table::SessionShared;
 use crate::session::{DeliverTx, Delivery};
 use crate::types::{ClientId, PacketId, QoS};
 
@@ -32,7 +29,7 @@ pub(crate) enum Reply {
 /// `v5` selects MQTT 5.0 reason codes.
 pub(crate) fn on_publish(
     ctx: &Context,
-    shared: &SessionShared,
+    incoming_qos2: &mut HashSet<PacketId>,
     client_id: &ClientId,
     p: Publish,
     v5: bool,
@@ -48,15 +45,13 @@ pub(crate) fn on_publish(
         (QoS::ExactlyOnce, Some(id)) => {
             // Method B of the specification: deliver on PUBLISH, then
             // ignore duplicates until PUBREL [MQTT-4.3.3-2].
-            let new = {
-                let mut ids = shared.incoming_qos2.lock();
-                if ids.contains(&id) {
-                    false
-                } else if v5 && ids.len() >= usize::from(ctx.config.mqtt.receive_maximum) {
-                    return Reply::ReceiveMaximumExceeded;
-                } else {
-                    ids.insert(id)
-                }
+            let ids = incoming_qos2;
+            let new = if ids.contains(&id) {
+                false
+            } else if v5 && ids.len() >= usize::from(ctx.config.mqtt.receive_maximum) {
+                return Reply::ReceiveMaximumExceeded;
+            } else {
+                ids.insert(id)
             };
             let n = if new { route(ctx, msg) } else { 1 };
             Reply::PubRec(ack(id, n, v5))
@@ -72,7 +67,7 @@ pub(crate) fn on_publish(
 /// 3.1.1 has no way to say no [MQTT-3.3.5-2]; 5.0 answers 0x87.
 pub(crate) fn on_denied_publish(
     ctx: &Context,
-    shared: &SessionShared,
+    incoming_qos2: &mut HashSet<PacketId>,
     qos: QoS,
     packet_id: Option<PacketId>,
     v5: bool,
@@ -90,7 +85,7 @@ pub(crate) fn on_denied_publish(
         QoS::ExactlyOnce => {
             // A failed 5.0 PUBREC ends the exchange; 3.1.1 goes on to PUBREL.
             if !v5 {
-                shared.incoming_qos2.lock().insert(id);
+                incoming_qos2.insert(id);
             }
             Reply::PubRec(ack)
         }
@@ -99,8 +94,8 @@ pub(crate) fn on_denied_publish(
 }
 
 /// Handles PUBREL: releases the id and answers PUBCOMP.
-pub(crate) fn on_pubrel(shared: &SessionShared, r: &PubResp, v5: bool) -> Packet {
-    let known = shared.incoming_qos2.lock().remove(&r.packet_id);
+pub(crate) fn on_pubrel(incoming_qos2: &mut HashSet<PacketId>, r: &PubResp, v5: bool) -> Packet {
+    let known = incoming_qos2.remove(&r.packet_id);
     let mut resp = PubResp::success(r.packet_id);
     if !known && v5 {
         resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;

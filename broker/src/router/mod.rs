@@ -156,10 +156,13 @@ impl<S: Clone> Router<S> {
     }
 
     /// Adds `client`'s subscription to `filter`, or replaces its options
-    /// if it already has one to the identical filter.
+    /// if it already has one to the identical filter. `incarnation` is the
+    /// session incarnation making it: removals name it (see
+    /// [`Router::unsubscribe`]).
     pub fn subscribe(
         &self,
         client: &ClientId,
+        incarnation: u64,
         filter: &TopicFilter,
         opts: SubscriptionOptions,
         subscription_id: Option<u32>,
@@ -172,6 +175,7 @@ impl<S: Clone> Router<S> {
             });
         }
         let entry = Entry {
+            incarnation,
             opts,
             subscription_id,
             handle,
@@ -185,30 +189,33 @@ impl<S: Clone> Router<S> {
         }
     }
 
-    /// Removes `client`'s subscription to `filter`; false if it had none.
-    pub fn unsubscribe(&self, client: &ClientId, filter: &TopicFilter) -> bool {
+    /// Removes `client`'s subscription to `filter` made by session
+    /// `incarnation`; false if it had none (or a later incarnation of the
+    /// client id holds it now).
+    pub fn unsubscribe(&self, client: &ClientId, incarnation: u64, filter: &TopicFilter) -> bool {
         let Ok(parsed) = ParsedFilter::parse(filter) else {
             return false;
         };
         let mut inner = self.write();
-        let removed = inner.root.remove(&parsed, client);
+        let removed = inner.root.remove(&parsed, client, incarnation);
         if removed {
             inner.count -= 1;
         }
         removed
     }
 
-    /// Removes all of `client`'s subscriptions to `filters` under a single
-    /// lock (session teardown).
+    /// Removes all of `client`'s subscriptions to `filters` made by
+    /// `incarnation`, under a single lock (session teardown).
     pub fn unsubscribe_all<'f>(
         &self,
         client: &ClientId,
+        incarnation: u64,
         filters: impl IntoIterator<Item = &'f TopicFilter>,
     ) {
         let mut inner = self.write();
         for filter in filters {
             if let Ok(parsed) = ParsedFilter::parse(filter) {
-                if inner.root.remove(&parsed, client) {
+                if inner.root.remove(&parsed, client, incarnation) {
                     inner.count -= 1;
                 }
             }

@@ -85,9 +85,9 @@ proptest! {
         let o = SubscriptionOptions::with_qos(QoS::AtMostOnce);
         for (i, f) in filters.iter().enumerate() {
             let tf = TopicFilter::new(f).expect("generated filters are valid");
-            r.subscribe(&ClientId::new(format!("n{i}")), &tf, o, None, i).expect("ok");
+            r.subscribe(&ClientId::new(format!("n{i}")), 0, &tf, o, None, i).expect("ok");
             let shared = TopicFilter::new(&format!("$share/g{i}/{f}")).expect("valid");
-            r.subscribe(&ClientId::new(format!("s{i}")), &shared, o, None, i).expect("ok");
+            r.subscribe(&ClientId::new(format!("s{i}")), 0, &shared, o, None, i).expect("ok");
         }
         for t in &topics {
             let topic = TopicName::new(t).expect("generated topics are valid");
@@ -116,7 +116,7 @@ proptest! {
             let tf = TopicFilter::new(f).expect("valid");
             let id = u32::try_from(i + 1).expect("small");
             let o = SubscriptionOptions::with_qos(QoS::from_u8((i % 3) as u8).expect("0..=2"));
-            r.subscribe(&c, &tf, o, Some(id), ()).expect("ok");
+            r.subscribe(&c, 0, &tf, o, Some(id), ()).expect("ok");
             // A repeated filter replaces the earlier subscription.
             ids_by_filter.insert(f.clone(), (id, o.qos));
         }
@@ -149,12 +149,12 @@ proptest! {
         let tfs: Vec<TopicFilter> =
             filters.iter().map(|f| TopicFilter::new(f).expect("valid")).collect();
         for (i, tf) in tfs.iter().enumerate() {
-            r.subscribe(&ClientId::new(format!("c{}", i % 3)), tf, o, None, ()).expect("ok");
+            r.subscribe(&ClientId::new(format!("c{}", i % 3)), 0, tf, o, None, ()).expect("ok");
         }
         let start = order.index(tfs.len());
         for k in 0..tfs.len() {
             let i = (start + k) % tfs.len();
-            r.unsubscribe(&ClientId::new(format!("c{}", i % 3)), &tfs[i]);
+            r.unsubscribe(&ClientId::new(format!("c{}", i % 3)), 0, &tfs[i]);
         }
         prop_assert_eq!(r.subscription_count(), 0);
         prop_assert_eq!(r.node_count(), 1);

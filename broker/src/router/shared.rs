@@ -42,9 +42,14 @@ impl<S> SharedGroup<S> {
         }
     }
 
-    /// Removes `client`; true if it was a member.
-    pub fn remove(&mut self, client: &ClientId) -> bool {
-        match self.members.iter().position(|(c, _)| c == client) {
+    /// Removes `client`'s membership made by `incarnation`; true if it was
+    /// a member.
+    pub fn remove(&mut self, client: &ClientId, incarnation: u64) -> bool {
+        let found = self
+            .members
+            .iter()
+            .position(|(c, e)| c == client && e.incarnation == incarnation);
+        match found {
             Some(i) => {
                 self.members.remove(i);
                 true

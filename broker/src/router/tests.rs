@@ -26,6 +26,7 @@ fn opts(qos: QoS) -> SubscriptionOptions {
 fn sub(r: &TestRouter, client: &'static str, f: &str) -> SubscribeOutcome {
     r.subscribe(
         &cid(client),
+        0,
         &filter(f),
         opts(QoS::AtMostOnce),
         None,
@@ -105,14 +106,15 @@ fn overlapping_subscriptions_give_one_delivery() {
     let r = TestRouter::new();
     let c = cid("c");
     let mut o = opts(QoS::AtMostOnce);
-    r.subscribe(&c, &filter("a/#"), o, Some(1), "h")
+    r.subscribe(&c, 0, &filter("a/#"), o, Some(1), "h")
         .expect("ok");
     o.qos = QoS::ExactlyOnce;
-    r.subscribe(&c, &filter("a/+"), o, Some(2), "h")
+    r.subscribe(&c, 0, &filter("a/+"), o, Some(2), "h")
         .expect("ok");
     o.qos = QoS::AtLeastOnce;
     o.retain_as_published = true;
-    r.subscribe(&c, &filter("a/b"), o, None, "h").expect("ok");
+    r.subscribe(&c, 0, &filter("a/b"), o, None, "h")
+        .expect("ok");
     sub(&r, "other", "#");
 
     let mut ds = r.route(&topic("a/b"), None);
@@ -160,9 +162,9 @@ fn no_local_skips_only_the_publisher() {
     let r = TestRouter::new();
     let mut o = opts(QoS::AtLeastOnce);
     o.no_local = true;
-    r.subscribe(&cid("c1"), &filter("a/#"), o, Some(7), "h")
+    r.subscribe(&cid("c1"), 0, &filter("a/#"), o, Some(7), "h")
         .expect("ok");
-    r.subscribe(&cid("c2"), &filter("a/#"), o, None, "h")
+    r.subscribe(&cid("c2"), 0, &filter("a/#"), o, None, "h")
         .expect("ok");
     sub(&r, "c1", "a/b");
 
@@ -218,7 +220,7 @@ fn shared_subscription_errors() {
     let mut o = opts(QoS::AtLeastOnce);
     o.no_local = true;
     let err = r
-        .subscribe(&cid("c"), &filter("$share/g/a"), o, None, "h")
+        .subscribe(&cid("c"), 0, &filter("$share/g/a"), o, None, "h")
         .expect_err("no local on shared");
     assert!(err.is_protocol_error());
     assert_eq!(
@@ -229,14 +231,16 @@ fn shared_subscription_errors() {
     );
     for bad in ["$share//a", "$share/+/a", "$share/g", "$share/g/"] {
         let err = r
-            .subscribe(&cid("c"), &filter(bad), opts(QoS::AtMostOnce), None, "h")
+            .subscribe(&cid("c"), 0, &filter(bad), opts(QoS::AtMostOnce), None, "h")
             .expect_err(bad);
         assert!(!err.is_protocol_error(), "{bad}");
     }
     assert_eq!(r.subscription_count(), 0);
     assert_eq!(r.node_count(), 1);
     // No local on a normal subscription is fine.
-    assert!(r.subscribe(&cid("c"), &filter("a"), o, None, "h").is_ok());
+    assert!(r
+        .subscribe(&cid("c"), 0, &filter("a"), o, None, "h")
+        .is_ok());
 }
 
 #[test]
@@ -245,10 +249,13 @@ fn resubscribe_replaces_options() {
     let c = cid("c");
     let f = filter("a/+");
     let mut o = opts(QoS::AtMostOnce);
-    assert!(r.subscribe(&c, &f, o, Some(1), "old").expect("ok").is_new());
+    assert!(r
+        .subscribe(&c, 0, &f, o, Some(1), "old")
+        .expect("ok")
+        .is_new());
     o.qos = QoS::ExactlyOnce;
     o.retain_handling = RetainHandling::SendIfNew;
-    let again = r.subscribe(&c, &f, o, Some(2), "new").expect("ok");
+    let again = r.subscribe(&c, 0, &f, o, Some(2), "new").expect("ok");
     assert_eq!(again, SubscribeOutcome::Replaced);
     assert_eq!(r.subscription_count(), 1);
     let ds = r.route(&topic("a/b"), None);
@@ -282,19 +289,25 @@ fn unsubscribe_removes_and_prunes() {
         sub(&r, "c2", f);
     }
     assert_eq!(r.subscription_count(), 2 * filters.len());
-    assert!(r.unsubscribe(&cid("c1"), &filter("a/b/c")));
-    assert!(!r.unsubscribe(&cid("c1"), &filter("a/b/c")), "already gone");
-    assert!(!r.unsubscribe(&cid("c3"), &filter("a/+/c")), "never there");
-    assert!(!r.unsubscribe(&cid("c1"), &filter("x/y")));
-    assert!(!r.unsubscribe(&cid("c1"), &filter("$share//x")));
-    assert!(r.unsubscribe(&cid("c1"), &filter("$share/g/#")));
+    assert!(r.unsubscribe(&cid("c1"), 0, &filter("a/b/c")));
+    assert!(
+        !r.unsubscribe(&cid("c1"), 0, &filter("a/b/c")),
+        "already gone"
+    );
+    assert!(
+        !r.unsubscribe(&cid("c3"), 0, &filter("a/+/c")),
+        "never there"
+    );
+    assert!(!r.unsubscribe(&cid("c1"), 0, &filter("x/y")));
+    assert!(!r.unsubscribe(&cid("c1"), 0, &filter("$share//x")));
+    assert!(r.unsubscribe(&cid("c1"), 0, &filter("$share/g/#")));
     assert_eq!(clients(&r, "a/b/c"), ["c1", "c2", "c2"]);
 
     let all: Vec<TopicFilter> = filters.iter().map(|f| filter(f)).collect();
-    r.unsubscribe_all(&cid("c1"), &all);
+    r.unsubscribe_all(&cid("c1"), 0, &all);
     assert_eq!(r.subscription_count(), filters.len());
     assert!(r.node_count() > 1);
-    r.unsubscribe_all(&cid("c2"), all.iter());
+    r.unsubscribe_all(&cid("c2"), 0, all.iter());
     assert_eq!(r.subscription_count(), 0);
     assert_eq!(r.node_count(), 1, "no nodes left behind");
     assert!(r.route(&topic("a/b/c"), None).is_empty());
@@ -315,7 +328,7 @@ fn subscription_count_matches_trie() {
 fn too_deep_filter_is_refused() {
     let r = TestRouter::new();
     let deep = filter(&vec!["a"; MAX_TOPIC_LEVELS + 1].join("/"));
-    let err = r.subscribe(&cid("c"), &deep, opts(QoS::AtMostOnce), None, "h");
+    let err = r.subscribe(&cid("c"), 0, &deep, opts(QoS::AtMostOnce), None, "h");
     assert!(matches!(err, Err(RouterError::FilterTooDeep { .. })));
     // Deep topics still route: the walk stops where the trie ends.
     sub(&r, "c", "a/#");
@@ -328,4 +341,25 @@ fn router_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Router<std::sync::Arc<str>>>();
     assert_send_sync::<RetainedStore<std::sync::Arc<str>>>();
+}
+
+/// A late cleanup by an ended session incarnation never removes the
+/// subscriptions its successor (same client id) made since.
+#[test]
+fn removal_is_keyed_by_incarnation() {
+    let r = TestRouter::new();
+    let c = cid("c");
+    let o = opts(QoS::AtLeastOnce);
+    for f in ["a/b", "$share/g/a/b"] {
+        r.subscribe(&c, 1, &filter(f), o, None, "old").expect("ok");
+        // The next incarnation subscribes before the old one is cleaned up.
+        r.subscribe(&c, 2, &filter(f), o, None, "new").expect("ok");
+        assert!(!r.unsubscribe(&c, 1, &filter(f)), "stale incarnation");
+    }
+    r.unsubscribe_all(&c, 1, [&filter("a/b"), &filter("$share/g/a/b")]);
+    assert_eq!(r.subscription_count(), 2);
+    let ds = r.route(&topic("a/b"), None);
+    assert!(ds.iter().all(|d| d.handle == "new") && ds.len() == 2);
+    r.unsubscribe_all(&c, 2, [&filter("a/b"), &filter("$share/g/a/b")]);
+    assert_eq!(r.subscription_count(), 0);
 }

@@ -19,6 +19,10 @@ use crate::types::{ClientId, TopicName};
 /// One subscription as stored: what [`Delivery`] is built from.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry<S> {
+    /// The session incarnation that made the subscription: only it (or a
+    /// later incarnation replacing the entry) can remove it, so a late
+    /// cleanup of an ended session never removes its successor's.
+    pub incarnation: u64,
     pub opts: SubscriptionOptions,
     pub subscription_id: Option<u32>,
     pub handle: S,
@@ -75,15 +79,24 @@ impl<S> Subscribers<S> {
         }
     }
 
-    /// Removes a subscription (dropping an emptied group); true if it existed.
-    fn remove(&mut self, group: Option<&str>, client: &ClientId) -> bool {
+    /// Removes `client`'s subscription made by `incarnation` (dropping an
+    /// emptied group); true if it existed.
+    fn remove(&mut self, group: Option<&str>, client: &ClientId, incarnation: u64) -> bool {
         let Some(g) = group else {
-            return self.clients.remove(client).is_some();
+            if self
+                .clients
+                .get(client)
+                .is_some_and(|e| e.incarnation == incarnation)
+            {
+                self.clients.remove(client);
+                return true;
+            }
+            return false;
         };
         let Some(members) = self.groups.get_mut(g) else {
             return false;
         };
-        let removed = members.remove(client);
+        let removed = members.remove(client, incarnation);
         if members.is_empty() {
             self.groups.remove(g);
         }
@@ -149,24 +162,35 @@ impl<S> Node<S> {
 
     /// Removes a subscription and every node it leaves empty; true if it
     /// existed. Recursion depth is bounded by [`super::MAX_TOPIC_LEVELS`].
-    pub fn remove(&mut self, filter: &ParsedFilter<'_>, client: &ClientId) -> bool {
-        self.remove_at(&filter.path, filter, client)
+    pub fn remove(
+        &mut self,
+        filter: &ParsedFilter<'_>,
+        client: &ClientId,
+        incarnation: u64,
+    ) -> bool {
+        self.remove_at(&filter.path, filter, client, incarnation)
     }
 
-    fn remove_at(&mut self, path: &[&str], filter: &ParsedFilter<'_>, client: &ClientId) -> bool {
+    fn remove_at(
+        &mut self,
+        path: &[&str],
+        filter: &ParsedFilter<'_>,
+        client: &ClientId,
+        incarnation: u64,
+    ) -> bool {
         let Some((&level, rest)) = path.split_first() else {
             let subs = if filter.multi {
                 &mut self.multi
             } else {
                 &mut self.exact
             };
-            return subs.remove(filter.group, client);
+            return subs.remove(filter.group, client, incarnation);
         };
         if level == "+" {
             let Some(child) = self.plus.as_deref_mut() else {
                 return false;
             };
-            let removed = child.remove_at(rest, filter, client);
+            let removed = child.remove_at(rest, filter, client, incarnation);
             if child.is_empty() {
                 self.plus = None;
             }
@@ -175,7 +199,7 @@ impl<S> Node<S> {
             let Some(child) = self.literal.get_mut(level) else {
                 return false;
             };
-            let removed = child.remove_at(rest, filter, client);
+            let removed = child.remove_at(rest, filter, client, incarnation);
             if child.is_empty() {
                 self.literal.remove(level);
             }

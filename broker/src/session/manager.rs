@@ -17,15 +17,13 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use super::session::spawn;
-use super::table::{SessionEntry, SessionShared};
-use super::{CloseReason, ConnHandle, SessionMsg, SessionTx};
+use super::session::Session;
+use super::table::SessionEntry;
+use super::{CloseReason, ConnHandle, SessionMsg};
 use crate::auth::Identity;
 use crate::config::MAX_POOL_SIZE;
 use crate::context::Context;
@@ -36,8 +34,6 @@ use crate::types::ClientId;
 pub enum ManagerError {
     #[error("the session manager is shutting down")]
     ShuttingDown,
-    #[error("session of client {0} ended unexpectedly during resume")]
-    SessionLost(ClientId),
     #[error("pool size {0} is out of range 1..={MAX_POOL_SIZE}")]
     InvalidSize(usize),
 }
@@ -51,11 +47,10 @@ pub struct StartRequest {
     pub conn: ConnHandle,
 }
 
+/// The session for a connection, attached to it and now its to own.
 #[derive(Debug)]
 pub struct StartResult {
-    pub session: SessionTx,
-    /// State shared with the connection (incoming QoS 2 ids).
-    pub shared: Arc<SessionShared>,
+    pub session: Box<Session>,
     pub session_present: bool,
 }
 
@@ -249,16 +244,17 @@ async fn run_worker(
 }
 
 /// The seed's `start_session`: resume a live persistent session of the
-/// same identity, or destroy what is there and create a new one.
+/// same identity (taking it from its owner: the connection attached to it,
+/// which closes as taken over, or the holder of an offline session), or
+/// destroy what is there and create a new one.
 async fn start(
     ctx: &Arc<Context>,
     stats: &WorkerMetrics,
     req: StartRequest,
 ) -> Result<StartResult, ManagerError> {
-    let mut conn = Box::new(req.conn);
     if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
         let owner = owner(&entry);
-        let claimant = Identity::of(conn.info.username.as_deref());
+        let claimant = Identity::of(req.conn.info.username.as_deref());
         if !req.clean_start && owner != claimant {
             // A client id is not a credential: another identity never
             // inherits a session's subscriptions and messages.
@@ -273,32 +269,21 @@ async fn start(
         if req.clean_start || owner != claimant {
             destroy(ctx, &entry, CloseReason::TakenOver).await;
             stats.destroyed.inc();
+        } else if let Some(mut session) = take(&entry).await {
+            session.attach(req.conn);
+            session.publish_counters();
+            stats.resumed.inc();
+            ctx.metrics.sessions_resumed.inc();
+            return Ok(StartResult {
+                session,
+                session_present: true,
+            });
         } else {
-            match resume(&entry, conn).await {
-                Ok(()) => {
-                    stats.resumed.inc();
-                    ctx.metrics.sessions_resumed.inc();
-                    return Ok(StartResult {
-                        session: entry.tx.clone(),
-                        shared: entry.shared.clone(),
-                        session_present: true,
-                    });
-                }
-                Err(Some(returned)) => {
-                    // The session was ending: wait until it is gone, then
-                    // create a new one below.
-                    conn = returned;
-                    entry.ended.cancelled().await;
-                }
-                Err(None) => {
-                    // The task died (a panic) holding the connection.
-                    entry.ended.cancelled().await;
-                    return Err(ManagerError::SessionLost(req.client_id));
-                }
-            }
+            // It was ending: once it is gone, a new one is created below.
+            entry.ended.cancelled().await;
         }
     }
-    Ok(create(ctx, stats, req.client_id, *conn))
+    Ok(create(ctx, stats, req.client_id, req.conn))
 }
 
 /// The identity a session belongs to: that of the connection attached to
@@ -309,22 +294,12 @@ pub(crate) fn owner(entry: &SessionEntry) -> Identity {
     Identity::of(last.as_ref().and_then(|c| c.username.as_deref()))
 }
 
-/// Attaches `conn` to a live session. `Err(Some(conn))`: the session is
-/// ending and gave the connection back; `Err(None)`: it died holding it.
-async fn resume(
-    entry: &SessionEntry,
-    conn: Box<ConnHandle>,
-) -> Result<(), Option<Box<ConnHandle>>> {
+/// Takes a live session from its owner; `None` if it is ending (or its
+/// owner died), in which case its row goes with it.
+async fn take(entry: &SessionEntry) -> Option<Box<Session>> {
     let (tx, rx) = oneshot::channel();
-    match entry.tx.send(SessionMsg::Attach { conn, reply: tx }) {
-        Ok(()) => match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(conn)) => Err(Some(conn)),
-            Err(_) => Err(None),
-        },
-        Err(crate::mailbox::Closed(SessionMsg::Attach { conn, .. })) => Err(Some(conn)),
-        Err(_) => Err(None),
-    }
+    entry.tx.send(SessionMsg::Take(tx)).ok()?;
+    rx.await.ok()
 }
 
 fn create(
@@ -333,43 +308,21 @@ fn create(
     client_id: ClientId,
     conn: ConnHandle,
 ) -> StartResult {
-    let shared = Arc::new(SessionShared::default());
-    let (tx, join) = spawn(ctx.clone(), client_id.clone(), shared.clone(), conn);
-    let entry = Arc::new(SessionEntry {
-        uid: ctx.next_id(),
-        client_id,
-        tx: tx.clone(),
-        created_at: SystemTime::now(),
-        ended: CancellationToken::new(),
-        shared,
-    });
-    if let Some(old) = ctx.table.insert(entry.clone()) {
+    let (session, entry) = Session::create(ctx, client_id, conn);
+    if let Some(old) = ctx.table.insert(entry) {
         tracing::error!(client_id = %old.client_id, "replaced a live session table entry");
     }
     stats.created.inc();
     ctx.metrics.sessions_created.inc();
     ctx.metrics.sessions.inc();
-    let shared = entry.shared.clone();
-    tokio::spawn(watch(ctx.clone(), entry, join));
     StartResult {
-        session: tx,
-        shared,
+        session,
         session_present: false,
     }
 }
 
-/// Removes the table row when the session task ends for any reason,
-/// including a panic, then signals `ended`.
-async fn watch(ctx: Arc<Context>, entry: Arc<SessionEntry>, join: JoinHandle<()>) {
-    if let Err(e) = join.await {
-        tracing::error!(client_id = %entry.client_id, error = %e, "session task failed");
-    }
-    ctx.table.remove_if(entry.client_id.as_str(), entry.uid);
-    ctx.metrics.sessions.dec();
-    entry.ended.cancel();
-}
-
-/// Shuts a session down and waits until it is gone from the table.
+/// Shuts a session down and waits until it is gone from the table (the
+/// session removes its own row as it ends).
 async fn destroy(ctx: &Context, entry: &SessionEntry, reason: CloseReason) {
     let _ = entry.tx.send(SessionMsg::Shutdown(reason));
     entry.ended.cancelled().await;

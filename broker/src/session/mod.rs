@@ -1,17 +1,26 @@
 //! Sessions and their manager: the heart of the seed's connect flow.
 //!
-//! - `session`: the session task (subscriptions, QoS 1/2 in-flight window,
-//!   offline queue, will), alive independently of any connection;
+//! A session is a value ([`Session`]) with exactly one owner at a time:
+//! the task of the connection attached to it, or, while no client is
+//! connected, a [`holder`] task that keeps its queue and its expiry. It
+//! moves between owners as a value (resume, takeover), and removes its
+//! own table row and router entries when it ends, however it ends.
+//!
+//! - `session`: the session value (subscriptions, QoS 1/2 in-flight window,
+//!   offline queue, incoming QoS 2 ids, will) and what its owner calls;
+//! - `holder`: the owner of a session without a connection;
 //! - `outgoing`: the in-flight window and queue of messages to the client;
-//! - `qos0`: a connection's budget of QoS 0 messages not yet written;
+//! - `qos0`: the budget of QoS 0 messages handed to the connection and not
+//!   yet written;
 //! - `table`: the shared session table (client id → entry);
-//! - `manager`: the pool of session-manager workers that create, resume
-//!   and destroy sessions, and its run-time resize;
+//! - `manager`: the pool of session-manager workers that create, resume,
+//!   take over and destroy sessions, and its run-time resize;
 //! - `reauthorize`: re-checking subscriptions against the current ACL (on
 //!   resume and after a reload);
 //! - `stopping`: closing every session's connection when the broker stops,
 //!   wills first.
 
+pub mod holder;
 pub mod manager;
 mod outgoing;
 pub mod qos0;
@@ -27,21 +36,22 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::backlog::{self, Backlog};
-use crate::codec::{LastWill, Packet, Subscribe, SubscriptionOptions};
+use crate::codec::{LastWill, Packet, SubscriptionOptions};
 use crate::mailbox;
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
 pub use qos0::Qos0Budget;
+pub use session::{Control, Session};
 pub use table::{ClientInfo, SessionEntry, SessionTable};
 
-/// The sending side of a session task's control mailbox (connections,
-/// the manager, the control API).
+/// The sending side of a session's control mailbox (the manager, the
+/// control API, shutdown), served by whoever owns the session now.
 pub type SessionTx = mailbox::Sender<SessionMsg>;
 
-/// The sending side of a session task's delivery mailbox (the router). It
-/// is separate so that acknowledgements from the client are never stuck
-/// behind a flood of deliveries, and counted (see [`crate::backlog`]).
+/// The sending side of a session's delivery mailbox (the router). It is
+/// separate so that control messages are never stuck behind a flood of
+/// deliveries, and counted (see [`crate::backlog`]).
 ///
 /// It also tells whether the session has a connection now, so a shared
 /// subscription prefers members that can take a message at once.
@@ -102,31 +112,23 @@ pub struct OutPublish {
     pub subscription_ids: Vec<u32>,
 }
 
-/// What a session sends to its connection.
+/// What a session hands its connection to write.
 #[derive(Debug)]
 pub enum Outbound {
     Publish(OutPublish),
     Packet(Box<Packet>),
-    Close(CloseReason),
 }
 
-/// A connection as the session sees it: where to send packets, and what
-/// the connection announced in CONNECT.
+/// A connection as the session sees it: what the connection announced in
+/// CONNECT.
 #[derive(Debug)]
 pub struct ConnHandle {
-    pub conn_id: u64,
-    pub tx: crate::outbound::OutboundTx,
-    /// QoS 0 PUBLISH packets sent to the connection and not yet written;
-    /// past the configured bounds the session drops QoS 0 messages.
-    pub pending_qos0: Arc<Qos0Budget>,
     pub info: Arc<ClientInfo>,
     /// Boxed: most clients set no will, and an idle connection should
     /// not carry room for one.
     pub will: Option<Box<LastWill>>,
     /// The client's receive maximum (MQTT 5.0); bounds the in-flight window.
     pub receive_maximum: Option<u16>,
-    /// The largest packet the client accepts (MQTT 5.0).
-    pub max_packet_size: Option<u32>,
     /// Seconds the session outlives this connection: 0 ends it with the
     /// connection, [`NEVER_EXPIRES`] keeps it until destroyed (3.1.1
     /// persistent sessions).
@@ -177,41 +179,16 @@ pub enum DetachKind {
     Unclean,
 }
 
-/// The session task's mailbox messages.
+/// A session's control messages, handled by its owner (the connection
+/// task, or the holder while offline).
 #[derive(Debug)]
 pub enum SessionMsg {
-    /// Attach a new connection (resume or takeover). A session that is
-    /// ending answers `Err` with the connection handle, unused.
-    Attach {
-        conn: Box<ConnHandle>,
-        reply: oneshot::Sender<Result<(), Box<ConnHandle>>>,
-    },
-    /// A packet from the attached connection `conn_id`.
-    Packet {
-        conn_id: u64,
-        packet: Box<Packet>,
-    },
-    /// A SUBSCRIBE with the filters authorization refused marked.
-    Subscribe {
-        conn_id: u64,
-        subscribe: Box<Subscribe>,
-        denied: Vec<bool>,
-    },
-    /// Connection `conn_id` is gone.
-    Detach {
-        conn_id: u64,
-        ending: DetachKind,
-    },
-    /// The connection discarded the PUBLISH `packet_id` as too large for
-    /// the client; it counts as delivered.
-    Discarded {
-        conn_id: u64,
-        packet_id: PacketId,
-    },
+    /// Hand the session over (resume or takeover): a connected owner
+    /// closes its connection as taken over [MQTT-3.1.4-2] first. A session
+    /// that is ending drops `reply` instead.
+    Take(oneshot::Sender<Box<Session>>),
     Inspect(oneshot::Sender<SessionDetail>),
-    /// Answered once every earlier message is handled: a connection waits
-    /// on it after SUBSCRIBE and UNSUBSCRIBE so that the client's next
-    /// PUBLISH is routed with the new subscriptions in place.
+    /// Answered once every earlier message is handled.
     Sync(oneshot::Sender<()>),
     /// End the session, closing its connection for `reason`.
     Shutdown(CloseReason),
@@ -227,4 +204,9 @@ pub enum SessionMsg {
     /// message the router has already delivered to this session, then
     /// close it; answered once the close is queued behind them.
     CloseForShutdown(oneshot::Sender<()>),
+    /// The connection `conn_id` has been silent past its keep alive (sent
+    /// by the keep-alive sweep).
+    KeepAliveExpired {
+        conn_id: u64,
+    },
 }

@@ -1,28 +1,36 @@
-//! The session task: one per client id, alive independently of the TCP
-//! connection (emqttd's `emqttd_session`).
+//! The session: one per client id, alive independently of the TCP
+//! connection (emqttd's `emqttd_session`), as a value with one owner at a
+//! time.
 //!
-//! It owns the subscriptions, the outgoing window and queue and the will
-//! (the incoming QoS 2 ids live in [`SessionShared`], used by the
-//! connection that handles PUBLISH). Connections attach to it (create,
-//! resume, takeover) and detach from it through its control mailbox; the
-//! router delivers messages to its delivery mailbox. It never blocks:
-//! everything it sends goes through unbounded mailboxes whose growth it
-//! bounds itself (window, queue, QoS 0 backlog).
+//! It owns the subscriptions, the incoming QoS 2 ids, the outgoing window
+//! and queue, the will, and its two mailboxes: control messages (from the
+//! manager, the control API, shutdown) and deliveries (from the router).
+//! While a client is connected, the connection's task owns it and calls
+//! it directly for every packet; the session answers by putting packets
+//! in its outbox, which the connection writes. Without a connection, a
+//! [`super::holder`] owns it. A takeover or resume moves it to the new
+//! connection whole ([`SessionMsg::Take`]), mailboxes included, so nothing
+//! routed to it meanwhile is lost.
+//!
+//! It never blocks, and bounds what it keeps itself (window, queue, QoS 0
+//! budget). When it ends, for any reason (a panic of its owner included),
+//! dropping it removes its router entries (by incarnation) and its table
+//! row, and signals [`SessionEntry::ended`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outgoing::{Outgoing, Pending, RecOutcome};
 use super::qos0::{Qos0Budget, Qos0Limit};
-use super::table::SessionShared;
+use super::table::SessionEntry;
 use super::{
     CloseReason, ConnHandle, DeliverTx, Delivery, DetachKind, Outbound, SessionDetail, SessionMsg,
-    SessionTx, SubscriptionInfo, NEVER_EXPIRES,
+    SubscriptionInfo, NEVER_EXPIRES,
 };
 use crate::auth::topics::{covers, strip_share};
 use crate::auth::ClientCtx;
@@ -35,21 +43,48 @@ use crate::context::Context;
 use crate::mailbox::{self, mailbox};
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
-use crate::types::{ClientId, QoS, TopicFilter};
+use crate::types::{ClientId, PacketId, QoS, TopicFilter};
 
-/// Whether the task goes on after a mailbox message.
+/// Whether the session goes on after a detach or a timer.
 #[derive(Debug, PartialEq, Eq)]
-enum Flow {
+pub enum Flow {
     Continue,
     Stop,
 }
 
-pub(crate) struct Session {
+/// What the owner must do after a control message ([`Session::control`]).
+#[derive(Debug)]
+pub enum Control {
+    /// Handled; nothing changes for the owner.
+    Handled,
+    /// Hand the session to `reply` (resume or takeover): a connection
+    /// closes as taken over first.
+    Take(oneshot::Sender<Box<Session>>),
+    /// End the session; a connection closes for the reason given.
+    End(CloseReason),
+    /// The broker is stopping: the connection writes what the session
+    /// handed it, then closes (the session goes on offline).
+    CloseForShutdown,
+    /// The connection `conn_id` outlived its keep alive.
+    KeepAliveExpired(u64),
+}
+
+/// An event for the session's owner, from its mailboxes.
+#[derive(Debug)]
+pub enum Event {
+    Control(SessionMsg),
+    Delivery(Delivery),
+}
+
+pub struct Session {
     ctx: Arc<Context>,
-    client_id: ClientId,
+    /// This incarnation's table row (client id, incarnation, mailbox).
+    entry: Arc<SessionEntry>,
     /// Registered with the router for this session's subscriptions.
     deliver_tx: DeliverTx,
-    shared: Arc<SessionShared>,
+    rx: mailbox::Receiver<SessionMsg>,
+    deliveries: backlog::Receiver<Delivery>,
+    /// The connection attached now, if any.
     conn: Option<ConnHandle>,
     protocol: ProtocolVersion,
     /// Seconds the session outlives a connection (see [`NEVER_EXPIRES`]).
@@ -59,7 +94,14 @@ pub(crate) struct Session {
     /// When a delayed will (MQTT 5.0 will delay interval) is due.
     will_due: Option<Instant>,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
+    /// Incoming QoS 2 packet ids received (PUBREC sent) and not yet
+    /// released [MQTT-4.3.3-2].
+    incoming_qos2: HashSet<PacketId>,
     out: Outgoing,
+    /// Packets for the connection, not yet written.
+    outbox: VecDeque<Outbound>,
+    /// The QoS 0 PUBLISH packets in `outbox`.
+    qos0: Qos0Budget,
     /// Retained messages matched by a SUBSCRIBE and not yet handed to the
     /// connection: fed as the connection drains (see [`Session::feed_replay`]).
     replay: VecDeque<Pending>,
@@ -70,180 +112,196 @@ pub(crate) struct Session {
     dropped_unlogged: u64,
 }
 
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Starts a session task with `conn` attached. Returns its mailbox and
-/// the task's join handle (watched by the manager).
-pub(crate) fn spawn(
-    ctx: Arc<Context>,
-    client_id: ClientId,
-    shared: Arc<SessionShared>,
-    conn: ConnHandle,
-) -> (SessionTx, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mailbox();
-    let (deliver_tx, deliver_rx) = DeliverTx::channel(ctx.metrics.backlog.clone());
-    let cfg = &ctx.config.mqtt;
-    let out = Outgoing::new(
-        usize::from(cfg.max_inflight_messages),
-        cfg.max_queued_messages,
-    );
-    let mut session = Session {
-        protocol: conn.info.protocol,
-        ctx,
-        client_id,
-        deliver_tx,
-        shared,
-        conn: None,
-        expiry_secs: 0,
-        expire_at: None,
-        will_due: None,
-        subscriptions: HashMap::new(),
-        out,
-        replay: VecDeque::new(),
-        will: None,
-        drop_logged_at: None,
-        dropped_unlogged: 0,
-    };
-    session.attach(conn);
-    // Boxed, so the task's future holds a pointer rather than the state.
-    let join = tokio::spawn(Box::new(session).run(rx, deliver_rx));
-    (tx, join)
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client_id", &self.entry.client_id)
+            .field("incarnation", &self.entry.uid)
+            .finish_non_exhaustive()
+    }
 }
 
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 impl Session {
-    async fn run(
-        mut self: Box<Self>,
-        mut rx: mailbox::Receiver<SessionMsg>,
-        mut deliveries: backlog::Receiver<Delivery>,
-    ) {
-        loop {
-            let timer = match (self.will_due, self.expire_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            // A retained replay waits for the connection to write.
-            let replay_budget = match &self.conn {
-                Some(conn) if !self.replay.is_empty() => Some(conn.pending_qos0.clone()),
-                _ => None,
-            };
-            // Control first: acknowledgements free window slots and must
-            // not wait behind a flood of deliveries.
-            let flow = tokio::select! {
-                biased;
-                msg = rx.recv() => match msg {
-                    Some(msg @ SessionMsg::CloseForShutdown(_)) => {
-                        // What the router handed over before goes out
-                        // before the close (wills at shutdown).
-                        while let Some(d) = deliveries.try_recv() {
-                            self.deliver(d);
-                        }
-                        self.handle(msg)
-                    }
-                    Some(msg) => self.handle(msg),
-                    None => Flow::Stop,
-                },
-                d = deliveries.recv() => {
-                    // Out of transit (see crate::backlog): from here on,
-                    // this session's own limits bound it.
-                    if let Some(d) = d {
-                        self.deliver(d);
-                    }
-                    Flow::Continue
-                }
-                _ = sleep_until(timer) => self.on_timer(),
-                _ = wait_written(replay_budget.as_deref()) => {
-                    self.feed_replay();
-                    Flow::Continue
-                }
-            };
-            self.publish_counters();
-            if flow == Flow::Stop {
-                break;
-            }
-        }
-        // Shared subscriptions stop choosing this session; what is still
-        // in its delivery mailbox is dropped (and uncounted) with it.
-        self.deliver_tx.set_online(false);
-        drop(deliveries);
-        // The will of a session that ends is sent now, whatever its delay
-        // [MQTT-3.1.3-9].
-        self.publish_will();
-        // Give back connections that tried to attach while we were ending,
-        // so the manager can create a new session for them.
-        rx.close();
-        while let Ok(msg) = rx.try_recv() {
-            if let SessionMsg::Attach { conn, reply } = msg {
-                let _ = reply.send(Err(conn));
-            }
-        }
-        tracing::debug!(client_id = %self.client_id, "session ended");
+    /// A new session for `client_id` with `conn` attached, and its table
+    /// row (not yet in the table: the manager inserts it).
+    pub(crate) fn create(
+        ctx: &Arc<Context>,
+        client_id: ClientId,
+        conn: ConnHandle,
+    ) -> (Box<Session>, Arc<SessionEntry>) {
+        let (tx, rx) = mailbox();
+        let (deliver_tx, deliveries) = DeliverTx::channel(ctx.metrics.backlog.clone());
+        let entry = Arc::new(SessionEntry::new(
+            ctx.next_id(),
+            client_id,
+            tx,
+            SystemTime::now(),
+        ));
+        let cfg = &ctx.config.mqtt;
+        let out = Outgoing::new(
+            usize::from(cfg.max_inflight_messages),
+            cfg.max_queued_messages,
+        );
+        let mut session = Box::new(Session {
+            protocol: conn.info.protocol,
+            ctx: ctx.clone(),
+            entry: entry.clone(),
+            deliver_tx,
+            rx,
+            deliveries,
+            conn: None,
+            expiry_secs: 0,
+            expire_at: None,
+            will_due: None,
+            subscriptions: HashMap::new(),
+            incoming_qos2: HashSet::new(),
+            out,
+            outbox: VecDeque::new(),
+            qos0: Qos0Budget::default(),
+            replay: VecDeque::new(),
+            will: None,
+            drop_logged_at: None,
+            dropped_unlogged: 0,
+        });
+        session.attach(conn);
+        (session, entry)
     }
 
-    fn handle(&mut self, msg: SessionMsg) -> Flow {
+    pub fn client_id(&self) -> &ClientId {
+        &self.entry.client_id
+    }
+
+    /// The next control message or delivery; control first, so that a
+    /// flood of deliveries cannot hold up a takeover or a shutdown.
+    /// `None` when the control mailbox is closed (never while the session
+    /// holds its own row, which keeps a sender). Cancel safe.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        let (rx, deliveries) = (&mut self.rx, &mut self.deliveries);
+        tokio::select! {
+            biased;
+            msg = rx.recv() => msg.map(Event::Control),
+            // Out of transit (see crate::backlog): from here on, this
+            // session's own limits bound it.
+            d = deliveries.recv() => d.map(Event::Delivery),
+        }
+    }
+
+    /// The next control message only. Cancel safe.
+    pub async fn next_control(&mut self) -> Option<SessionMsg> {
+        self.rx.recv().await
+    }
+
+    /// The next delivery if one is waiting.
+    pub fn try_next_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.try_recv()
+    }
+
+    /// Takes what the router has delivered so far, without waiting.
+    pub fn drain_deliveries(&mut self) {
+        while let Some(d) = self.deliveries.try_recv() {
+            self.deliver(d);
+        }
+    }
+
+    /// Handles a control message, as far as the session can; the owner
+    /// acts on what is returned.
+    pub fn control(&mut self, msg: SessionMsg) -> Control {
         match msg {
-            SessionMsg::Attach { conn, reply } => {
-                self.take_over();
-                self.attach(*conn);
-                let _ = reply.send(Ok(()));
-            }
-            SessionMsg::Packet { conn_id, packet } => {
-                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    self.on_packet(*packet);
-                }
-            }
-            SessionMsg::Detach { conn_id, ending } => {
-                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    return self.detach(ending);
-                }
-            }
-            SessionMsg::Subscribe {
-                conn_id,
-                subscribe,
-                denied,
-            } => {
-                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    self.on_subscribe(*subscribe, &denied);
-                }
-            }
-            SessionMsg::Discarded { conn_id, packet_id } => {
-                if self.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                    self.out.discard(packet_id);
-                    self.fill_window();
-                }
-            }
+            SessionMsg::Take(reply) => return Control::Take(reply),
             SessionMsg::Inspect(reply) => {
                 let _ = reply.send(self.detail());
             }
             SessionMsg::Sync(reply) => {
                 let _ = reply.send(());
             }
-            SessionMsg::Shutdown(reason) => {
-                if let Some(conn) = self.conn.take() {
-                    let _ = conn.tx.send(Outbound::Close(reason));
-                    self.publish_will();
-                }
-                return Flow::Stop;
-            }
+            SessionMsg::Shutdown(reason) => return Control::End(reason),
             SessionMsg::Revoke(filters) => self.revoke(filters, "ACL reload"),
             SessionMsg::PublishWillNow(done) => {
                 // A delayed will is due now: the session ends with the
                 // broker (docs/security.md).
                 if self.will.is_some() {
-                    tracing::debug!(client_id = %self.client_id, "publishing will at shutdown");
+                    tracing::debug!(client_id = %self.client_id(), "publishing will at shutdown");
                 }
                 self.publish_will_then(Some(done));
             }
             SessionMsg::CloseForShutdown(done) => {
-                let mut flow = Flow::Continue;
-                if let Some(conn) = &self.conn {
-                    let _ = conn.tx.send(Outbound::Close(CloseReason::ServerShutdown));
-                    flow = self.detach(DetachKind::Unclean);
-                }
+                // What the router handed over before goes out before the
+                // close (wills at shutdown).
+                self.drain_deliveries();
                 let _ = done.send(());
-                return flow;
+                if self.conn.is_some() {
+                    return Control::CloseForShutdown;
+                }
+            }
+            SessionMsg::KeepAliveExpired { conn_id } => {
+                if self
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.info.conn_id == conn_id)
+                {
+                    return Control::KeepAliveExpired(conn_id);
+                }
             }
         }
-        Flow::Continue
+        Control::Handled
+    }
+
+    /// The next packet for the connection to write. As the outbox drains,
+    /// a retained-message replay is fed into it.
+    pub fn next_outbound(&mut self) -> Option<Outbound> {
+        if self.outbox.is_empty() && !self.replay.is_empty() {
+            self.feed_replay();
+        }
+        let out = self.outbox.pop_front()?;
+        if let Outbound::Publish(p) = &out {
+            if p.qos == QoS::AtMostOnce {
+                self.qos0.written(p.msg.payload.len());
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether packets wait for the connection.
+    pub fn has_outbound(&self) -> bool {
+        !self.outbox.is_empty() || (!self.replay.is_empty() && self.conn.is_some())
+    }
+
+    /// The incoming QoS 2 ids (the connection's PUBLISH and PUBREL).
+    pub fn incoming_qos2(&mut self) -> &mut HashSet<PacketId> {
+        &mut self.incoming_qos2
+    }
+
+    /// The connection discarded the PUBLISH `packet_id` as too large for
+    /// the client; it counts as delivered [MQTT-3.1.2-25].
+    pub fn discarded(&mut self, packet_id: PacketId) {
+        self.out.discard(packet_id);
+        self.fill_window();
+    }
+
+    /// Publishes counters for readers outside the owner (control API).
+    pub fn publish_counters(&self) {
+        let s = &self.entry.shared;
+        s.subscriptions
+            .store(self.subscriptions.len(), Ordering::Relaxed);
+        s.inflight.store(self.out.inflight_len(), Ordering::Relaxed);
+        s.queued.store(self.out.queued_len(), Ordering::Relaxed);
+    }
+
+    /// When the holder must wake: a delayed will or the expiry.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.will_due, self.expire_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ends the session: its will is sent now, whatever its delay
+    /// [MQTT-3.1.3-9]; dropping it cleans up (see [`Drop`]).
+    pub fn end(mut self: Box<Self>) {
+        self.publish_will();
+        tracing::debug!(client_id = %self.client_id(), "session ended");
     }
 
     /// Removes `filters` from the subscriptions because authorization no
@@ -254,9 +312,11 @@ impl Session {
         let mut removed = 0;
         for filter in filters {
             if self.subscriptions.remove(&filter).is_some() {
-                self.ctx.router.unsubscribe(&self.client_id, &filter);
+                self.ctx
+                    .router
+                    .unsubscribe(&self.entry.client_id, self.entry.uid, &filter);
                 self.ctx.metrics.subscriptions_revoked.inc();
-                tracing::info!(client_id = %self.client_id, %filter, reason = why, "subscription revoked: no longer authorized");
+                tracing::info!(client_id = %self.entry.client_id, %filter, reason = why, "subscription revoked: no longer authorized");
                 removed += 1;
             }
         }
@@ -273,12 +333,14 @@ impl Session {
         }
     }
 
-    /// Closes the current connection because a new one attaches
-    /// [MQTT-3.1.4-2]; its will is published as for any unclean close.
-    fn take_over(&mut self) {
+    /// Lets go of the current connection because a new one takes the
+    /// session over [MQTT-3.1.4-2]; its will is published as for any
+    /// unclean close, unless delayed (the session goes on). The owner
+    /// closes the connection and hands the session on.
+    pub fn take_over(&mut self) {
         if let Some(old) = self.conn.take() {
-            tracing::info!(client_id = %self.client_id, peer = %old.info.peer, "session taken over");
-            let _ = old.tx.send(Outbound::Close(CloseReason::TakenOver));
+            tracing::info!(client_id = %self.entry.client_id, peer = %old.info.peer, "session taken over");
+            self.unlink();
             self.ctx.metrics.sessions_taken_over.inc();
             // The session goes on, so a delayed will is not due [MQTT-3.1.3-9].
             let delayed = self
@@ -293,7 +355,9 @@ impl Session {
         }
     }
 
-    fn attach(&mut self, mut conn: ConnHandle) {
+    /// Attaches a new connection (create, resume, takeover): what the
+    /// session must resend goes into the outbox for it.
+    pub fn attach(&mut self, mut conn: ConnHandle) {
         // Before anything queued is sent to the client.
         self.revoke(std::mem::take(&mut conn.revoked), "resume");
         self.protocol = conn.info.protocol;
@@ -305,7 +369,7 @@ impl Session {
         let ours = self.ctx.config.mqtt.max_inflight_messages;
         let window = conn.receive_maximum.map_or(ours, |theirs| theirs.min(ours));
         self.out.set_window(usize::from(window));
-        self.shared.set_client(Some(conn.info.clone()));
+        self.entry.shared.set_client(Some(conn.info.clone()));
         self.conn = Some(conn);
         self.deliver_tx.set_online(true);
         // Resent within the new window [MQTT-3.3.4-9]; fill_window sends
@@ -318,16 +382,26 @@ impl Session {
 
     fn set_expiry(&mut self, secs: u32) {
         self.expiry_secs = secs;
-        self.shared.persistent.store(secs > 0, Ordering::Relaxed);
-        self.shared
-            .expiry_interval_secs
-            .store(secs, Ordering::Relaxed);
+        let shared = &self.entry.shared;
+        shared.persistent.store(secs > 0, Ordering::Relaxed);
+        shared.expiry_interval_secs.store(secs, Ordering::Relaxed);
     }
 
-    fn detach(&mut self, ending: DetachKind) -> Flow {
+    /// Stops sending to the connection: what it did not write is dropped
+    /// (QoS 1/2 messages stay in the window and are resent to the next).
+    fn unlink(&mut self) {
         self.conn = None;
         self.deliver_tx.set_online(false);
-        self.shared.set_client(None);
+        self.entry.shared.set_client(None);
+        self.outbox.clear();
+        self.qos0 = Qos0Budget::default();
+    }
+
+    /// The connection is gone, as `ending` says. `Stop`: the session ends
+    /// with it (the owner calls [`Session::end`]); otherwise it goes on
+    /// offline.
+    pub fn detach(&mut self, ending: DetachKind) -> Flow {
+        self.unlink();
         let publish_will = match ending {
             DetachKind::Disconnect {
                 session_expiry_secs,
@@ -376,33 +450,34 @@ impl Session {
     }
 
     /// A timer fired: publish a delayed will, or expire the session.
-    fn on_timer(&mut self) -> Flow {
+    pub fn on_timer(&mut self) -> Flow {
         let now = Instant::now();
         if self.will_due.is_some_and(|t| t <= now) {
             self.will_due = None;
             self.publish_will();
         }
         if self.expire_at.is_some_and(|t| t <= now) {
-            tracing::info!(client_id = %self.client_id, "session expired");
+            tracing::info!(client_id = %self.entry.client_id, "session expired");
             self.ctx.metrics.sessions_expired.inc();
             return Flow::Stop;
         }
         Flow::Continue
     }
 
-    fn send(&self, packet: Packet) {
+    fn send(&mut self, packet: Packet) {
         self.send_out(Outbound::Packet(Box::new(packet)));
     }
 
     /// Hands `out` to the connection, if one is attached (a QoS 1/2
     /// message that cannot go stays in the window for the next one).
-    fn send_out(&self, out: Outbound) {
-        if let Some(conn) = &self.conn {
-            let _ = conn.tx.send(out);
+    fn send_out(&mut self, out: Outbound) {
+        if self.conn.is_some() {
+            self.outbox.push_back(out);
         }
     }
 
-    fn publish_will(&mut self) {
+    /// Publishes the will now, if the session holds one.
+    pub fn publish_will(&mut self) {
         self.publish_will_then(None);
     }
 
@@ -416,7 +491,7 @@ impl Session {
             answer(done);
             return;
         };
-        let msg = Message::from_will(*will, &self.client_id);
+        let msg = Message::from_will(*will, &self.entry.client_id);
         let client = self.client_ctx();
         let ctx = self.ctx.clone();
         match ctx.auth.authorize_publish_now(&client, msg.topic.as_str()) {
@@ -442,38 +517,26 @@ impl Session {
     /// The client as authorization sees it: the session's owner, through
     /// the connection attached now or last.
     fn client_ctx(&self) -> ClientCtx {
-        super::reauthorize::client_ctx(&self.client_id, self.shared.last_client().as_deref())
+        super::reauthorize::client_ctx(
+            &self.entry.client_id,
+            self.entry.shared.last_client().as_deref(),
+        )
     }
 
-    fn on_packet(&mut self, packet: Packet) {
-        match packet {
-            Packet::PubAck(r) => {
-                self.out.puback(r.packet_id);
-                self.fill_window();
-            }
-            Packet::PubRec(r) => self.on_pubrec(r),
-            Packet::PubComp(r) => {
-                self.out.pubcomp(r.packet_id);
-                self.fill_window();
-            }
-            Packet::Subscribe(s) => self.on_subscribe(s, &[]),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
-            other => {
-                tracing::debug!(client_id = %self.client_id, packet = other.name(), "ignored by session");
-            }
-        }
+    /// PUBACK from the client.
+    pub fn on_puback(&mut self, id: PacketId) {
+        self.out.puback(id);
+        self.fill_window();
     }
 
-    /// Closes the connection (not the session) for a protocol violation
-    /// the session detected; the connection publishes the will.
-    fn close(&mut self, reason: CloseReason) {
-        if let Some(conn) = &self.conn {
-            tracing::warn!(client_id = %self.client_id, ?reason, "closing connection");
-            let _ = conn.tx.send(Outbound::Close(reason));
-        }
+    /// PUBCOMP from the client.
+    pub fn on_pubcomp(&mut self, id: PacketId) {
+        self.out.pubcomp(id);
+        self.fill_window();
     }
 
-    fn on_pubrec(&mut self, r: PubResp) {
+    /// PUBREC from the client.
+    pub fn on_pubrec(&mut self, r: PubResp) {
         if r.code.is_error() {
             // MQTT 5.0: a failed PUBREC ends the exchange [MQTT-4.3.3-4].
             self.out.pubrec(r.packet_id);
@@ -488,8 +551,10 @@ impl Session {
         self.send(Packet::PubRel(resp));
     }
 
-    /// `denied[i]` marks filters authorization refused.
-    fn on_subscribe(&mut self, s: Subscribe, denied: &[bool]) {
+    /// SUBSCRIBE from the client; `denied[i]` marks filters authorization
+    /// refused. `Err`: the client broke the protocol and its connection
+    /// must close (the session goes on).
+    pub fn on_subscribe(&mut self, s: Subscribe, denied: &[bool]) -> Result<(), CloseReason> {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -499,12 +564,13 @@ impl Session {
                 continue;
             }
             if self.is_denied(&filter) {
-                tracing::info!(client_id = %self.client_id, %filter, "subscription refused by deny list");
+                tracing::info!(client_id = %self.entry.client_id, %filter, "subscription refused by deny list");
                 codes.push(self.refusal(ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
             let outcome = self.ctx.router.subscribe(
-                &self.client_id,
+                &self.entry.client_id,
+                self.entry.uid,
                 &filter,
                 opts,
                 sub_id,
@@ -525,12 +591,11 @@ impl Session {
                 }
                 Err(e) if e.is_protocol_error() && self.protocol.is_v5() => {
                     // No Local on a shared subscription [MQTT-3.8.3-4].
-                    tracing::info!(client_id = %self.client_id, %filter, error = %e, "protocol error in SUBSCRIBE");
-                    self.close(CloseReason::ProtocolError);
-                    return;
+                    tracing::warn!(client_id = %self.entry.client_id, %filter, error = %e, "protocol error in SUBSCRIBE: closing connection");
+                    return Err(CloseReason::ProtocolError);
                 }
                 Err(e) => {
-                    tracing::info!(client_id = %self.client_id, %filter, error = %e, "subscription refused");
+                    tracing::info!(client_id = %self.entry.client_id, %filter, error = %e, "subscription refused");
                     codes.push(self.refusal(ReasonCode::TOPIC_FILTER_INVALID));
                 }
             }
@@ -565,6 +630,7 @@ impl Session {
             }
         }
         self.feed_replay();
+        Ok(())
     }
 
     /// Hands retained messages of a replay to the connection while it has
@@ -572,10 +638,9 @@ impl Session {
     /// room and nothing is queued. The rest waits for the connection to
     /// write (QoS 0) or for acknowledgements (QoS 1/2).
     fn feed_replay(&mut self) {
-        let Some(conn) = &self.conn else {
+        if self.conn.is_none() {
             return;
-        };
-        let budget = conn.pending_qos0.clone();
+        }
         let cfg = &self.ctx.config.mqtt;
         let (max_messages, max_bytes) = (cfg.max_pending_qos0_messages, cfg.max_pending_qos0_bytes);
         while let Some(next) = self.replay.front() {
@@ -586,7 +651,7 @@ impl Session {
                 continue;
             }
             let ready = if next.qos == QoS::AtMostOnce {
-                budget
+                self.qos0
                     .fits(next.msg.payload.len(), max_messages, max_bytes)
                     .is_ok()
             } else {
@@ -625,11 +690,14 @@ impl Session {
             .any(|deny| filter_covers(deny, filter.as_str()))
     }
 
-    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+    /// UNSUBSCRIBE from the client.
+    pub fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
             let existed = self.subscriptions.remove(filter).is_some();
-            self.ctx.router.unsubscribe(&self.client_id, filter);
+            self.ctx
+                .router
+                .unsubscribe(&self.entry.client_id, self.entry.uid, filter);
             codes.push(if existed {
                 ReasonCode::SUCCESS
             } else {
@@ -650,7 +718,7 @@ impl Session {
     /// the published and granted QoS [MQTT-3.8.4-6]. While QoS 1/2
     /// messages wait behind a full window, QoS 0 ones queue behind them so
     /// that each publisher's messages arrive in order [MQTT-4.6.0-6].
-    fn deliver(&mut self, d: Delivery) {
+    pub fn deliver(&mut self, d: Delivery) {
         let qos = d.msg.qos.min(d.qos);
         if d.msg.is_expired() {
             self.drop_message(qos);
@@ -690,7 +758,7 @@ impl Session {
                     .is_none_or(|t| now >= t + DROP_LOG_INTERVAL)
                 {
                     tracing::warn!(
-                        client_id = %self.client_id,
+                        client_id = %self.entry.client_id,
                         limit = self.ctx.config.mqtt.max_queued_messages,
                         dropped = self.dropped_unlogged,
                         "session queue full: dropping messages"
@@ -706,11 +774,11 @@ impl Session {
     /// behind, in messages or in bytes; offline sessions do not queue QoS 0.
     fn deliver_qos0(&mut self, pending: Pending) {
         let cfg = &self.ctx.config.mqtt;
-        let Some(conn) = &self.conn else {
+        if self.conn.is_none() {
             self.drop_message(QoS::AtMostOnce);
             return;
-        };
-        let taken = conn.pending_qos0.take(
+        }
+        let taken = self.qos0.take(
             pending.msg.payload.len(),
             cfg.max_pending_qos0_messages,
             cfg.max_pending_qos0_bytes,
@@ -752,14 +820,6 @@ impl Session {
         }
     }
 
-    fn publish_counters(&self) {
-        let s = &self.shared;
-        s.subscriptions
-            .store(self.subscriptions.len(), Ordering::Relaxed);
-        s.inflight.store(self.out.inflight_len(), Ordering::Relaxed);
-        s.queued.store(self.out.queued_len(), Ordering::Relaxed);
-    }
-
     fn detail(&self) -> SessionDetail {
         let mut subscriptions: Vec<_> = self
             .subscriptions
@@ -779,16 +839,25 @@ impl Session {
 }
 
 impl Drop for Session {
-    /// Runs on every exit, a panic included: the router must not keep
-    /// subscriptions pointing at a dead mailbox.
+    /// Runs on every end, a panic of the owner included: the router must
+    /// not keep subscriptions pointing at a dead mailbox, and the table
+    /// must not keep a row no one serves. Both are removed by incarnation,
+    /// so a successor under the same client id keeps its own.
     fn drop(&mut self) {
+        let entry = &self.entry;
         self.ctx
             .router
-            .unsubscribe_all(&self.client_id, self.subscriptions.keys());
-        self.shared.set_client(None);
-        if let Some(conn) = self.conn.take() {
-            let _ = conn.tx.send(Outbound::Close(CloseReason::ServerShutdown));
+            .unsubscribe_all(&entry.client_id, entry.uid, self.subscriptions.keys());
+        self.deliver_tx.set_online(false);
+        entry.shared.set_client(None);
+        if self
+            .ctx
+            .table
+            .remove_if(entry.client_id.as_str(), entry.uid)
+        {
+            self.ctx.metrics.sessions.dec();
         }
+        entry.ended.cancel();
     }
 }
 
@@ -807,20 +876,6 @@ fn route_will(ctx: &Context, client: &ClientCtx, msg: Arc<Message>, allowed: boo
 fn answer(done: Option<oneshot::Sender<()>>) {
     if let Some(done) = done {
         let _ = done.send(());
-    }
-}
-
-async fn wait_written(budget: Option<&Qos0Budget>) {
-    match budget {
-        Some(b) => b.wait_written().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

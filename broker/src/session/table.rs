@@ -15,7 +15,7 @@
 //! row that is still marked connected enters or leaves the table (a session
 //! task that died without detaching cannot leak a count).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SessionTx;
 use crate::codec::ProtocolVersion;
-use crate::types::{ClientId, PacketId};
+use crate::types::ClientId;
 
 /// What the broker knows of the network connection attached to a session
 /// (the seed's client-info record).
@@ -61,8 +61,8 @@ struct Attachment {
     counts: Option<Arc<Counts>>,
 }
 
-/// Counters and connection info the session task publishes for readers
-/// outside it (control API, metrics) without a round trip to the task.
+/// Counters and connection info the session's owner publishes for readers
+/// outside it (control API, metrics) without a round trip to the owner.
 #[derive(Debug, Default)]
 pub struct SessionShared {
     pub persistent: AtomicBool,
@@ -71,10 +71,6 @@ pub struct SessionShared {
     pub subscriptions: AtomicUsize,
     pub inflight: AtomicUsize,
     pub queued: AtomicUsize,
-    /// Incoming QoS 2 packet ids received (PUBREC sent) and not yet
-    /// released: session state [MQTT-4.3.3-2], used by the connection that
-    /// handles the client's PUBLISH and PUBREL.
-    pub incoming_qos2: Mutex<HashSet<PacketId>>,
     /// Written only with `attachment` locked; read without it.
     connected: AtomicBool,
     /// The connection attached now, or the last one while offline.
@@ -153,9 +149,22 @@ pub struct SessionEntry {
     pub client_id: ClientId,
     pub tx: SessionTx,
     pub created_at: SystemTime,
-    /// Cancelled once the session task has ended and its row is gone.
+    /// Cancelled once the session has ended and its row is gone.
     pub ended: CancellationToken,
-    pub shared: Arc<SessionShared>,
+    pub shared: SessionShared,
+}
+
+impl SessionEntry {
+    pub fn new(uid: u64, client_id: ClientId, tx: SessionTx, created_at: SystemTime) -> Self {
+        SessionEntry {
+            uid,
+            client_id,
+            tx,
+            created_at,
+            ended: CancellationToken::new(),
+            shared: SessionShared::default(),
+        }
+    }
 }
 
 /// Filters for [`SessionTable::page`].
@@ -343,14 +352,12 @@ mod tests {
 
     fn entry(id: &str, uid: u64) -> Arc<SessionEntry> {
         let (tx, _rx) = crate::mailbox::mailbox();
-        Arc::new(SessionEntry {
+        Arc::new(SessionEntry::new(
             uid,
-            client_id: ClientId::new(id),
+            ClientId::new(id),
             tx,
-            created_at: SystemTime::now(),
-            ended: CancellationToken::new(),
-            shared: Arc::default(),
-        })
+            SystemTime::now(),
+        ))
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! The owner of a session without a connection.
+//!
+//! When a persistent session's connection goes, the session is handed to
+//! a small task that keeps it: it queues what the router delivers (within
+//! the session's bounds), publishes a delayed will when it is due, expires
+//! the session, and answers control messages. A resume or takeover takes
+//! the session out of it as a value ([`SessionMsg::Take`]) and the task
+//! ends; so does an expiry or a destroy, which end the session.
+//!
+//! [`SessionMsg::Take`]: super::SessionMsg::Take
+
+use tokio::time::Instant;
+
+use super::session::{Control, Event, Flow, Session};
+use super::DetachKind;
+
+/// Lets `session` go from its connection, as `ending` says: it ends now,
+/// or is kept offline by a holder task.
+pub fn release(mut session: Box<Session>, ending: DetachKind) {
+    session.publish_counters();
+    match session.detach(ending) {
+        Flow::Stop => session.end(),
+        Flow::Continue => park(session),
+    }
+}
+
+/// Keeps an offline session in a holder task until it is taken or ends.
+pub fn park(session: Box<Session>) {
+    tokio::spawn(hold(session));
+}
+
+async fn hold(mut session: Box<Session>) {
+    loop {
+        let deadline = session.next_deadline();
+        let event = tokio::select! {
+            event = session.next_event() => event,
+            _ = sleep_until(deadline) => {
+                if session.on_timer() == Flow::Stop {
+                    session.end();
+                    return;
+                }
+                continue;
+            }
+        };
+        match event {
+            Some(Event::Delivery(d)) => session.deliver(d),
+            Some(Event::Control(msg)) => match session.control(msg) {
+                Control::Take(reply) => match reply.send(session) {
+                    Ok(()) => return,
+                    // The taker gave up (the broker stops): keep it.
+                    Err(returned) => session = returned,
+                },
+                Control::End(_) => {
+                    session.end();
+                    return;
+                }
+                Control::Handled | Control::CloseForShutdown | Control::KeepAliveExpired(_) => {}
+            },
+            None => {
+                session.end();
+                return;
+            }
+        }
+        session.publish_counters();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
