@@ -52,7 +52,6 @@ pub(crate) struct Accepted {
     pub session: Box<Session>,
     pub fate: Fate,
     pub version: ProtocolVersion,
-    pub keep_alive_secs: u16,
     /// The session expiry interval of CONNECT (MQTT 5.0), to validate the
     /// one DISCONNECT may carry [MQTT-3.14.2-2].
     pub session_expiry_secs: u32,
@@ -331,7 +330,6 @@ where
         session: started.session,
         fate: Fate::Detach,
         version,
-        keep_alive_secs,
         session_expiry_secs,
         aliases_in: InboundAliases::new(if version.is_v5() {
             ctx.config.mqtt.topic_alias_maximum

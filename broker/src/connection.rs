@@ -40,7 +40,6 @@ use crate::broker::Broker;
 use crate::codec::{encode, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Subscribe};
 use crate::connect::{self, Accepted, Fate};
 use crate::context::Context;
-use crate::keepalive::KeepAlive;
 use crate::log_limit::LogLimit;
 use crate::publish::{self, Reply};
 use crate::session::holder;
@@ -438,7 +437,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
-    let mut keepalive = KeepAlive::new(a.keep_alive_secs);
     let packet_timeout = ctx.config.mqtt.packet_timeout();
     // When the packet now partly in the read buffer began to arrive.
     let mut partial_since: Option<Instant> = None;
@@ -446,6 +444,9 @@ where
     let mut write_since: Option<Instant> = None;
     // Publishers pause while subscribers lag far behind (crate::backlog).
     let mut paused: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+    // Armed only while a packet is partly read or bytes wait to be
+    // written; keep alive needs none (see crate::keepalive).
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         // Packets that arrived (with the CONNECT, or read since). Boxed:
         // its state is large and only needed while there is input, so an
@@ -454,7 +455,7 @@ where
             match Box::pin(drain_buffered(framed, broker, a)).await {
                 Ok(Drained { any, published }) => {
                     if any {
-                        keepalive.touch();
+                        a.session.touch();
                         partial_since = None;
                     }
                     if published && ctx.metrics.backlog.get() > crate::backlog::HIGH_WATER_MESSAGES
@@ -481,16 +482,25 @@ where
         }
         framed.release_buffers();
         let deadline = [
-            keepalive.deadline(),
             partial_since.map(|t| t + packet_timeout),
             write_since.map(|t| t + framed.write_timeout),
         ]
         .into_iter()
         .flatten()
         .min();
+        match (deadline, timer.as_mut()) {
+            (None, _) => timer = None,
+            (Some(d), Some(t)) => {
+                if t.deadline() != d {
+                    t.as_mut().reset(d);
+                }
+            }
+            (Some(d), None) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+        }
         let reading = paused.is_none();
+        // Not biased: neither a flood of deliveries nor a client sending
+        // without pause can starve the other side.
         tokio::select! {
-            _ = broker.shutdown.cancelled() => return Ending::ByServer(CloseReason::ServerShutdown),
             event = a.session.next_event() => match on_event(a, event) {
                 Step::Continue => {}
                 Step::End(ending) => return ending,
@@ -505,11 +515,8 @@ where
             _ = async { if let Some(p) = paused.as_mut() { p.await } else { std::future::pending().await } } => {
                 paused = None;
             }
-            _ = sleep_until(deadline) => {
+            _ = async { if let Some(t) = timer.as_mut() { t.await } else { std::future::pending().await } } => {
                 let now = Instant::now();
-                if keepalive.expired() {
-                    return Ending::KeepAliveTimeout;
-                }
                 if partial_since.is_some_and(|t| now >= t + packet_timeout) {
                     ctx.metrics.packet_timeouts.inc();
                     return Ending::PacketTimeout;
@@ -594,13 +601,6 @@ async fn serving_control<T>(
             }
             r = &mut work => return Ok(r),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

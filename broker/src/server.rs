@@ -95,6 +95,7 @@ impl Server {
             accept_tasks.spawn(listener::accept_loop(b, broker.clone()));
         }
         accept_tasks.spawn(reloader.clone().run(broker.shutdown.clone()));
+        accept_tasks.spawn(crate::keepalive::sweep(broker.ctx.clone()));
         broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -174,6 +175,7 @@ impl Server {
             .is_err()
         {
             self.broker.shutdown.cancel();
+            crate::session::stopping::force_close_all(&self.broker.ctx);
             if tokio::time::timeout(SHUTDOWN_GRACE, self.broker.connections.wait())
                 .await
                 .is_err()

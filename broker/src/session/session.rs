@@ -188,6 +188,11 @@ impl Session {
         }
     }
 
+    /// The client was heard from (keep alive).
+    pub fn touch(&self) {
+        self.entry.shared.keepalive.touch();
+    }
+
     /// The next control message only. Cancel safe.
     pub async fn next_control(&mut self) -> Option<SessionMsg> {
         self.rx.recv().await
@@ -370,6 +375,10 @@ impl Session {
         let window = conn.receive_maximum.map_or(ours, |theirs| theirs.min(ours));
         self.out.set_window(usize::from(window));
         self.entry.shared.set_client(Some(conn.info.clone()));
+        self.entry
+            .shared
+            .keepalive
+            .arm(conn.info.conn_id, conn.info.keep_alive_secs);
         self.conn = Some(conn);
         self.deliver_tx.set_online(true);
         // Resent within the new window [MQTT-3.3.4-9]; fill_window sends
@@ -391,6 +400,7 @@ impl Session {
     /// (QoS 1/2 messages stay in the window and are resent to the next).
     fn unlink(&mut self) {
         self.conn = None;
+        self.entry.shared.keepalive.disarm();
         self.deliver_tx.set_online(false);
         self.entry.shared.set_client(None);
         self.outbox.clear();

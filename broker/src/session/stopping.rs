@@ -23,6 +23,15 @@ use tokio::sync::oneshot;
 use super::SessionMsg;
 use crate::context::Context;
 
+/// Closes every connection at once, whatever it is doing (shutdown, once
+/// the grace for closing by themselves is over): each session ends.
+pub fn force_close_all(ctx: &Context) {
+    ctx.table.for_each(|e| {
+        let _ =
+            e.tx.send(SessionMsg::Shutdown(super::CloseReason::ServerShutdown));
+    });
+}
+
 /// Publishes every session's will, then closes every connection behind
 /// what was delivered to it. Returns the number of sessions.
 pub async fn close_all(ctx: &Context) -> usize {

@@ -65,6 +65,8 @@ struct Attachment {
 /// outside it (control API, metrics) without a round trip to the owner.
 #[derive(Debug, Default)]
 pub struct SessionShared {
+    /// Keep alive of the attached connection (see [`crate::keepalive`]).
+    pub keepalive: crate::keepalive::Watch,
     pub persistent: AtomicBool,
     /// MQTT 5.0 session expiry interval in seconds (0 for 3.1.1 clean).
     pub expiry_interval_secs: AtomicU32,
@@ -243,6 +245,15 @@ impl SessionTable {
     /// Number of sessions with a connection attached; O(1).
     pub fn connected_count(&self) -> usize {
         self.counts.connected.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` on every entry, in client-id order, without holding the
+    /// table lock while `f` runs (see [`SessionTable::scan`]).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<SessionEntry>)) {
+        self.scan(Bound::Unbounded, |e| {
+            f(e);
+            ControlFlow::Continue(())
+        });
     }
 
     /// Every entry (for shutdown); a copy, so not for the request path.
