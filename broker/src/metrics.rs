@@ -181,6 +181,9 @@ pub struct Metrics {
     /// Sessions in the session table now.
     pub sessions: Gauge,
     pub sessions_created: Counter,
+    /// Of those, created on the connection's task without a session-manager
+    /// worker (a clean start for a client id with no session).
+    pub sessions_created_direct: Counter,
     pub sessions_resumed: Counter,
     pub sessions_destroyed: Counter,
     pub sessions_expired: Counter,
@@ -248,6 +251,7 @@ impl Metrics {
             connections_total: Counter::default(),
             sessions: Gauge::default(),
             sessions_created: Counter::default(),
+            sessions_created_direct: Counter::default(),
             sessions_resumed: Counter::default(),
             sessions_destroyed: Counter::default(),
             sessions_expired: Counter::default(),
@@ -389,7 +393,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 21] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 22] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -400,6 +404,7 @@ impl Metrics {
             ("mqttd_auth_failures_total", "CONNECTs refused by authentication.", C(self.auth_failures.get())),
             ("mqttd_sessions", "Sessions in the session table.", G(self.sessions.get())),
             ("mqttd_sessions_created_total", "Sessions created.", C(self.sessions_created.get())),
+            ("mqttd_sessions_created_direct_total", "Sessions created on the connection's task, without a session-manager worker (clean start, no live session).", C(self.sessions_created_direct.get())),
             ("mqttd_sessions_resumed_total", "Persistent sessions resumed.", C(self.sessions_resumed.get())),
             ("mqttd_sessions_destroyed_total", "Sessions destroyed.", C(self.sessions_destroyed.get())),
             ("mqttd_sessions_expired_total", "Sessions whose expiry interval elapsed.", C(self.sessions_expired.get())),

@@ -2,24 +2,35 @@
 //!
 //! Requests for client id C go to worker `hash(C) mod N`, so every
 //! lifecycle step of one client id is serialized by one worker while
-//! different ids proceed in parallel. The session table is shared, so a
-//! resize moves nothing: it swaps generations. The swap holds the write
-//! side of a lock that every dispatch takes for reading; it closes the old
-//! workers' queues, waits until each has drained and exited, and only then
-//! starts the new set. No two workers ever handle one id at once, and
-//! requests that arrive during the swap wait instead of failing.
+//! different ids proceed in parallel.
 //!
-//! The swap is cancel-safe: once a resize holds the write lock, the swap
-//! runs in its own task to the end, so a caller that gives up (a client
-//! timeout, Ctrl-C, a closed HTTP connection) cannot leave the pool
-//! without workers. Resizes are served in the order they asked for the
-//! lock (tokio's `RwLock` is fair).
+//! One step needs no worker: a clean start for a client id with no row in
+//! the table creates its session on the connection's own task, inserted
+//! only if the id still has no row (one table write lock). Ordering per id
+//! still holds: whoever inserts first wins, and a worker that finds a row
+//! where it meant to create one treats it as the live session it is
+//! (taking it over or destroying it), as it would have if the row had
+//! been there when it looked.
+//!
+//! The session table is shared, so a resize moves nothing: it swaps
+//! generations. Dispatch takes a blocking read lock for a moment (never
+//! across an await); a swap installs the new workers at once, but they
+//! wait at a gate until every old worker has drained its queue and exited.
+//! No two workers ever handle one id at once, and requests that arrive
+//! during the swap wait in the new queues instead of failing.
+//!
+//! The swap is cancel-safe: it runs in its own task to the end, so a
+//! caller that gives up (a client timeout, Ctrl-C, a closed HTTP
+//! connection) cannot leave the pool without workers. Resizes run one at
+//! a time, in the order they asked (tokio's `Mutex` is fair).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock};
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::session::Session;
 use super::table::SessionEntry;
@@ -88,17 +99,22 @@ pub struct SessionManager {
     ctx: Arc<Context>,
     /// Shared with the task that runs a swap (see [`SessionManager::resize`]).
     workers: Arc<RwLock<Vec<Worker>>>,
+    /// Held by the swap in progress.
+    resizing: Arc<Mutex<()>>,
     /// The current generation's stats, readable without awaiting.
     stats: Arc<parking_lot::Mutex<Vec<Arc<WorkerMetrics>>>>,
 }
 
 impl SessionManager {
     pub fn new(ctx: Arc<Context>, size: usize) -> Self {
-        let workers = spawn_workers(&ctx, size.clamp(1, MAX_POOL_SIZE));
+        let open = CancellationToken::new();
+        open.cancel();
+        let workers = spawn_workers(&ctx, size.clamp(1, MAX_POOL_SIZE), open);
         let stats = workers.iter().map(|w| w.stats.clone()).collect();
         SessionManager {
             ctx,
             workers: Arc::new(RwLock::new(workers)),
+            resizing: Arc::new(Mutex::new(())),
             stats: Arc::new(parking_lot::Mutex::new(stats)),
         }
     }
@@ -106,8 +122,26 @@ impl SessionManager {
     /// Creates or resumes the session for a connection (the seed's
     /// `start_session`).
     pub async fn start_session(&self, req: StartRequest) -> Result<StartResult, ManagerError> {
+        let req = if req.clean_start && self.ctx.table.get(req.client_id.as_str()).is_none() {
+            // No live session to resume, take over or destroy: create it
+            // here (see the module doc).
+            match create(&self.ctx, req.client_id, req.conn) {
+                Ok(started) => {
+                    self.ctx.metrics.sessions_created_direct.inc();
+                    return Ok(started);
+                }
+                // Another connection of this id got there first.
+                Err(conn) => StartRequest {
+                    client_id: conn.0,
+                    clean_start: true,
+                    conn: conn.1,
+                },
+            }
+        } else {
+            req
+        };
         let (tx, rx) = oneshot::channel();
-        self.dispatch(Request::Start(Box::new(req), tx)).await?;
+        self.dispatch(Request::Start(Box::new(req), tx))?;
         rx.await.map_err(|_| ManagerError::ShuttingDown)?
     }
 
@@ -119,12 +153,12 @@ impl SessionManager {
         reason: CloseReason,
     ) -> Result<bool, ManagerError> {
         let (tx, rx) = oneshot::channel();
-        self.dispatch(Request::Destroy(id, reason, tx)).await?;
+        self.dispatch(Request::Destroy(id, reason, tx))?;
         rx.await.map_err(|_| ManagerError::ShuttingDown)
     }
 
-    async fn dispatch(&self, req: Request) -> Result<(), ManagerError> {
-        let workers = self.workers.read().await;
+    fn dispatch(&self, req: Request) -> Result<(), ManagerError> {
+        let workers = self.workers.read();
         if workers.is_empty() {
             return Err(ManagerError::ShuttingDown);
         }
@@ -135,18 +169,24 @@ impl SessionManager {
 
     /// Changes the number of workers (a generation swap, see the module doc).
     ///
-    /// Cancel-safe: dropping the returned future before the write lock is
-    /// held changes nothing; after that the swap finishes in its own task
+    /// Cancel-safe: dropping the returned future before the swap's turn
+    /// changes nothing; after that the swap finishes in its own task
     /// whether or not anyone still awaits it.
     pub async fn resize(&self, size: usize) -> Result<(), ManagerError> {
         if !(1..=MAX_POOL_SIZE).contains(&size) {
             return Err(ManagerError::InvalidSize(size));
         }
-        let workers = self.workers.clone().write_owned().await;
-        if workers.is_empty() {
+        let turn = self.resizing.clone().lock_owned().await;
+        if self.workers.read().is_empty() {
             return Err(ManagerError::ShuttingDown);
         }
-        let swap = tokio::spawn(swap(self.ctx.clone(), workers, self.stats.clone(), size));
+        let swap = tokio::spawn(swap(
+            self.ctx.clone(),
+            self.workers.clone(),
+            turn,
+            self.stats.clone(),
+            size,
+        ));
         swap.await.map_err(|e| {
             tracing::error!(error = %e, "session-manager pool swap failed");
             ManagerError::ShuttingDown
@@ -163,22 +203,28 @@ impl SessionManager {
 
     /// Stops the pool after the queued requests are done.
     pub async fn shutdown(&self) {
-        let mut workers = self.workers.write().await;
-        drain(std::mem::take(&mut *workers)).await;
+        let _turn = self.resizing.lock().await;
+        let old = std::mem::take(&mut *self.workers.write());
+        drain(old).await;
     }
 }
 
-/// The generation swap behind [`SessionManager::resize`]; holds the write
-/// lock until the new workers are in place.
+/// The generation swap behind [`SessionManager::resize`]: installs the new
+/// workers behind a gate, drains the old ones, then opens the gate.
 async fn swap(
     ctx: Arc<Context>,
-    mut workers: OwnedRwLockWriteGuard<Vec<Worker>>,
+    workers: Arc<RwLock<Vec<Worker>>>,
+    _turn: OwnedMutexGuard<()>,
     stats: Arc<parking_lot::Mutex<Vec<Arc<WorkerMetrics>>>>,
     size: usize,
 ) {
-    drain(std::mem::take(&mut *workers)).await;
-    *workers = spawn_workers(&ctx, size);
-    *stats.lock() = workers.iter().map(|w| w.stats.clone()).collect();
+    let gate = CancellationToken::new();
+    let new = spawn_workers(&ctx, size, gate.clone());
+    let new_stats = new.iter().map(|w| w.stats.clone()).collect();
+    let old = std::mem::replace(&mut *workers.write(), new);
+    drain(old).await;
+    *stats.lock() = new_stats;
+    gate.cancel();
     tracing::info!(size, "session-manager pool resized");
 }
 
@@ -204,13 +250,14 @@ fn worker_index(id: &ClientId, n: usize) -> usize {
     (h.finish() % n as u64) as usize
 }
 
-fn spawn_workers(ctx: &Arc<Context>, n: usize) -> Vec<Worker> {
+/// `n` workers that start serving their queues once `open` is cancelled.
+fn spawn_workers(ctx: &Arc<Context>, n: usize, open: CancellationToken) -> Vec<Worker> {
     ctx.metrics
         .resize_workers(n)
         .into_iter()
         .map(|stats| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let join = tokio::spawn(run_worker(ctx.clone(), rx, stats.clone()));
+            let join = tokio::spawn(run_worker(ctx.clone(), rx, stats.clone(), open.clone()));
             Worker { tx, stats, join }
         })
         .collect()
@@ -220,7 +267,9 @@ async fn run_worker(
     ctx: Arc<Context>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     stats: Arc<WorkerMetrics>,
+    open: CancellationToken,
 ) {
+    open.cancelled().await;
     while let Some(req) = rx.recv().await {
         stats.queue_depth.dec();
         match req {
@@ -252,6 +301,29 @@ async fn start(
     stats: &WorkerMetrics,
     req: StartRequest,
 ) -> Result<StartResult, ManagerError> {
+    let clean_start = req.clean_start;
+    let mut req = req;
+    loop {
+        match start_once(ctx, stats, req).await {
+            Ok(started) => return Ok(started),
+            // A connection created a session for this id on its own task
+            // meanwhile (see the module doc): deal with that one.
+            Err((client_id, conn)) => {
+                req = StartRequest {
+                    client_id,
+                    clean_start,
+                    conn,
+                }
+            }
+        }
+    }
+}
+
+async fn start_once(
+    ctx: &Arc<Context>,
+    stats: &WorkerMetrics,
+    req: StartRequest,
+) -> Result<StartResult, (ClientId, ConnHandle)> {
     if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
         let owner = owner(&entry);
         let claimant = Identity::of(req.conn.info.username.as_deref());
@@ -283,7 +355,9 @@ async fn start(
             entry.ended.cancelled().await;
         }
     }
-    Ok(create(ctx, stats, req.client_id, req.conn))
+    let started = create(ctx, req.client_id, req.conn)?;
+    stats.created.inc();
+    Ok(started)
 }
 
 /// The identity a session belongs to: that of the connection attached to
@@ -302,23 +376,24 @@ async fn take(entry: &SessionEntry) -> Option<Box<Session>> {
     rx.await.ok()
 }
 
+/// Creates a session for `conn` if `client_id` has no row in the table;
+/// otherwise gives the connection back.
 fn create(
     ctx: &Arc<Context>,
-    stats: &WorkerMetrics,
     client_id: ClientId,
     conn: ConnHandle,
-) -> StartResult {
-    let (session, entry) = Session::create(ctx, client_id, conn);
-    if let Some(old) = ctx.table.insert(entry) {
-        tracing::error!(client_id = %old.client_id, "replaced a live session table entry");
+) -> Result<StartResult, (ClientId, ConnHandle)> {
+    let (mut session, entry) = Session::create(ctx, client_id);
+    if ctx.table.insert_new(entry).is_err() {
+        return Err((session.client_id().clone(), conn));
     }
-    stats.created.inc();
+    session.attach(conn);
     ctx.metrics.sessions_created.inc();
     ctx.metrics.sessions.inc();
-    StartResult {
+    Ok(StartResult {
         session,
         session_present: false,
-    }
+    })
 }
 
 /// Shuts a session down and waits until it is gone from the table (the

@@ -124,12 +124,12 @@ impl std::fmt::Debug for Session {
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Session {
-    /// A new session for `client_id` with `conn` attached, and its table
-    /// row (not yet in the table: the manager inserts it).
+    /// A new session for `client_id`, without a connection yet, and its
+    /// table row (not yet in the table: the manager inserts it, then
+    /// attaches the connection).
     pub(crate) fn create(
         ctx: &Arc<Context>,
         client_id: ClientId,
-        conn: ConnHandle,
     ) -> (Box<Session>, Arc<SessionEntry>) {
         let (tx, rx) = mailbox();
         let (deliver_tx, deliveries) = DeliverTx::channel(ctx.metrics.backlog.clone());
@@ -144,8 +144,8 @@ impl Session {
             usize::from(cfg.max_inflight_messages),
             cfg.max_queued_messages,
         );
-        let mut session = Box::new(Session {
-            protocol: conn.info.protocol,
+        let session = Box::new(Session {
+            protocol: ProtocolVersion::V311,
             ctx: ctx.clone(),
             entry: entry.clone(),
             deliver_tx,
@@ -165,7 +165,6 @@ impl Session {
             drop_logged_at: None,
             dropped_unlogged: 0,
         });
-        session.attach(conn);
         (session, entry)
     }
 

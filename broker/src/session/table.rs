@@ -219,6 +219,19 @@ impl SessionTable {
         old
     }
 
+    /// Inserts `entry` unless its client id already has a row (which is
+    /// left alone and returned).
+    pub fn insert_new(&self, entry: Arc<SessionEntry>) -> Result<(), Arc<SessionEntry>> {
+        let mut map = self.map.write();
+        if let Some(live) = map.get(&entry.client_id) {
+            return Err(live.clone());
+        }
+        entry.shared.enter(&self.counts);
+        map.insert(entry.client_id.clone(), entry);
+        self.counts.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Removes the row for `id` only if it still belongs to session `uid`.
     pub fn remove_if(&self, id: &str, uid: u64) -> bool {
         let mut map = self.map.write();
@@ -369,6 +382,15 @@ mod tests {
             tx,
             SystemTime::now(),
         ))
+    }
+
+    #[test]
+    fn insert_new_leaves_a_live_row_alone() {
+        let t = SessionTable::new();
+        assert!(t.insert_new(entry("a", 1)).is_ok());
+        let live = t.insert_new(entry("a", 2)).expect_err("a row is there");
+        assert_eq!(live.uid, 1);
+        assert_eq!((t.len(), t.get("a").map(|e| e.uid)), (1, Some(1)));
     }
 
     #[test]
