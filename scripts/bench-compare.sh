@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Benchmarks mqttd and Mosquitto side by side and writes BENCHMARKS.md.
+# Benchmarks mqttd, Mosquitto and rumqttd side by side and writes
+# BENCHMARKS.md.
 #
-# Builds the release binaries, then for every case starts a fresh broker
-# (mqttd, then Mosquitto, or the other way round: the order alternates from
-# case to case), runs one mqttd-bench scenario against it, stops it, and
-# keeps the JSON result. Finally `mqttd-bench compare` renders the figures
-# side by side with the ratio mqttd/Mosquitto and the target verdicts.
+# Builds the release binaries (and installs the pinned rumqttd once), then
+# for every case starts a fresh broker of each kind in turn (the order
+# rotates from case to case, so each broker goes first in a third of the
+# cases), runs one mqttd-bench scenario against it, stops it, and keeps the
+# JSON result. Finally `mqttd-bench compare` renders the figures side by
+# side with the ratios mqttd/Mosquitto and mqttd/rumqttd, every broker's
+# lost messages and the target verdicts.
 #
-# Both brokers listen on private loopback ports with generated configs (see
-# bench/README.md for the settings and why). Total time: about 4-5 minutes,
-# under a minute of measuring with --quick (plus the build).
+# The brokers listen on private loopback ports with generated configs (see
+# bench/README.md for the settings and why). Total time: about 6 minutes,
+# about a minute of measuring with --quick (plus the build).
 #
 # Usage: scripts/bench-compare.sh [--quick] [--out FILE] [--keep]
 set -euo pipefail
@@ -23,7 +26,7 @@ usage() {
     cat <<'EOF'
 Usage: scripts/bench-compare.sh [--quick] [--out FILE] [--keep]
 
-  --quick     short runs (under a minute of measuring), smaller idle test
+  --quick     short runs (about a minute of measuring), smaller idle test
   --out FILE  where to write the report (default BENCHMARKS.md)
   --keep      keep the work directory (configs, logs, JSON results)
 EOF
@@ -62,9 +65,23 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MQTTD=$TARGET_DIR/release/mqttd
 BENCH=$TARGET_DIR/release/mqttd-bench
 
+# rumqttd, pinned, from crates.io, installed once into a cache under
+# target/ (not ~/.cargo/bin, which may hold another version). Without
+# --locked: the lock file it ships pins a `metrics` crate that no longer
+# builds on current rustc.
+RUMQTTD_VERSION=0.20.0
+RUMQTTD_ROOT=$TARGET_DIR/rumqttd-$RUMQTTD_VERSION
+RUMQTTD=$RUMQTTD_ROOT/bin/rumqttd
+if [ "$("$RUMQTTD" --version 2>/dev/null || true)" != "rumqttd $RUMQTTD_VERSION" ]; then
+    log "installing rumqttd $RUMQTTD_VERSION into $RUMQTTD_ROOT (once; several minutes)"
+    cargo install rumqttd --version "$RUMQTTD_VERSION" --root "$RUMQTTD_ROOT" ||
+        die "cannot install rumqttd $RUMQTTD_VERSION from crates.io"
+fi
+
 WORK=$(mktemp -d /tmp/bench-compare.XXXXXX)
 RESULTS=$WORK/results
-mkdir -p "$RESULTS" "$WORK/mqttd-data"
+LOGS=$WORK/logs
+mkdir -p "$RESULTS" "$LOGS" "$WORK/mqttd-data"
 BROKER_PID=""
 cleanup() {
     stop_broker
@@ -79,23 +96,28 @@ FD_LIMIT=$(ulimit -n)
 
 # --- ports, certificates, configs -------------------------------------------
 # Below the ephemeral range (32768 and up by default), so that no client
-# connection of an earlier case can hold the port.
-free_port() {
+# connection of an earlier case can hold the port; never one picked before.
+PORTS_TAKEN=" "
+pick_port() { # VAR
     local p
     for _ in $(seq 200); do
         p=$((20000 + RANDOM % 12000))
+        [[ $PORTS_TAKEN == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
+            PORTS_TAKEN+="$p "
+            printf -v "$1" '%s' "$p"
             return
         fi
     done
     die "no free port found"
 }
-MQTTD_PORT=$(free_port)
-MQTTD_TLS_PORT=$(free_port)
-MQTTD_HTTP_PORT=$(free_port)
-MOSQ_PORT=$(free_port)
-MOSQ_TLS_PORT=$(free_port)
+pick_port MQTTD_PORT
+pick_port MQTTD_TLS_PORT
+pick_port MQTTD_HTTP_PORT
+pick_port MOSQ_PORT
+pick_port MOSQ_TLS_PORT
+pick_port RUMQ_PORT
+pick_port RUMQ_TLS_PORT
 
 log "generating a test CA and server certificate"
 (
@@ -109,8 +131,9 @@ log "generating a test CA and server certificate"
         -extfile ext.cnf -out server.pem 2>/dev/null
 )
 
-# Fairness: both brokers get a large in-flight window and queue, warnings
-# only in their logs, TCP_NODELAY, no persistence to disk. mqttd's control
+# Fairness: every broker gets a large in-flight window and queue (rumqttd's
+# knobs differ, see below), warnings only in its log, no persistence to
+# disk, TCP_NODELAY where the broker has a setting for it. mqttd's control
 # socket and metrics port are private to this run.
 cat >"$WORK/mqttd.yaml" <<EOF
 log:
@@ -162,8 +185,51 @@ log_type warning
 user $(id -un)
 EOF
 
+# rumqttd keeps nothing on disk. What would throttle it is raised: the
+# pause after every accepted connection, the connection table (when full,
+# a CONNECT is never answered), the QoS 0 batch moved to a subscriber per
+# router pass, the packets taken per network read, the payload size. The
+# per-topic log (max_segment_count x max_segment_size bytes) is where it
+# drops messages for a subscriber that falls too far behind.
+rumqttd_listener() { # index name port
+    cat <<EOF
+
+[v4.$1]
+name = "$2"
+listen = "127.0.0.1:$3"
+next_connection_delay_ms = 0
+EOF
+    if [ "$2" = v4-tls ]; then
+        cat <<EOF
+[v4.$1.tls]
+certpath = "$WORK/server.pem"
+keypath = "$WORK/server.key"
+EOF
+    fi
+    cat <<EOF
+[v4.$1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 268435455
+max_inflight_count = 65535
+dynamic_filters = true
+EOF
+}
+{
+    cat <<EOF
+id = 0
+
+[router]
+max_connections = 200000
+max_outgoing_packet_count = 65535
+max_segment_size = 104857600
+max_segment_count = 10
+EOF
+    rumqttd_listener 1 v4-plain "$RUMQ_PORT"
+    rumqttd_listener 2 v4-tls "$RUMQ_TLS_PORT"
+} >"$WORK/rumqttd.toml"
+
 # --- brokers -----------------------------------------------------------------
-wait_port() {
+wait_port() { # port
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         kill -0 "$BROKER_PID" 2>/dev/null || return 1
@@ -171,24 +237,38 @@ wait_port() {
     done
     return 1
 }
-start_broker() { # broker tls(0|1)
+broker_port() { # broker tls(0|1)
+    case $1:$2 in
+        mqttd:0) echo "$MQTTD_PORT" ;;
+        mqttd:1) echo "$MQTTD_TLS_PORT" ;;
+        mosquitto:0) echo "$MOSQ_PORT" ;;
+        mosquitto:1) echo "$MOSQ_TLS_PORT" ;;
+        rumqttd:0) echo "$RUMQ_PORT" ;;
+        rumqttd:1) echo "$RUMQ_TLS_PORT" ;;
+        *) die "no port for $1" ;;
+    esac
+}
+start_broker() { # broker tls(0|1) logfile
+    local log=$3
     case $1 in
         mqttd)
             if (($2)); then
-                "$MQTTD" --config "$WORK/mqttd-tls.yaml" 2>>"$WORK/mqttd.log" &
+                "$MQTTD" --config "$WORK/mqttd-tls.yaml" 2>>"$log" &
             else
                 "$MQTTD" --config "$WORK/mqttd.yaml" --listen "127.0.0.1:$MQTTD_PORT" \
-                    2>>"$WORK/mqttd.log" &
+                    2>>"$log" &
             fi
-            BROKER_PID=$!
-            wait_port "$MQTTD_PORT" || die "mqttd did not start (see $WORK/mqttd.log; use --keep)"
             ;;
         mosquitto)
-            "$MOSQUITTO" -c "$WORK/mosquitto.conf" 2>>"$WORK/mosquitto.log" &
-            BROKER_PID=$!
-            wait_port "$MOSQ_PORT" || die "mosquitto did not start (see $WORK/mosquitto.log; use --keep)"
+            "$MOSQUITTO" -c "$WORK/mosquitto.conf" 2>>"$log" &
+            ;;
+        rumqttd)
+            # It logs to stdout; -q leaves out the banner.
+            "$RUMQTTD" -q -c "$WORK/rumqttd.toml" >>"$log" 2>&1 &
             ;;
     esac
+    BROKER_PID=$!
+    wait_port "$(broker_port "$1" "$2")" || die "$1 did not start (see $log; use --keep)"
 }
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
@@ -226,36 +306,51 @@ FANIN=8
 
 CASE_INDEX=0
 FAILED=0
+BROKERS=(mqttd mosquitto rumqttd)
 # run_case NAME TLS(0|1) SCENARIO ARGS...
 run_case() {
     local name=$1 tls=$2
     shift 2
-    local order=(mqttd mosquitto)
-    ((CASE_INDEX % 2)) && order=(mosquitto mqttd)
+    local k=$((CASE_INDEX % ${#BROKERS[@]}))
+    local order=("${BROKERS[@]:k}" "${BROKERS[@]:0:k}")
     CASE_INDEX=$((CASE_INDEX + 1))
     for broker in "${order[@]}"; do
-        local port
-        if [ "$broker" = mqttd ]; then
-            if ((tls && !MQTTD_TLS)); then
-                log "$name: skipped for mqttd (its TLS listener config was refused)"
-                continue
-            fi
-            port=$MQTTD_PORT; ((tls)) && port=$MQTTD_TLS_PORT
-        else
-            port=$MOSQ_PORT; ((tls)) && port=$MOSQ_TLS_PORT
+        if [ "$broker" = mqttd ] && ((tls && !MQTTD_TLS)); then
+            log "$name: skipped for mqttd (its TLS listener config was refused)"
+            echo "this mqttd build refused a TLS listener (\`mqttd --check-config\`:" \
+                "$(tail -n 1 "$WORK/mqttd-tls-check.log" | sed "s|$WORK/||g"))" \
+                >"$RESULTS/$name.$broker.skipped"
+            continue
         fi
-        start_broker "$broker" "$tls"
+        local port log=$LOGS/$name.$broker.log
+        port=$(broker_port "$broker" "$tls")
+        start_broker "$broker" "$tls" "$log"
         local tls_args=()
         ((tls)) && tls_args=(--tls --cafile "$WORK/ca.pem" --server-name localhost)
         log "$name on $broker"
         if ! "$BENCH" -p "$port" --pid "$BROKER_PID" "${tls_args[@]}" -q -o json "$@" \
             >"$RESULTS/$name.$broker.json" 2>>"$WORK/bench.log"; then
             rm -f "$RESULTS/$name.$broker.json"
+            tail -n 1 "$WORK/bench.log" >"$RESULTS/$name.$broker.failed"
             echo "- \`$name\` failed on $broker: $(tail -n 1 "$WORK/bench.log")" >>"$NOTES"
             FAILED=$((FAILED + 1))
         fi
         stop_broker
+        [ "$broker" != rumqttd ] || note_cursor_jumps "$name" "$log"
     done
+}
+
+# rumqttd warns "Read cursor start jumped" when a subscriber's read
+# position fell behind the start of the topic's in-memory log (its oldest
+# segment was dropped): the messages in between are lost for that
+# subscriber.
+note_cursor_jumps() { # case logfile
+    local jumps
+    jumps=$(grep -c 'Read cursor start jumped' "$2" || true)
+    if ((jumps > 0)); then
+        echo "- \`$1\`: rumqttd logged $jumps cursor jump(s): a subscriber fell behind" \
+            "the topic's in-memory log and skipped the messages dropped from it." >>"$NOTES"
+    fi
 }
 
 metric() { # case broker metric
@@ -283,8 +378,10 @@ if [ -n "$PEAK" ]; then
 else
     echo "- \`latency-half-peak\` not run: no Mosquitto peak rate measured" >>"$NOTES"
 fi
+# rumqttd accepts about 1,000 connections/s (see bench/README.md): give
+# 100,000 of them the time.
 run_case idle 0 idle --connections "$IDLE_N" --concurrency 64 \
-    --settle "$IDLE_SETTLE" --hold "$IDLE_HOLD"
+    --settle "$IDLE_SETTLE" --hold "$IDLE_HOLD" --connect-limit 300s
 run_case churn 0 churn --duration "$CHURN_T" --workers 32 --ids 1000
 ELAPSED=$((SECONDS - START))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -293,17 +390,15 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 {
     echo "- Measuring took ${ELAPSED}s. Load average before: $LOAD_BEFORE; after: $LOAD_AFTER" \
         "(the bench, the broker and anything else on the machine share its $(nproc) CPUs)."
-    echo "- Every case starts a fresh broker; the order mqttd/Mosquitto alternates from case to case."
-    if ((!MQTTD_TLS)); then
-        echo "- \`conn-tls\` ran on Mosquitto only: this mqttd refused a TLS listener" \
-            "(\`mqttd --check-config\`: $(tail -n 1 "$WORK/mqttd-tls-check.log" | sed "s|$WORK/||g"))."
-    fi
+    echo "- Every case starts a fresh broker; the order of the three brokers rotates from" \
+        "case to case."
 } >>"$NOTES"
 MQTTD_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || MQTTD_REV="$MQTTD_REV (with uncommitted changes)"
 MOSQ_VERSION=$( ("$MOSQUITTO" -h 2>/dev/null || true) | sed -n '1s/^mosquitto version //p')
+RUMQ_VERSION=$( ("$RUMQTTD" --version 2>/dev/null || true) | sed -n '1s/^rumqttd //p')
 {
-    echo "Both brokers listen on 127.0.0.1 only, with these generated configurations."
+    echo "The brokers listen on 127.0.0.1 only, with these generated configurations."
     echo "Client side: \`mqttd-bench\` (MQTT 3.1.1, TCP_NODELAY, TLS 1.3 via rustls/ring without"
     echo "session resumption); mode \`$MODE\`, fan-in $FANIN publishers, fan-out $FANOUT subscribers,"
     echo "64-byte payloads, QoS 1/2 window 256 per publisher."
@@ -319,10 +414,25 @@ MOSQ_VERSION=$( ("$MOSQUITTO" -h 2>/dev/null || true) | sed -n '1s/^mosquitto ve
     echo '```'
     sed "s|$WORK|WORKDIR|g; s|listener [0-9]*|listener PORT|" "$WORK/mosquitto.conf"
     echo '```'
+    echo
+    echo "rumqttd $RUMQTTD_VERSION from crates.io (\`rumqttd -q -c rumqttd.toml\`):"
+    echo
+    echo '```toml'
+    sed "s|$WORK|WORKDIR|g; s|127.0.0.1:[0-9]*|127.0.0.1:PORT|" "$WORK/rumqttd.toml"
+    echo '```'
+    echo
+    echo "Limits of rumqttd $RUMQTTD_VERSION that no setting lifts (bench/README.md has the"
+    echo "evidence): it pauses after every accepted connection, and even a 0 ms pause lasts until"
+    echo "tokio's next 1 ms timer tick, so it accepts about 1,000 connections/s per listener (TLS"
+    echo "handshakes run in that same accept loop, one at a time); its QoS 1/2 window towards a"
+    echo "subscriber is fixed at 100 messages; it keeps each topic's messages in an in-memory log"
+    echo "of \`max_segment_count\` × \`max_segment_size\` bytes (counting topic and payload), and a"
+    echo "subscriber that falls further behind than that loses the messages dropped from it."
 } >"$WORK/settings.md"
 "$BENCH" compare --results "$RESULTS" --out "$OUT" --mode "$MODE" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
     --mqttd-version "$MQTTD_REV" --mosquitto-version "${MOSQ_VERSION:-unknown}" \
+    --rumqttd-version "${RUMQ_VERSION:-unknown}" \
     --settings "$WORK/settings.md" --notes "$NOTES"
 sed -n '/^## Targets/,/^## Results/p' "$OUT" | sed '$d'
 ((FAILED == 0)) || log "$FAILED run(s) failed; see the Notes section of $OUT"

@@ -12,7 +12,7 @@
 //!   the publisher/subscriber engine under `pubsub` and `latency`);
 //! - `stats/`: rates, loss accounting, latency percentiles, VmRSS;
 //! - `report`: results as a table or JSON; `progress`: the stderr line;
-//! - `compare/`: BENCHMARKS.md from two brokers' JSON results.
+//! - `compare/`: BENCHMARKS.md from the three brokers' JSON results.
 
 mod cli;
 mod compare;

@@ -165,15 +165,20 @@ pub fn ack_packet(kind: fn(PubResp) -> Packet, id: u16) -> Option<Packet> {
 }
 
 impl Client {
+    /// A client on an established byte stream (no handshake).
+    pub fn from_halves(rd: BoxRead, wr: BoxWrite, version: ProtocolVersion) -> Client {
+        Client {
+            reader: Reader::new(rd, version, SMALL_BUFFER),
+            writer: wr,
+            version,
+            out: BytesMut::new(),
+        }
+    }
+
     /// Dials `target`, sends CONNECT and waits for a successful CONNACK.
     pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<(Client, ConnAck)> {
         let (rd, wr) = target.dial().await?;
-        let mut client = Client {
-            reader: Reader::new(rd, opts.version, SMALL_BUFFER),
-            writer: wr,
-            version: opts.version,
-            out: BytesMut::new(),
-        };
+        let mut client = Client::from_halves(rd, wr, opts.version);
         client.send(&connect_packet(opts)).await?;
         match client.reader.recv().await? {
             Some(Incoming::Packet(Packet::ConnAck(ack)))

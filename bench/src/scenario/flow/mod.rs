@@ -139,19 +139,19 @@ pub async fn run(
 }
 
 async fn collect_subscribers(
-    tasks: &mut JoinSet<anyhow::Result<subscriber::SubOutcome>>,
+    tasks: &mut JoinSet<subscriber::SubOutcome>,
     shared: &Shared,
     outcome: &mut FlowOutcome,
 ) {
     let mut last_rx: Option<Instant> = None;
     while let Some(joined) = tasks.join_next().await {
-        match joined.map_err(anyhow::Error::from).and_then(|r| r) {
+        match joined {
             Ok(s) => {
                 outcome.received.add(s.counts);
                 outcome.hist.merge(&s.hist);
                 last_rx = last_rx.max(s.last_rx);
             }
-            Err(e) => shared.errors.record(&e),
+            Err(e) => shared.errors.record(&e.into()),
         }
     }
     outcome.receive_time = last_rx.map_or(Duration::ZERO, |t| {

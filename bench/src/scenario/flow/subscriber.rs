@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mqttd::codec::Packet;
+use mqttd::codec::{Packet, ProtocolVersion};
 use tokio::io::AsyncWriteExt;
 
 use super::{FlowSpec, Shared, QUIET};
-use crate::mqtt::{self, Client, Incoming, STREAM_BUFFER};
+use crate::mqtt::{self, Client, Incoming, Reader, STREAM_BUFFER};
+use crate::net::BoxWrite;
 use crate::payload::{now_ns, ns_since_epoch};
 use crate::stats::latency::LatencyHist;
 use crate::stats::loss::{Counts, SeqTracker};
@@ -59,13 +60,15 @@ struct Tally {
     hist: LatencyHist,
     warmup_end_ns: u64,
     record_latency: bool,
+    /// When the last message arrived.
+    last_rx: Option<Instant>,
 }
 
-pub async fn run(
-    client: Client,
-    spec: Arc<FlowSpec>,
-    shared: Arc<Shared>,
-) -> anyhow::Result<SubOutcome> {
+/// Reads until the flow is over. A subscriber whose connection breaks
+/// (the broker closed it, or a read failed) still reports what it
+/// received before: those messages arrived, and only the rest count as
+/// lost. The failure is counted in the flow's errors.
+pub async fn run(client: Client, spec: Arc<FlowSpec>, shared: Arc<Shared>) -> SubOutcome {
     let Client {
         mut reader,
         mut writer,
@@ -79,9 +82,49 @@ pub async fn run(
         hist: LatencyHist::new(),
         warmup_end_ns: ns_since_epoch(shared.start + spec.warmup),
         record_latency: spec.latency,
+        last_rx: None,
     };
+    match read_stream(
+        &mut reader,
+        &mut writer,
+        version,
+        &spec,
+        &shared,
+        &mut tally,
+    )
+    .await
+    {
+        Ok(()) => {
+            let mut acks = BytesMut::new();
+            let _ = mqtt::encode(
+                &Packet::Disconnect(mqttd::codec::Disconnect::normal()),
+                version,
+                &mut acks,
+            );
+            let _ = writer.write_all(&acks).await;
+        }
+        Err(e) => shared.errors.record(&e),
+    }
+    let mut counts = tally.tracker.counts();
+    counts.foreign = tally.foreign;
+    SubOutcome {
+        counts,
+        hist: tally.hist,
+        last_rx: tally.last_rx,
+    }
+}
+
+/// The read loop: takes every frame, answers QoS 1/2 deliveries and stops
+/// once [`should_stop`] says so.
+async fn read_stream(
+    reader: &mut Reader,
+    writer: &mut BoxWrite,
+    version: ProtocolVersion,
+    spec: &FlowSpec,
+    shared: &Shared,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     let mut acks = BytesMut::new();
-    let mut last_rx: Option<Instant> = None;
     let mut last_rx_ns = 0;
     loop {
         let now = now_ns();
@@ -90,7 +133,7 @@ pub async fn run(
             got += tally.take(frame, now, &mut acks, version)?;
         }
         if got > 0 {
-            last_rx = Some(Instant::now());
+            tally.last_rx = Some(Instant::now());
             last_rx_ns = now;
             shared.received.fetch_add(got, Ordering::Relaxed);
         }
@@ -108,7 +151,7 @@ pub async fn run(
             quiet: QUIET.min(spec.drain),
         };
         if should_stop(check) {
-            break;
+            return Ok(());
         }
         match tokio::time::timeout(POLL, reader.fill()).await {
             Ok(Ok(true)) | Err(_) => {}
@@ -116,19 +159,6 @@ pub async fn run(
             Ok(Err(e)) => return Err(e),
         }
     }
-    let _ = mqtt::encode(
-        &Packet::Disconnect(mqttd::codec::Disconnect::normal()),
-        version,
-        &mut acks,
-    );
-    let _ = writer.write_all(&acks).await;
-    let mut counts = tally.tracker.counts();
-    counts.foreign = tally.foreign;
-    Ok(SubOutcome {
-        counts,
-        hist: tally.hist,
-        last_rx,
-    })
 }
 
 impl Tally {
@@ -139,7 +169,7 @@ impl Tally {
         frame: Incoming,
         now_ns: u64,
         acks: &mut BytesMut,
-        version: mqttd::codec::ProtocolVersion,
+        version: ProtocolVersion,
     ) -> anyhow::Result<u64> {
         match frame {
             Incoming::Publish {
@@ -180,6 +210,10 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctx::Errors;
+    use crate::payload::Stamp;
+    use mqttd::types::{QoS, TopicName};
+    use std::sync::atomic::AtomicU64;
 
     const S: u64 = 1_000_000_000;
 
@@ -235,5 +269,56 @@ mod tests {
             last_activity_ns: 15 * S,
             ..check()
         }));
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_keeps_what_arrived() {
+        let version = ProtocolVersion::V311;
+        let (client_end, mut broker_end) = tokio::io::duplex(64 * 1024);
+        let (rd, wr) = tokio::io::split(client_end);
+        let client = Client::from_halves(Box::new(rd), Box::new(wr), version);
+        let spec = Arc::new(FlowSpec {
+            publishers: 1,
+            subscribers: 1,
+            qos: QoS::AtMostOnce,
+            payload: 64,
+            duration: Duration::from_secs(1),
+            count: None,
+            rate: 0.0,
+            inflight: 16,
+            drain: Duration::from_secs(5),
+            latency: false,
+            warmup: Duration::ZERO,
+        });
+        let shared = Arc::new(Shared {
+            start: Instant::now(),
+            sent: AtomicU64::new(10),
+            received: AtomicU64::new(0),
+            done_at_ns: AtomicU64::new(0),
+            errors: Arc::new(Errors::default()),
+        });
+        // The broker delivers 3 of 10 messages, then closes the connection.
+        let topic = TopicName::new("bench/t").unwrap();
+        let mut bytes = BytesMut::new();
+        for seq in 0..3 {
+            let stamp = Stamp {
+                publisher: 0,
+                seq,
+                sent_at_ns: now_ns(),
+            };
+            let p = mqtt::publish_packet(&topic, QoS::AtMostOnce, None, stamp.to_payload(64));
+            mqtt::encode(&p, version, &mut bytes).unwrap();
+        }
+        broker_end.write_all(&bytes).await.unwrap();
+        drop(broker_end);
+
+        let out = run(client, spec, shared.clone()).await;
+        assert_eq!(out.counts.unique, 3);
+        assert!(out.last_rx.is_some());
+        assert_eq!(shared.errors.count(), 1);
+        assert_eq!(
+            shared.errors.first().as_deref(),
+            Some("broker closed a subscriber's connection")
+        );
     }
 }
