@@ -144,11 +144,16 @@ pub struct Receiver<T> {
 impl<T> Receiver<T> {
     /// The next message, no longer in transit. Cancel safe.
     pub async fn recv(&mut self) -> Option<T> {
-        let item = self.rx.recv().await;
-        if item.is_some() {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Receiver::recv`] as a poll.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(_)) = &polled {
             self.backlog.sub(1);
         }
-        item
+        polled
     }
 
     /// The next message if one is queued, taken out of the count.

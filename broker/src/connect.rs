@@ -46,6 +46,17 @@ pub(crate) enum Fate {
     End,
 }
 
+/// The state of an MQTT 5.0 connection that 3.1.x connections have no use
+/// for: one allocation, made only for 5.0 clients.
+pub(crate) struct Mqtt5 {
+    /// Topic aliases set by the client.
+    pub aliases_in: InboundAliases,
+    /// Topic aliases set by the broker.
+    pub aliases_out: OutboundAliases,
+    /// The largest packet the client accepts.
+    pub max_packet_out: Option<u32>,
+}
+
 /// A connection whose CONNECT was accepted and answered, and the session
 /// it now owns.
 pub(crate) struct Accepted {
@@ -55,12 +66,9 @@ pub(crate) struct Accepted {
     /// The session expiry interval of CONNECT (MQTT 5.0), to validate the
     /// one DISCONNECT may carry [MQTT-3.14.2-2].
     pub session_expiry_secs: u32,
-    /// Topic aliases set by the client (MQTT 5.0).
-    pub aliases_in: InboundAliases,
-    /// Topic aliases set by the broker (MQTT 5.0).
-    pub aliases_out: OutboundAliases,
-    /// The largest packet the client accepts (MQTT 5.0).
-    pub max_packet_out: Option<u32>,
+    /// What only MQTT 5.0 connections use; `None` for 3.1.x, so that they
+    /// do not carry it.
+    pub v5: Option<Box<Mqtt5>>,
     /// Who the client is, for authorization of PUBLISH and SUBSCRIBE.
     pub client: ClientCtx,
 }
@@ -87,7 +95,7 @@ where
 {
     let ctx = &broker.ctx;
     let timeout = ctx.config.mqtt.connect_timeout();
-    let peer = framed.peer;
+    let peer = framed.meta.peer;
     let first = tokio::select! {
         r = tokio::time::timeout(timeout, framed.read_packet()) => r,
         _ = broker.stopping.cancelled() => return None,
@@ -187,7 +195,7 @@ where
 {
     let ctx = &broker.ctx;
     let version = c.protocol;
-    let peer = framed.peer;
+    let peer = framed.meta.peer;
     let (client_id, assigned) = match client_id_for(&c) {
         Ok(x) => x,
         Err(why) => {
@@ -266,7 +274,7 @@ where
         protocol: version,
         keep_alive_secs,
         connected_at: SystemTime::now(),
-        listener: framed.listener.clone(),
+        listener: framed.meta.listener.name.clone(),
     });
     let conn = ConnHandle {
         info,
@@ -331,13 +339,13 @@ where
         fate: Fate::Detach,
         version,
         session_expiry_secs,
-        aliases_in: InboundAliases::new(if version.is_v5() {
-            ctx.config.mqtt.topic_alias_maximum
-        } else {
-            0
+        v5: version.is_v5().then(|| {
+            Box::new(Mqtt5 {
+                aliases_in: InboundAliases::new(ctx.config.mqtt.topic_alias_maximum),
+                aliases_out: OutboundAliases::new(c.properties.topic_alias_maximum.unwrap_or(0)),
+                max_packet_out: c.properties.maximum_packet_size,
+            })
         }),
-        aliases_out: OutboundAliases::new(c.properties.topic_alias_maximum.unwrap_or(0)),
-        max_packet_out: c.properties.maximum_packet_size,
         client: client_ctx,
     })
 }

@@ -93,14 +93,10 @@ pub(crate) struct Framed<S> {
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
     pub decoder: Decoder,
-    pub peer: SocketAddr,
-    pub listener: Arc<str>,
-    /// The listener's settings and what the transport established.
+    /// The listener, the peer and what the transport established.
     pub meta: ConnMeta,
     /// Broker state, for the byte counters.
     pub ctx: Arc<Context>,
-    /// Bound on one flush (`mqtt.write_timeout_secs`).
-    pub write_timeout: Duration,
     /// Bytes were written since the stream was last flushed.
     pub unflushed: bool,
 }
@@ -156,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// Encodes `packet` into the write buffer.
     pub fn queue(&mut self, packet: &Packet, version: ProtocolVersion) {
         if let Err(e) = encode(packet, version, &mut self.wbuf) {
-            tracing::warn!(peer = %self.peer, packet = packet.name(), error = %e, "cannot encode packet");
+            tracing::warn!(peer = %self.meta.peer, packet = packet.name(), error = %e, "cannot encode packet");
         }
     }
 
@@ -172,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let deadline = Instant::now() + self.write_timeout;
+        let deadline = Instant::now() + self.write_timeout();
         let ctx = self.ctx.clone();
         let (stream, wbuf) = (&mut self.stream, &mut self.wbuf);
         let write = async {
@@ -201,6 +197,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     pub async fn send(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), Ending> {
         self.queue(packet, version);
         self.flush().await
+    }
+
+    /// Bound on one flush, and on writes making no progress
+    /// (`mqtt.write_timeout_secs`).
+    pub fn write_timeout(&self) -> Duration {
+        self.ctx.config.mqtt.write_timeout()
     }
 
     /// One step of I/O: writes (or flushes) what is buffered if the
@@ -273,13 +275,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve<S>(
-    stream: S,
-    peer: SocketAddr,
-    listener: Arc<str>,
-    meta: ConnMeta,
-    broker: Arc<Broker>,
-) where
+///
+/// Not an `async fn`: the future it returns holds the framed socket, not
+/// also the arguments it was made from (every idle connection keeps its
+/// future for as long as it lives).
+pub fn serve<S>(stream: S, meta: ConnMeta, broker: Arc<Broker>) -> impl Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let ctx = &broker.ctx;
@@ -290,26 +291,45 @@ pub async fn serve<S>(
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         decoder: Decoder::new(ctx.config.mqtt.max_packet_size_bytes),
-        peer,
-        listener,
         meta,
         ctx: ctx.clone(),
-        write_timeout: ctx.config.mqtt.write_timeout(),
         unflushed: false,
     };
-    // Boxed: the CONNECT handshake's state is only needed once.
-    if let Some(mut accepted) = Box::pin(connect::handshake(&mut framed, &broker)).await {
+    // An `async move` block rather than an `async fn`: an async fn would
+    // keep its arguments twice (as arguments and as the locals they are
+    // moved into).
+    async move {
+        // Boxed: the CONNECT handshake's state is only needed once.
+        let accepted = Box::pin(connect::handshake(&mut framed, &broker)).await;
+        if let Some(connected) = accepted.map(|a| Box::pin(connected(&mut framed, &broker, a))) {
+            connected.await;
+        }
+        broker.ctx.metrics.connections.dec();
+    }
+}
+
+/// From CONNACK to the end of the connection. Boxed by the caller: the
+/// handshake's state and this one's are never needed at once.
+fn connected<'a, S>(
+    framed: &'a mut Framed<S>,
+    broker: &'a Broker,
+    accepted: Accepted,
+) -> impl Future<Output = ()> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+{
+    let mut accepted = accepted;
+    async move {
         framed.release_buffers();
-        let mut ending = run(&mut framed, &broker, &mut accepted).await;
+        let mut ending = run(framed, broker, &mut accepted).await;
         if let Ending::Stopping = ending {
             // Boxed: only needed once.
-            ending = Box::pin(flush_on_shutdown(&mut framed, &broker, &mut accepted)).await;
+            ending = Box::pin(flush_on_shutdown(framed, broker, &mut accepted)).await;
         }
-        let client_id = accepted.session.client_id().clone();
-        log_ending(&client_id, peer, &ending);
+        log_ending(accepted.session.client_id(), framed.meta.peer, &ending);
         match ending {
-            Ending::Violation { .. } => ctx.metrics.malformed_packets.inc(),
-            Ending::KeepAliveTimeout => ctx.metrics.keepalive_timeouts.inc(),
+            Ending::Violation { .. } => broker.ctx.metrics.malformed_packets.inc(),
+            Ending::KeepAliveTimeout => broker.ctx.metrics.keepalive_timeouts.inc(),
             _ => {}
         }
         let version = accepted.version;
@@ -328,9 +348,8 @@ pub async fn serve<S>(
             };
             framed.queue(&Packet::Disconnect(d), version);
         }
-        Box::pin(close(&mut framed, linger)).await;
+        Box::pin(close(framed, linger)).await;
     }
-    ctx.metrics.connections.dec();
 }
 
 /// Hands the session on as the connection ends: to the connection taking
@@ -447,6 +466,7 @@ where
     // Armed only while a packet is partly read or bytes wait to be
     // written; keep alive needs none (see crate::keepalive).
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut session_first = false;
     loop {
         // Packets that arrived (with the CONNECT, or read since). Boxed:
         // its state is large and only needed while there is input, so an
@@ -483,7 +503,7 @@ where
         framed.release_buffers();
         let deadline = [
             partial_since.map(|t| t + packet_timeout),
-            write_since.map(|t| t + framed.write_timeout),
+            write_since.map(|t| t + framed.write_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -498,30 +518,58 @@ where
             (Some(d), None) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
         }
         let reading = paused.is_none();
-        // Not biased: neither a flood of deliveries nor a client sending
-        // without pause can starve the other side.
-        tokio::select! {
-            event = a.session.next_event() => match on_event(a, event) {
+        // The session and the socket take turns to be looked at first, so
+        // that neither a flood of deliveries nor a client sending without
+        // pause can starve the other side.
+        session_first = !session_first;
+        let wake = std::future::poll_fn(|cx| {
+            if session_first {
+                if let Poll::Ready(event) = a.session.poll_event(cx) {
+                    return Poll::Ready(Wake::Session(event));
+                }
+            }
+            if let Poll::Ready(io) = framed.poll_io(cx, reading) {
+                return Poll::Ready(Wake::Io(io));
+            }
+            if !session_first {
+                if let Poll::Ready(event) = a.session.poll_event(cx) {
+                    return Poll::Ready(Wake::Session(event));
+                }
+            }
+            if let Some(p) = paused.as_mut() {
+                if p.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Resume);
+                }
+            }
+            if let Some(t) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Session(event) => match on_event(a, event) {
                 Step::Continue => {}
                 Step::End(ending) => return ending,
                 Step::FlushAndClose => return Ending::Stopping,
             },
-            io = std::future::poll_fn(|cx| framed.poll_io(cx, reading)) => match io {
+            Wake::Io(io) => match io {
                 Ok(Io::Read(0)) => return Ending::Closed("peer closed the connection"),
                 Ok(Io::Read(_)) => {}
                 Ok(Io::Wrote) => write_since = Some(Instant::now()),
                 Err(e) => return e,
             },
-            _ = async { if let Some(p) = paused.as_mut() { p.await } else { std::future::pending().await } } => {
-                paused = None;
-            }
-            _ = async { if let Some(t) = timer.as_mut() { t.await } else { std::future::pending().await } } => {
+            Wake::Resume => paused = None,
+            Wake::Timer => {
+                timer = None;
                 let now = Instant::now();
                 if partial_since.is_some_and(|t| now >= t + packet_timeout) {
                     ctx.metrics.packet_timeouts.inc();
                     return Ending::PacketTimeout;
                 }
-                if write_since.is_some_and(|t| now >= t + framed.write_timeout) {
+                if write_since.is_some_and(|t| now >= t + framed.write_timeout()) {
                     ctx.metrics.write_timeouts.inc();
                     return Ending::WriteTimeout;
                 }
@@ -529,6 +577,15 @@ where
         }
         a.session.publish_counters();
     }
+}
+
+/// What woke the connection.
+enum Wake {
+    Session(Option<Event>),
+    Io(Result<Io, Ending>),
+    /// Publishers may go on (crate::backlog).
+    Resume,
+    Timer,
 }
 
 /// What the connection does after an event of its session.
@@ -664,8 +721,8 @@ where
                     ReasonCode::PROTOCOL_ERROR,
                 ));
             }
-            if a.version.is_v5() {
-                a.aliases_in
+            if let Some(v5) = a.v5.as_mut() {
+                v5.aliases_in
                     .resolve(&mut p)
                     .map_err(|(reason, code)| violation(reason, code))?;
             }
@@ -800,13 +857,13 @@ where
                 );
                 p.packet_id = out.packet_id;
                 p.dup = out.dup;
-                let new_alias = a.aliases_out.apply(&mut p);
+                let new_alias = a.v5.as_mut().and_then(|v5| v5.aliases_out.apply(&mut p));
                 let (qos, id) = (p.qos, p.packet_id);
                 if write_limited(framed, a, &Packet::Publish(p)) {
                     broker.ctx.metrics.messages_sent.qos(qos).inc();
                 } else {
-                    if let Some(topic) = new_alias {
-                        a.aliases_out.forget(&topic);
+                    if let (Some(topic), Some(v5)) = (new_alias, a.v5.as_mut()) {
+                        v5.aliases_out.forget(&topic);
                     }
                     // Too large for the client: discard it and behave as
                     // if it had been delivered [MQTT-3.1.2-25].
@@ -858,11 +915,58 @@ where
 {
     let before = framed.wbuf.len();
     framed.queue(packet, a.version);
-    match a.max_packet_out {
+    match a.v5.as_ref().and_then(|v5| v5.max_packet_out) {
         Some(max) if framed.wbuf.len() - before > max as usize => {
             framed.wbuf.truncate(before);
             false
         }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Auth;
+    use crate::auth::CertUser;
+    use crate::config::{Config, ListenerKind};
+    use crate::transport::ListenerCtx;
+
+    /// What an idle plain TCP connection holds in its task, and in the
+    /// records beside it (see bench/README.md for the measured totals).
+    #[tokio::test]
+    async fn an_idle_connection_stays_small() {
+        let config = Config::default();
+        let auth = Arc::new(Auth::new(&config.auth).expect("default auth"));
+        let broker = Broker::new(config, auth.clone(), Vec::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let ctx = Arc::new(ListenerCtx {
+            name: Arc::from("t"),
+            kind: ListenerKind::Tcp,
+            allow_anonymous: None,
+            auth,
+        });
+        let meta = ConnMeta {
+            listener: ctx.clone(),
+            peer,
+            cert_user: CertUser::None,
+        };
+        let fut = serve(stream, meta, broker);
+        let sizes = [
+            ("connection future", std::mem::size_of_val(&fut)),
+            ("session", std::mem::size_of::<Session>()),
+            (
+                "session row",
+                std::mem::size_of::<crate::session::SessionEntry>(),
+            ),
+            ("accepted", std::mem::size_of::<Accepted>()),
+        ];
+        for (what, size) in sizes {
+            println!("{what}: {size} B");
+        }
+        assert!(std::mem::size_of_val(&fut) <= 1024, "{sizes:?}");
     }
 }

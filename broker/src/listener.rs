@@ -144,8 +144,7 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
                 backoff = ACCEPT_ERROR_BACKOFF;
                 // Small MQTT packets must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
-                let task = handle(stream, peer, bound.transport.clone(), broker.clone());
-                broker.connections.spawn(task);
+                spawn_connection(stream, peer, bound.transport.clone(), broker.clone());
             }
             Err(e) => {
                 broker.ctx.metrics.accept_errors.inc();
@@ -163,28 +162,39 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
     tracing::debug!(listener = %bound.name, "stopped accepting");
 }
 
-/// One connection: the transport handshake, then MQTT. Each kind runs in
-/// its own boxed future, so that a plain TCP connection does not reserve
-/// room for the TLS and WebSocket state of the other kinds.
-async fn handle(stream: TcpStream, peer: SocketAddr, t: Arc<Transport>, broker: Arc<Broker>) {
+/// Starts one connection's task: the transport handshake, then MQTT. Each
+/// kind is its own task type, so that a plain TCP connection neither
+/// reserves room for the TLS and WebSocket state of the other kinds nor
+/// needs a second allocation.
+fn spawn_connection(stream: TcpStream, peer: SocketAddr, t: Arc<Transport>, broker: Arc<Broker>) {
+    let tasks = broker.connections.clone();
     match (t.ctx.kind, t.tls.clone()) {
         (ListenerKind::Tcp, _) => {
-            Box::pin(serve_mqtt(stream, peer, &t, CertUser::None, broker)).await
+            tasks.spawn(serve_mqtt(stream, peer, &t, CertUser::None, broker));
         }
-        (ListenerKind::Ws, _) => Box::pin(serve_ws(stream, peer, t, CertUser::None, broker)).await,
+        (ListenerKind::Ws, _) => {
+            tasks.spawn(serve_ws(stream, peer, t, CertUser::None, broker));
+        }
         (ListenerKind::Tls, Some(tls)) => {
-            Box::pin(serve_tls(stream, peer, t, tls, broker, false)).await
+            tasks.spawn(serve_tls(stream, peer, t, tls, broker, false));
         }
         (ListenerKind::Wss, Some(tls)) => {
-            Box::pin(serve_tls(stream, peer, t, tls, broker, true)).await
+            tasks.spawn(serve_tls(stream, peer, t, tls, broker, true));
         }
         // `bind` makes TLS state for every TLS kind.
         (ListenerKind::Tls | ListenerKind::Wss, None) => {}
     }
 }
 
-/// MQTT over an established transport.
-async fn serve_mqtt<S>(s: S, peer: SocketAddr, t: &Transport, user: CertUser, broker: Arc<Broker>)
+/// MQTT over an established transport. Not an `async fn`, so that the
+/// future holds only the connection's own (see [`connection::serve`]).
+fn serve_mqtt<S>(
+    s: S,
+    peer: SocketAddr,
+    t: &Transport,
+    user: CertUser,
+    broker: Arc<Broker>,
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -193,7 +203,7 @@ where
         peer,
         cert_user: user,
     };
-    connection::serve(s, peer, t.ctx.name.clone(), meta, broker).await;
+    connection::serve(s, meta, broker)
 }
 
 /// The TLS handshake, then MQTT, or a WebSocket upgrade first (`wss`).

@@ -5,8 +5,10 @@
 //! mailboxes and its own outbound one). Tokio's `mpsc` channel allocates a
 //! block of 32 slots and cache-padded state when it is created, about
 //! 1.9 KB each: most of an idle connection's memory. A mailbox is a deque
-//! behind a lock plus a [`Notify`]: about 100 bytes until messages flow, and
-//! its buffer is given back when a burst has been drained.
+//! behind a lock plus an [`AtomicWaker`] for its one receiver: under 100
+//! bytes until messages flow, its buffer given back when a burst has been
+//! drained, and a receiver that waits holds no future state of its own
+//! ([`Receiver::poll_recv`]).
 //!
 //! Semantics follow `tokio::sync::mpsc::unbounded_channel`: `send` fails
 //! once the receiver is closed or dropped; `recv` returns `None` once every
@@ -18,18 +20,19 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// Capacity kept after a drain; larger buffers are given back.
 const KEEP_CAPACITY: usize = 16;
 
 struct Inner<T> {
     state: Mutex<State<T>>,
-    /// Wakes the receiver. With one consumer, `notify_one` keeps a permit
-    /// when nobody waits, so a message sent between the receiver's check
-    /// and its wait is never missed.
-    notify: Notify,
+    /// Wakes the receiver. It registers before it looks again, so a
+    /// message sent between its first look and its wait is never missed.
+    waker: AtomicWaker,
     senders: AtomicUsize,
 }
 
@@ -46,7 +49,7 @@ pub fn mailbox<T>() -> (Sender<T>, Receiver<T>) {
             items: VecDeque::new(),
             closed: false,
         }),
-        notify: Notify::new(),
+        waker: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
     });
     (Sender(inner.clone()), Receiver(inner))
@@ -69,7 +72,7 @@ impl<T> Sender<T> {
             }
             state.items.push_back(item);
         }
-        self.0.notify.notify_one();
+        self.0.waker.wake();
         Ok(())
     }
 }
@@ -85,7 +88,7 @@ impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last sender: wake the receiver so it sees the end.
-            self.0.notify.notify_one();
+            self.0.waker.wake();
         }
     }
 }
@@ -107,14 +110,30 @@ impl<T> Receiver<T> {
     /// The next message; `None` once all senders are gone (or the mailbox
     /// was closed) and nothing is left. Cancel safe.
     pub async fn recv(&mut self) -> Option<T> {
-        loop {
-            match self.try_recv() {
-                Ok(item) => return Some(item),
-                // Look once more: a sender may have queued a message
-                // just before it went away.
-                Err(Empty) if self.ended() => return self.try_recv().ok(),
-                Err(Empty) => self.0.notify.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Receiver::recv`] as a poll: `Pending` registers the task to be
+    /// woken by the next send (or the last sender going).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if let Some(ready) = self.poll_once() {
+            return Poll::Ready(ready);
+        }
+        self.0.waker.register(cx.waker());
+        // Look again: a message may have come before the registration.
+        match self.poll_once() {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
+        }
+    }
+
+    fn poll_once(&mut self) -> Option<Option<T>> {
+        match self.try_recv() {
+            Ok(item) => Some(Some(item)),
+            // Look once more: a sender may have queued a message just
+            // before it went away.
+            Err(Empty) if self.ended() => Some(self.try_recv().ok()),
+            Err(Empty) => None,
         }
     }
 

@@ -616,13 +616,7 @@ async fn scenario(s: Scenario) {
                     peer,
                     cert_user: CertUser::None,
                 };
-                let serve = tokio::spawn(mqttd::connection::serve(
-                    server,
-                    peer,
-                    listener.name.clone(),
-                    meta,
-                    broker.clone(),
-                ));
+                let serve = tokio::spawn(mqttd::connection::serve(server, meta, broker.clone()));
                 let (rx, mut tx) = tokio::io::split(client);
                 let reader = tokio::spawn(check_replies(rx, lim));
                 let _ = tx

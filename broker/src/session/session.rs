@@ -177,13 +177,25 @@ impl Session {
     /// `None` when the control mailbox is closed (never while the session
     /// holds its own row, which keeps a sender). Cancel safe.
     pub async fn next_event(&mut self) -> Option<Event> {
-        let (rx, deliveries) = (&mut self.rx, &mut self.deliveries);
-        tokio::select! {
-            biased;
-            msg = rx.recv() => msg.map(Event::Control),
-            // Out of transit (see crate::backlog): from here on, this
-            // session's own limits bound it.
-            d = deliveries.recv() => d.map(Event::Delivery),
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// [`Session::next_event`] as a poll, for an owner that waits on
+    /// several things in one future.
+    pub fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        use std::task::Poll;
+        if let Poll::Ready(msg) = self.rx.poll_recv(cx) {
+            return Poll::Ready(msg.map(Event::Control));
+        }
+        // Out of transit (see crate::backlog): from here on, this
+        // session's own limits bound it.
+        match self.deliveries.poll_recv(cx) {
+            Poll::Ready(Some(d)) => Poll::Ready(Some(Event::Delivery(d))),
+            // The router's senders outlive the session: not reached.
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use super::SessionTx;
 use crate::codec::ProtocolVersion;
@@ -152,7 +152,7 @@ pub struct SessionEntry {
     pub tx: SessionTx,
     pub created_at: SystemTime,
     /// Cancelled once the session has ended and its row is gone.
-    pub ended: CancellationToken,
+    pub ended: Ended,
     pub shared: SessionShared,
 }
 
@@ -163,8 +163,44 @@ impl SessionEntry {
             client_id,
             tx,
             created_at,
-            ended: CancellationToken::new(),
+            ended: Ended::default(),
             shared: SessionShared::default(),
+        }
+    }
+}
+
+/// Set once, when a session has ended and its row is gone; awaited by the
+/// manager before it creates the next session of the client id. Inline in
+/// the row (a `CancellationToken` would be a separate allocation per
+/// session).
+#[derive(Debug, Default)]
+pub struct Ended {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Ended {
+    pub fn cancel(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`Ended::cancel`] was called.
+    pub async fn cancelled(&self) {
+        loop {
+            // Registered before the flag is read, so a cancel in between
+            // is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -391,6 +427,26 @@ mod tests {
         let live = t.insert_new(entry("a", 2)).expect_err("a row is there");
         assert_eq!(live.uid, 1);
         assert_eq!((t.len(), t.get("a").map(|e| e.uid)), (1, Some(1)));
+    }
+
+    #[tokio::test]
+    async fn ended_wakes_every_waiter_and_stays_set() {
+        let e = Arc::new(Ended::default());
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let e = e.clone();
+                tokio::spawn(async move { e.cancelled().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        e.cancel();
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), w)
+                .await
+                .expect("woken")
+                .expect("no panic");
+        }
+        e.cancelled().await;
     }
 
     #[test]
