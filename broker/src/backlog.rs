@@ -123,6 +123,15 @@ impl<T> Clone for Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// The mailbox's flag (see [`mailbox::Sender::flag`]).
+    pub fn flag(&self) -> bool {
+        self.tx.flag()
+    }
+
+    pub fn set_flag(&self, on: bool) {
+        self.tx.set_flag(on);
+    }
+
     /// Queues `item` and counts it, or gives it back (uncounted) if the
     /// receiver is gone.
     pub fn send(&self, item: T) -> Result<(), Closed<T>> {

@@ -223,7 +223,7 @@ where
             .connect_request(client_id.as_str(), c.username.as_deref(), password);
         framed.meta.auth().authenticate(&req).await
     };
-    let client_ctx = match authenticated {
+    let mut client_ctx = match authenticated {
         Ok(client) => client,
         Err(e) => {
             ctx.metrics.auth_failures.inc();
@@ -233,6 +233,7 @@ where
             return None;
         }
     };
+    client_ctx.share(&client_id, &framed.meta.listener.name);
     if let Some(will) = &c.will {
         let auth = framed.meta.auth();
         if !auth
@@ -281,7 +282,6 @@ where
         will: c.will.map(Box::new),
         receive_maximum: c.properties.receive_maximum,
         session_expiry_secs,
-        revoked,
     };
     if broker.stopping.is_cancelled() {
         // Shutting down: a session started now would miss the wills step.
@@ -298,6 +298,7 @@ where
         client_id: client_id.clone(),
         clean_start: c.clean_start,
         conn,
+        revoked,
     };
     let started = match broker.manager.start_session(request).await {
         Ok(s) => s,

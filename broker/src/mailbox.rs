@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::task::{Context, Poll};
@@ -34,6 +34,8 @@ struct Inner<T> {
     /// message sent between its first look and its wait is never missed.
     waker: AtomicWaker,
     senders: AtomicUsize,
+    /// A flag the receiver sets for senders to read (see [`Sender::flag`]).
+    flag: AtomicBool,
 }
 
 struct State<T> {
@@ -51,6 +53,7 @@ pub fn mailbox<T>() -> (Sender<T>, Receiver<T>) {
         }),
         waker: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
+        flag: AtomicBool::new(false),
     });
     (Sender(inner.clone()), Receiver(inner))
 }
@@ -63,6 +66,17 @@ pub struct Sender<T>(Arc<Inner<T>>);
 pub struct Closed<T>(pub T);
 
 impl<T> Sender<T> {
+    /// The flag the receiver's owner sets (a session: whether it has a
+    /// connection), kept in the mailbox so it costs no allocation of its own.
+    pub fn flag(&self) -> bool {
+        self.0.flag.load(Ordering::Relaxed)
+    }
+
+    /// Sets the flag (its owner's side, through any sender).
+    pub fn set_flag(&self, on: bool) {
+        self.0.flag.store(on, Ordering::Relaxed);
+    }
+
     /// Queues `item`, or gives it back if the receiver is closed.
     pub fn send(&self, item: T) -> Result<(), Closed<T>> {
         {

@@ -3,14 +3,13 @@
 //! incoming QoS 2 ids awaiting PUBREL), and routing a message to the
 //! matching sessions' delivery mailboxes.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::codec::{Packet, PubResp, Publish, ReasonCode};
 use crate::context::Context;
 use crate::message::Message;
 use crate::session::{DeliverTx, Delivery};
-use crate::types::{ClientId, PacketId, QoS};
+use crate::types::{ClientId, PacketId, PacketIdSet, QoS};
 
 /// One subscriber of a message, as the router found it.
 type RouteDelivery = crate::router::Delivery<DeliverTx>;
@@ -29,7 +28,7 @@ pub(crate) enum Reply {
 /// `v5` selects MQTT 5.0 reason codes.
 pub(crate) fn on_publish(
     ctx: &Context,
-    incoming_qos2: &mut HashSet<PacketId>,
+    incoming_qos2: &mut PacketIdSet,
     client_id: &ClientId,
     p: Publish,
     v5: bool,
@@ -67,7 +66,7 @@ pub(crate) fn on_publish(
 /// 3.1.1 has no way to say no [MQTT-3.3.5-2]; 5.0 answers 0x87.
 pub(crate) fn on_denied_publish(
     ctx: &Context,
-    incoming_qos2: &mut HashSet<PacketId>,
+    incoming_qos2: &mut PacketIdSet,
     qos: QoS,
     packet_id: Option<PacketId>,
     v5: bool,
@@ -94,7 +93,7 @@ pub(crate) fn on_denied_publish(
 }
 
 /// Handles PUBREL: releases the id and answers PUBCOMP.
-pub(crate) fn on_pubrel(incoming_qos2: &mut HashSet<PacketId>, r: &PubResp, v5: bool) -> Packet {
+pub(crate) fn on_pubrel(incoming_qos2: &mut PacketIdSet, r: &PubResp, v5: bool) -> Packet {
     let known = incoming_qos2.remove(&r.packet_id);
     let mut resp = PubResp::success(r.packet_id);
     if !known && v5 {

@@ -83,9 +83,41 @@ impl fmt::Display for PacketId {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientId(Arc<str>);
 
+/// A set of packet ids. Ids are 16-bit and at most 65,535 are in use at
+/// once, so hash flooding is not a concern: a plain multiplicative hash
+/// with no per-set keys keeps the set 16 bytes smaller than with SipHash
+/// (every session has two).
+pub type PacketIdSet =
+    std::collections::HashSet<PacketId, std::hash::BuildHasherDefault<PacketIdHasher>>;
+
+/// The hasher of [`PacketIdSet`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PacketIdHasher(u64);
+
+impl std::hash::Hasher for PacketIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.0 = u64::from(v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 impl ClientId {
     pub fn new(s: impl Into<Arc<str>>) -> Self {
         ClientId(s.into())
+    }
+
+    /// The shared string itself.
+    pub fn arc(&self) -> Arc<str> {
+        self.0.clone()
     }
     pub fn as_str(&self) -> &str {
         &self.0

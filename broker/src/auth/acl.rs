@@ -246,7 +246,7 @@ fn resolve(rule: &Rule, client: &ClientCtx) -> Option<String> {
     }
     let safe = |v: &str| !v.is_empty() && !v.contains(['/', '+', '#']);
     let user = client.username.as_deref().filter(|u| safe(u));
-    let id = Some(client.client_id.as_str()).filter(|c| safe(c));
+    let id = Some(&*client.client_id).filter(|c| safe(c));
     let needs_user = rule.filter.contains("%u");
     let needs_id = rule.filter.contains("%c");
     if (needs_user && user.is_none()) || (needs_id && id.is_none()) {

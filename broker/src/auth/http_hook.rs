@@ -133,7 +133,7 @@ impl HttpHook {
     pub async fn authorize(&self, client: &ClientCtx, action: HookAction, topic: &str) -> bool {
         let key = CacheKey {
             action,
-            client_id: client.client_id.clone(),
+            client_id: client.client_id.to_string(),
             username: client.username.clone(),
             topic: topic.to_string(),
         };

@@ -112,7 +112,8 @@ pub enum AuthSetupError {
 /// A connected client as authorization sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCtx {
-    pub client_id: String,
+    /// Shared with the session's client id (see [`ClientCtx::share`]).
+    pub client_id: Arc<str>,
     /// The authenticated username (from CONNECT or the certificate).
     pub username: Option<String>,
     /// The listener the client connected through.
@@ -122,9 +123,21 @@ pub struct ClientCtx {
 impl ClientCtx {
     pub fn new(client_id: &str, username: Option<String>, listener: &str) -> ClientCtx {
         ClientCtx {
-            client_id: client_id.to_string(),
+            client_id: client_id.into(),
             username,
             listener: listener.into(),
+        }
+    }
+
+    /// Makes the client id and listener name point at the copies the
+    /// broker already holds (the session's client id, the listener's
+    /// name): a connection keeps this record for its whole life.
+    pub fn share(&mut self, client_id: &crate::types::ClientId, listener: &Arc<str>) {
+        if *self.client_id == *client_id.as_str() {
+            self.client_id = client_id.arc();
+        }
+        if self.listener == *listener {
+            self.listener = listener.clone();
         }
     }
 

@@ -98,7 +98,7 @@ async fn password_file_checks_and_reloads() {
         .await
         .unwrap();
     assert_eq!(ok.username.as_deref(), Some("alice"));
-    assert_eq!(ok.client_id, "c1");
+    assert_eq!(&*ok.client_id, "c1");
     let bad = auth
         .authenticate(&request(Some("alice"), Some(b"nope"), &none))
         .await;

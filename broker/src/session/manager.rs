@@ -39,7 +39,7 @@ use crate::auth::Identity;
 use crate::config::MAX_POOL_SIZE;
 use crate::context::Context;
 use crate::metrics::WorkerMetrics;
-use crate::types::ClientId;
+use crate::types::{ClientId, TopicFilter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -56,6 +56,9 @@ pub struct StartRequest {
     /// Clean Session (3.1.1) / Clean Start (5.0).
     pub clean_start: bool,
     pub conn: ConnHandle,
+    /// Subscriptions of the session being resumed that authorization no
+    /// longer grants this client: removed before anything is sent to it.
+    pub revoked: Vec<TopicFilter>,
 }
 
 /// The session for a connection, attached to it and now its to own.
@@ -135,6 +138,7 @@ impl SessionManager {
                     client_id: conn.0,
                     clean_start: true,
                     conn: conn.1,
+                    revoked: Vec::new(),
                 },
             }
         } else {
@@ -309,10 +313,12 @@ async fn start(
             // A connection created a session for this id on its own task
             // meanwhile (see the module doc): deal with that one.
             Err((client_id, conn)) => {
+                // The session the revocations were checked for is gone.
                 req = StartRequest {
                     client_id,
                     clean_start,
                     conn,
+                    revoked: Vec::new(),
                 }
             }
         }
@@ -342,7 +348,7 @@ async fn start_once(
             destroy(ctx, &entry, CloseReason::TakenOver).await;
             stats.destroyed.inc();
         } else if let Some(mut session) = take(&entry).await {
-            session.attach(req.conn);
+            session.attach(req.conn, req.revoked);
             session.publish_counters();
             stats.resumed.inc();
             ctx.metrics.sessions_resumed.inc();
@@ -387,7 +393,7 @@ fn create(
     if ctx.table.insert_new(entry).is_err() {
         return Err((session.client_id().clone(), conn));
     }
-    session.attach(conn);
+    session.attach(conn, Vec::new());
     ctx.metrics.sessions_created.inc();
     ctx.metrics.sessions.inc();
     Ok(StartResult {

@@ -30,7 +30,6 @@ pub mod session;
 pub mod stopping;
 pub mod table;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -57,8 +56,8 @@ pub type SessionTx = mailbox::Sender<SessionMsg>;
 /// subscription prefers members that can take a message at once.
 #[derive(Debug, Clone)]
 pub struct DeliverTx {
+    /// Its flag says whether the session has a connection.
     tx: backlog::Sender<Delivery>,
-    online: Arc<AtomicBool>,
 }
 
 impl DeliverTx {
@@ -66,8 +65,7 @@ impl DeliverTx {
     /// connection yet.
     pub fn channel(backlog: Arc<Backlog>) -> (DeliverTx, backlog::Receiver<Delivery>) {
         let (tx, rx) = backlog::channel(backlog);
-        let online = Arc::new(AtomicBool::new(false));
-        (DeliverTx { tx, online }, rx)
+        (DeliverTx { tx }, rx)
     }
 
     /// Queues `d` for the session; gives it back if the session is gone
@@ -78,12 +76,12 @@ impl DeliverTx {
 
     /// Whether the session has a connection attached.
     pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Relaxed)
+        self.tx.flag()
     }
 
     /// Set by the session when a connection attaches or goes.
     pub(crate) fn set_online(&self, online: bool) {
-        self.online.store(online, Ordering::Relaxed);
+        self.tx.set_flag(online);
     }
 }
 
@@ -133,9 +131,6 @@ pub struct ConnHandle {
     /// connection, [`NEVER_EXPIRES`] keeps it until destroyed (3.1.1
     /// persistent sessions).
     pub session_expiry_secs: u32,
-    /// Subscriptions of the session being resumed that authorization no
-    /// longer grants this client: removed before anything is sent to it.
-    pub revoked: Vec<TopicFilter>,
 }
 
 /// The session expiry interval meaning "never" (MQTT 5.0 section 3.1.2.11.2).

@@ -11,13 +11,13 @@
 //! window holds, and the rest (a suffix of the window, still with their
 //! ids) follow as acknowledgements free room [MQTT-3.3.4-9].
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{OutPublish, Outbound};
 use crate::codec::{Packet, PubResp};
 use crate::message::Message;
-use crate::types::{PacketId, QoS};
+use crate::types::{PacketId, PacketIdSet, QoS};
 
 /// A message waiting for, or occupying, a place in the window.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub(super) struct Outgoing {
     inflight: VecDeque<Inflight>,
     /// The ids in `inflight`, so allocation and acknowledgement do not
     /// scan the window.
-    ids: HashSet<PacketId>,
+    ids: PacketIdSet,
     queue: VecDeque<Pending>,
     next_id: PacketId,
     window: usize,
@@ -87,7 +87,7 @@ impl Outgoing {
     pub fn new(window: usize, max_queued: usize) -> Self {
         Outgoing {
             inflight: VecDeque::new(),
-            ids: HashSet::new(),
+            ids: PacketIdSet::default(),
             queue: VecDeque::new(),
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
             window: window.max(1),

@@ -17,7 +17,7 @@
 //! dropping it removes its router entries (by incarnation) and its table
 //! row, and signals [`SessionEntry::ended`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,7 +43,7 @@ use crate::context::Context;
 use crate::mailbox::{self, mailbox};
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
-use crate::types::{ClientId, PacketId, QoS, TopicFilter};
+use crate::types::{ClientId, PacketId, PacketIdSet, QoS, TopicFilter};
 
 /// Whether the session goes on after a detach or a timer.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub struct Session {
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     /// Incoming QoS 2 packet ids received (PUBREC sent) and not yet
     /// released [MQTT-4.3.3-2].
-    incoming_qos2: HashSet<PacketId>,
+    incoming_qos2: PacketIdSet,
     out: Outgoing,
     /// Packets for the connection, not yet written.
     outbox: VecDeque<Outbound>,
@@ -104,7 +104,10 @@ pub struct Session {
     qos0: Qos0Budget,
     /// Retained messages matched by a SUBSCRIBE and not yet handed to the
     /// connection: fed as the connection drains (see [`Session::feed_replay`]).
-    replay: VecDeque<Pending>,
+    /// Boxed: most sessions never have one, and every session carries
+    /// the field (8 bytes instead of a `VecDeque`'s 32).
+    #[allow(clippy::box_collection)]
+    replay: Option<Box<VecDeque<Pending>>>,
     will: Option<Box<LastWill>>,
     /// When a full queue was last logged, and drops since then: a queue
     /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
@@ -156,11 +159,11 @@ impl Session {
             expire_at: None,
             will_due: None,
             subscriptions: HashMap::new(),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: PacketIdSet::default(),
             out,
             outbox: VecDeque::new(),
             qos0: Qos0Budget::default(),
-            replay: VecDeque::new(),
+            replay: None,
             will: None,
             drop_logged_at: None,
             dropped_unlogged: 0,
@@ -267,7 +270,7 @@ impl Session {
     /// The next packet for the connection to write. As the outbox drains,
     /// a retained-message replay is fed into it.
     pub fn next_outbound(&mut self) -> Option<Outbound> {
-        if self.outbox.is_empty() && !self.replay.is_empty() {
+        if self.outbox.is_empty() && self.replaying() {
             self.feed_replay();
         }
         let out = self.outbox.pop_front()?;
@@ -281,11 +284,11 @@ impl Session {
 
     /// Whether packets wait for the connection.
     pub fn has_outbound(&self) -> bool {
-        !self.outbox.is_empty() || (!self.replay.is_empty() && self.conn.is_some())
+        !self.outbox.is_empty() || (self.replaying() && self.conn.is_some())
     }
 
     /// The incoming QoS 2 ids (the connection's PUBLISH and PUBREL).
-    pub fn incoming_qos2(&mut self) -> &mut HashSet<PacketId> {
+    pub fn incoming_qos2(&mut self) -> &mut PacketIdSet {
         &mut self.incoming_qos2
     }
 
@@ -373,9 +376,11 @@ impl Session {
 
     /// Attaches a new connection (create, resume, takeover): what the
     /// session must resend goes into the outbox for it.
-    pub fn attach(&mut self, mut conn: ConnHandle) {
+    /// `revoked`: subscriptions authorization no longer grants this client
+    /// (see [`super::reauthorize`]).
+    pub fn attach(&mut self, mut conn: ConnHandle, revoked: Vec<TopicFilter>) {
         // Before anything queued is sent to the client.
-        self.revoke(std::mem::take(&mut conn.revoked), "resume");
+        self.revoke(revoked, "resume");
         self.protocol = conn.info.protocol;
         // A reconnect in time cancels a delayed will [MQTT-3.1.3-9].
         self.will_due = None;
@@ -633,7 +638,8 @@ impl Session {
         // messages as are retained: one whole replay always fits, and a
         // client that subscribes again and again without reading cannot
         // make it grow further (the excess is dropped and counted).
-        let mut room = self.ctx.retained.len().saturating_sub(self.replay.len());
+        let queued = self.replay.as_ref().map_or(0, |r| r.len());
+        let mut room = self.ctx.retained.len().saturating_sub(queued);
         for (msgs, qos) in retained {
             for msg in msgs {
                 let qos = msg.qos.min(qos);
@@ -642,7 +648,7 @@ impl Session {
                     continue;
                 }
                 room -= 1;
-                self.replay.push_back(Pending {
+                self.replay.get_or_insert_default().push_back(Pending {
                     qos,
                     msg,
                     retain: true,
@@ -664,10 +670,10 @@ impl Session {
         }
         let cfg = &self.ctx.config.mqtt;
         let (max_messages, max_bytes) = (cfg.max_pending_qos0_messages, cfg.max_pending_qos0_bytes);
-        while let Some(next) = self.replay.front() {
+        while let Some(next) = self.replay.as_ref().and_then(|r| r.front()) {
             if next.msg.is_expired() {
                 let qos = next.qos;
-                self.replay.pop_front();
+                self.replay_pop();
                 self.drop_message(qos);
                 continue;
             }
@@ -681,7 +687,7 @@ impl Session {
             if !ready {
                 break;
             }
-            let Some(pending) = self.replay.pop_front() else {
+            let Some(pending) = self.replay_pop() else {
                 break;
             };
             if pending.qos == QoS::AtMostOnce {
@@ -691,6 +697,22 @@ impl Session {
                 self.send_out(Outbound::Publish(publish));
             }
         }
+    }
+
+    /// Whether retained messages of a SUBSCRIBE wait to be handed out.
+    fn replaying(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| !r.is_empty())
+    }
+
+    /// The next message of the replay; the replay's memory goes with its
+    /// last message.
+    fn replay_pop(&mut self) -> Option<Pending> {
+        let replay = self.replay.as_mut()?;
+        let next = replay.pop_front();
+        if replay.is_empty() {
+            self.replay = None;
+        }
+        next
     }
 
     /// The SUBACK failure code: 0x80 for 3.1.1, `v5` for 5.0.
@@ -836,7 +858,7 @@ impl Session {
                 }
             }
         }
-        if !self.replay.is_empty() {
+        if self.replaying() {
             self.feed_replay();
         }
     }
