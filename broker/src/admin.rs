@@ -1,5 +1,6 @@
 //! The broker behind the control API: [`ControlBackend`] implemented over
-//! the session table, the session tasks and the session-manager pool.
+//! the session table, the sessions (through their owners) and the
+//! session-manager pool.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::session::table::PageQuery;
 use crate::session::{CloseReason, SessionEntry, SessionMsg};
 use crate::types::ClientId;
 
-/// How long `sessions show` waits for a session task to describe itself.
+/// How long `sessions show` waits for a session's owner to describe it.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The control API's view of a running broker.

@@ -1,11 +1,12 @@
 //! Back-pressure from the broker to publishers.
 //!
 //! The broker counts the messages in transit: routed into a session's
-//! delivery mailbox and not yet taken out by the session task. That is the
+//! delivery mailbox and not yet taken out by the session's owner (its
+//! connection's task, or the holder of an offline session). That is the
 //! only unbounded step of the message path; past it, each session's own
 //! limits (in-flight window, queue, QoS 0 backlog) bound what it keeps and
-//! drop the rest. The count rises only when session tasks cannot keep up
-//! with routing, i.e. when the broker is short of CPU; publishing
+//! drop the rest. The count rises only when owners cannot keep up with
+//! routing, i.e. when the broker is short of CPU; publishing
 //! connections then pause before their next read, so TCP slows publishers
 //! instead of the broker's memory growing. The pause is bounded, and a
 //! slow or stuck subscriber never causes it (its session keeps draining

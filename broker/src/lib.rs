@@ -15,15 +15,16 @@
 //! - [`reload`]: SIGHUP and certificate-file reloads, then subscription re-checks;
 //! - [`connection`]: framing and the per-connection loop;
 //! - [`connect`]: the CONNECT flow (validate, authenticate, authorize the will, start session, CONNACK);
-//! - [`keepalive`]: the 1.5 × keep alive rule;
+//! - [`keepalive`]: the 1.5 × keep alive rule, by one sweep of the session table;
 //! - [`auth`]: who may connect, publish and subscribe (passwords, ACL, HTTP hook);
-//! - [`session`]: session tasks, the session table, the manager pool (sessions
-//!   belong to identities), re-authorization and stopping;
+//! - [`session`]: the session value (one owner at a time: its connection's
+//!   task or an offline holder), the session table, the manager pool
+//!   (sessions belong to identities), re-authorization and stopping;
 //! - [`router`]: topic matching and retained messages;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
-//! - [`mailbox`]: the unbounded mailboxes between connections, sessions and the router;
+//! - [`mailbox`]: the unbounded mailboxes of sessions (control and deliveries);
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;

@@ -2,7 +2,7 @@
 //!
 //! The HTTP side never touches the session table or the pool directly; the
 //! broker implements this trait and tests use an in-memory fake. Methods
-//! that may wait on a session task or the pool return boxed futures so the
+//! that may wait on a session's owner or the pool return boxed futures so the
 //! trait stays object safe (`Arc<dyn ControlBackend>`).
 
 use futures::future::BoxFuture;

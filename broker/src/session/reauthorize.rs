@@ -9,7 +9,7 @@
 //! removed from the session and the router, logged and counted
 //! (`mqttd_subscriptions_revoked_total`).
 //!
-//! The checks run outside the session task, because the HTTP hook answers
+//! The checks run outside the session's owner, because the HTTP hook answers
 //! asynchronously; the session only applies the verdict.
 
 use std::sync::Arc;
