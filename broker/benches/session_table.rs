@@ -14,7 +14,7 @@ const SESSIONS: usize = 100_000;
 
 fn table() -> SessionTable {
     let t = SessionTable::new();
-    let (tx, _rx) = mqttd::mailbox::mailbox();
+    let (tx, _, _inbox) = mqttd::session::inbox::inbox(Default::default());
     for i in 0..SESSIONS {
         t.insert(Arc::new(SessionEntry::new(
             i as u64,

@@ -24,7 +24,6 @@
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
-//! - [`mailbox`]: the unbounded mailboxes of sessions (control and deliveries);
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
@@ -50,7 +49,6 @@ pub mod keepalive;
 pub mod listener;
 pub mod log_limit;
 pub mod logging;
-pub mod mailbox;
 pub mod memory;
 pub mod message;
 pub mod metrics;

@@ -21,6 +21,7 @@
 //!   wills first.
 
 pub mod holder;
+pub mod inbox;
 pub mod manager;
 mod outgoing;
 pub mod qos0;
@@ -34,9 +35,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::backlog::{self, Backlog};
 use crate::codec::{LastWill, Packet, SubscriptionOptions};
-use crate::mailbox;
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
 pub use manager::{ManagerError, SessionManager, StartRequest, StartResult};
@@ -44,9 +43,9 @@ pub use qos0::Qos0Budget;
 pub use session::{Control, Session};
 pub use table::{ClientInfo, SessionEntry, SessionTable};
 
-/// The sending side of a session's control mailbox (the manager, the
+/// The sending side of a session's control queue (the manager, the
 /// control API, shutdown), served by whoever owns the session now.
-pub type SessionTx = mailbox::Sender<SessionMsg>;
+pub type SessionTx = inbox::ControlTx;
 
 /// The sending side of a session's delivery mailbox (the router). It is
 /// separate so that control messages are never stuck behind a flood of
@@ -56,32 +55,36 @@ pub type SessionTx = mailbox::Sender<SessionMsg>;
 /// subscription prefers members that can take a message at once.
 #[derive(Debug, Clone)]
 pub struct DeliverTx {
-    /// Its flag says whether the session has a connection.
-    tx: backlog::Sender<Delivery>,
+    tx: inbox::DeliveryTx,
 }
 
 impl DeliverTx {
-    /// A delivery mailbox, counted in `backlog`, of a session without a
-    /// connection yet.
-    pub fn channel(backlog: Arc<Backlog>) -> (DeliverTx, backlog::Receiver<Delivery>) {
-        let (tx, rx) = backlog::channel(backlog);
-        (DeliverTx { tx }, rx)
+    pub(crate) fn new(tx: inbox::DeliveryTx) -> Self {
+        DeliverTx { tx }
     }
 
-    /// Queues `d` for the session; gives it back if the session is gone
-    /// or ending.
-    pub fn send(&self, d: Delivery) -> Result<(), mailbox::Closed<Delivery>> {
+    /// Queues `d` for the session; gives it back if the session has ended.
+    pub fn send(&self, d: Delivery) -> Result<(), inbox::Closed<Delivery>> {
         self.tx.send(d)
     }
 
     /// Whether the session has a connection attached.
     pub fn is_online(&self) -> bool {
-        self.tx.flag()
+        self.tx.is_online()
     }
 
     /// Set by the session when a connection attaches or goes.
     pub(crate) fn set_online(&self, online: bool) {
-        self.tx.set_flag(online);
+        self.tx.set_online(online);
+    }
+
+    /// A delivery handle and the inbox it feeds (tests of the router side).
+    #[cfg(test)]
+    pub(crate) fn channel(
+        backlog: std::sync::Arc<crate::backlog::Backlog>,
+    ) -> (DeliverTx, inbox::Inbox) {
+        let (_, tx, inbox) = inbox::inbox(backlog);
+        (DeliverTx { tx }, inbox)
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::inbox::Inbox;
 use super::outgoing::{Outgoing, Pending, RecOutcome};
 use super::qos0::{Qos0Budget, Qos0Limit};
 use super::table::SessionEntry;
@@ -34,13 +35,11 @@ use super::{
 };
 use crate::auth::topics::{covers, strip_share};
 use crate::auth::ClientCtx;
-use crate::backlog;
 use crate::codec::{
     LastWill, Packet, ProtocolVersion, PubResp, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::context::Context;
-use crate::mailbox::{self, mailbox};
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
 use crate::types::{ClientId, PacketId, PacketIdSet, QoS, TopicFilter};
@@ -69,12 +68,8 @@ pub enum Control {
     KeepAliveExpired(u64),
 }
 
-/// An event for the session's owner, from its mailboxes.
-#[derive(Debug)]
-pub enum Event {
-    Control(SessionMsg),
-    Delivery(Delivery),
-}
+/// An event for the session's owner, from its inbox.
+pub type Event = super::inbox::Item;
 
 pub struct Session {
     ctx: Arc<Context>,
@@ -82,8 +77,8 @@ pub struct Session {
     entry: Arc<SessionEntry>,
     /// Registered with the router for this session's subscriptions.
     deliver_tx: DeliverTx,
-    rx: mailbox::Receiver<SessionMsg>,
-    deliveries: backlog::Receiver<Delivery>,
+    /// Its control messages and deliveries.
+    inbox: Inbox,
     /// The connection attached now, if any.
     conn: Option<ConnHandle>,
     protocol: ProtocolVersion,
@@ -134,8 +129,8 @@ impl Session {
         ctx: &Arc<Context>,
         client_id: ClientId,
     ) -> (Box<Session>, Arc<SessionEntry>) {
-        let (tx, rx) = mailbox();
-        let (deliver_tx, deliveries) = DeliverTx::channel(ctx.metrics.backlog.clone());
+        let (tx, deliveries, inbox) = super::inbox::inbox(ctx.metrics.backlog.clone());
+        let deliver_tx = DeliverTx::new(deliveries);
         let entry = Arc::new(SessionEntry::new(
             ctx.next_id(),
             client_id,
@@ -152,8 +147,7 @@ impl Session {
             ctx: ctx.clone(),
             entry: entry.clone(),
             deliver_tx,
-            rx,
-            deliveries,
+            inbox,
             conn: None,
             expiry_secs: 0,
             expire_at: None,
@@ -189,17 +183,9 @@ impl Session {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Event>> {
-        use std::task::Poll;
-        if let Poll::Ready(msg) = self.rx.poll_recv(cx) {
-            return Poll::Ready(msg.map(Event::Control));
-        }
-        // Out of transit (see crate::backlog): from here on, this
-        // session's own limits bound it.
-        match self.deliveries.poll_recv(cx) {
-            Poll::Ready(Some(d)) => Poll::Ready(Some(Event::Delivery(d))),
-            // The router's senders outlive the session: not reached.
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
-        }
+        // A delivery taken out is out of transit (see crate::backlog):
+        // from here on, this session's own limits bound it.
+        self.inbox.poll_next(cx).map(Some)
     }
 
     /// The client was heard from (keep alive).
@@ -209,17 +195,17 @@ impl Session {
 
     /// The next control message only. Cancel safe.
     pub async fn next_control(&mut self) -> Option<SessionMsg> {
-        self.rx.recv().await
+        Some(std::future::poll_fn(|cx| self.inbox.poll_control(cx)).await)
     }
 
     /// The next delivery if one is waiting.
     pub fn try_next_delivery(&mut self) -> Option<Delivery> {
-        self.deliveries.try_recv()
+        self.inbox.try_delivery()
     }
 
     /// Takes what the router has delivered so far, without waiting.
     pub fn drain_deliveries(&mut self) {
-        while let Some(d) = self.deliveries.try_recv() {
+        while let Some(d) = self.inbox.try_delivery() {
             self.deliver(d);
         }
     }

@@ -411,7 +411,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, uid: u64) -> Arc<SessionEntry> {
-        let (tx, _rx) = crate::mailbox::mailbox();
+        let (tx, _, _) = crate::session::inbox::inbox(Arc::default());
         Arc::new(SessionEntry::new(
             uid,
             ClientId::new(id),
