@@ -48,11 +48,11 @@ fn summary(e: &SessionEntry) -> SessionSummary {
         connected_at: client
             .as_ref()
             .filter(|_| connected)
-            .map(|c| unix_secs(c.connected_at)),
+            .map(|c| c.connected_at),
         created_at: unix_secs(e.created_at),
-        subscriptions: shared.subscriptions.load(Ordering::Relaxed),
-        inflight: shared.inflight.load(Ordering::Relaxed),
-        queued: shared.queued.load(Ordering::Relaxed),
+        subscriptions: shared.subscriptions.load(Ordering::Relaxed) as usize,
+        inflight: shared.inflight.load(Ordering::Relaxed) as usize,
+        queued: shared.queued.load(Ordering::Relaxed) as usize,
         expiry_interval_secs: (protocol == Some(ProtocolVersion::V5))
             .then(|| shared.expiry_interval_secs.load(Ordering::Relaxed)),
     }

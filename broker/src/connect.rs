@@ -274,7 +274,9 @@ where
         username: client_ctx.username.clone(),
         protocol: version,
         keep_alive_secs,
-        connected_at: SystemTime::now(),
+        connected_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         listener: framed.meta.listener.name.clone(),
     });
     let conn = ConnHandle {

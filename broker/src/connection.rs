@@ -309,7 +309,9 @@ where
 }
 
 /// From CONNACK to the end of the connection. Boxed by the caller: the
-/// handshake's state and this one's are never needed at once.
+/// handshake's state and this one's are never needed at once, and in
+/// separate allocations both fit smaller size classes (measured: 2,009–
+/// 2,036 B per idle connection boxed, 2,060–2,087 B inline).
 fn connected<'a, S>(
     framed: &'a mut Framed<S>,
     broker: &'a Broker,
@@ -451,131 +453,141 @@ fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
 /// The connected state: packets from the client act on the session,
 /// deliveries come into it, and what it hands out is written, until one
 /// side ends the connection.
-async fn run<S>(framed: &mut Framed<S>, broker: &Broker, a: &mut Accepted) -> Ending
+///
+/// An `async move` block, not an `async fn`, so that its references are
+/// not kept twice in the state every idle connection holds.
+#[allow(clippy::manual_async_fn)] // see above: the state's size
+fn run<'a, S>(
+    framed: &'a mut Framed<S>,
+    broker: &'a Broker,
+    a: &'a mut Accepted,
+) -> impl Future<Output = Ending> + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
 {
-    let ctx = &broker.ctx;
-    let packet_timeout = ctx.config.mqtt.packet_timeout();
-    // When the packet now partly in the read buffer began to arrive.
-    let mut partial_since: Option<Instant> = None;
-    // When the bytes waiting to be written last moved.
-    let mut write_since: Option<Instant> = None;
-    // Publishers pause while subscribers lag far behind (crate::backlog).
-    let mut paused: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
-    // Armed only while a packet is partly read or bytes wait to be
-    // written; keep alive needs none (see crate::keepalive).
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut session_first = false;
-    loop {
-        // Packets that arrived (with the CONNECT, or read since). Boxed:
-        // its state is large and only needed while there is input, so an
-        // idle connection does not carry it.
-        if !framed.rbuf.is_empty() && paused.is_none() {
-            match Box::pin(drain_buffered(framed, broker, a)).await {
-                Ok(Drained { any, published }) => {
-                    if any {
-                        a.session.touch();
-                        partial_since = None;
+    async move {
+        let ctx = &broker.ctx;
+        // When the packet now partly in the read buffer began to arrive.
+        let mut partial_since: Option<Instant> = None;
+        // When the bytes waiting to be written last moved.
+        let mut write_since: Option<Instant> = None;
+        // Publishers pause while subscribers lag far behind (crate::backlog).
+        let mut paused: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+        // Armed only while a packet is partly read or bytes wait to be
+        // written; keep alive needs none (see crate::keepalive).
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut session_first = false;
+        loop {
+            // Packets that arrived (with the CONNECT, or read since). Boxed:
+            // its state is large and only needed while there is input, so an
+            // idle connection does not carry it.
+            if !framed.rbuf.is_empty() && paused.is_none() {
+                match Box::pin(drain_buffered(framed, broker, a)).await {
+                    Ok(Drained { any, published }) => {
+                        if any {
+                            a.session.touch();
+                            partial_since = None;
+                        }
+                        if published
+                            && ctx.metrics.backlog.get() > crate::backlog::HIGH_WATER_MESSAGES
+                        {
+                            paused = Some(Box::pin(ctx.metrics.backlog.wait_below_high_water()));
+                        }
                     }
-                    if published && ctx.metrics.backlog.get() > crate::backlog::HIGH_WATER_MESSAGES
-                    {
-                        paused = Some(Box::pin(ctx.metrics.backlog.wait_below_high_water()));
+                    Err(e) => return e,
+                }
+            }
+            if let Err(e) = encode_outbound(framed, broker, a) {
+                return e;
+            }
+            let now = Instant::now();
+            if framed.wbuf.is_empty() {
+                write_since = None;
+            } else if write_since.is_none() {
+                write_since = Some(now);
+            }
+            if framed.rbuf.is_empty() {
+                partial_since = None;
+            } else if partial_since.is_none() {
+                partial_since = Some(now);
+            }
+            framed.release_buffers();
+            let deadline = [
+                partial_since.map(|t| t + ctx.config.mqtt.packet_timeout()),
+                write_since.map(|t| t + framed.write_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match (deadline, timer.as_mut()) {
+                (None, _) => timer = None,
+                (Some(d), Some(t)) => {
+                    if t.deadline() != d {
+                        t.as_mut().reset(d);
                     }
                 }
-                Err(e) => return e,
+                (Some(d), None) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
             }
+            let reading = paused.is_none();
+            // The session and the socket take turns to be looked at first, so
+            // that neither a flood of deliveries nor a client sending without
+            // pause can starve the other side.
+            session_first = !session_first;
+            let wake = std::future::poll_fn(|cx| {
+                if session_first {
+                    if let Poll::Ready(event) = a.session.poll_event(cx) {
+                        return Poll::Ready(Wake::Session(event));
+                    }
+                }
+                if let Poll::Ready(io) = framed.poll_io(cx, reading) {
+                    return Poll::Ready(Wake::Io(io));
+                }
+                if !session_first {
+                    if let Poll::Ready(event) = a.session.poll_event(cx) {
+                        return Poll::Ready(Wake::Session(event));
+                    }
+                }
+                if let Some(p) = paused.as_mut() {
+                    if p.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Resume);
+                    }
+                }
+                if let Some(t) = timer.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Session(event) => match on_event(a, event) {
+                    Step::Continue => {}
+                    Step::End(ending) => return ending,
+                    Step::FlushAndClose => return Ending::Stopping,
+                },
+                Wake::Io(io) => match io {
+                    Ok(Io::Read(0)) => return Ending::Closed("peer closed the connection"),
+                    Ok(Io::Read(_)) => {}
+                    Ok(Io::Wrote) => write_since = Some(Instant::now()),
+                    Err(e) => return e,
+                },
+                Wake::Resume => paused = None,
+                Wake::Timer => {
+                    timer = None;
+                    let now = Instant::now();
+                    if partial_since.is_some_and(|t| now >= t + ctx.config.mqtt.packet_timeout()) {
+                        ctx.metrics.packet_timeouts.inc();
+                        return Ending::PacketTimeout;
+                    }
+                    if write_since.is_some_and(|t| now >= t + framed.write_timeout()) {
+                        ctx.metrics.write_timeouts.inc();
+                        return Ending::WriteTimeout;
+                    }
+                }
+            }
+            a.session.publish_counters();
         }
-        if let Err(e) = encode_outbound(framed, broker, a) {
-            return e;
-        }
-        let now = Instant::now();
-        if framed.wbuf.is_empty() {
-            write_since = None;
-        } else if write_since.is_none() {
-            write_since = Some(now);
-        }
-        if framed.rbuf.is_empty() {
-            partial_since = None;
-        } else if partial_since.is_none() {
-            partial_since = Some(now);
-        }
-        framed.release_buffers();
-        let deadline = [
-            partial_since.map(|t| t + packet_timeout),
-            write_since.map(|t| t + framed.write_timeout()),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match (deadline, timer.as_mut()) {
-            (None, _) => timer = None,
-            (Some(d), Some(t)) => {
-                if t.deadline() != d {
-                    t.as_mut().reset(d);
-                }
-            }
-            (Some(d), None) => timer = Some(Box::pin(tokio::time::sleep_until(d))),
-        }
-        let reading = paused.is_none();
-        // The session and the socket take turns to be looked at first, so
-        // that neither a flood of deliveries nor a client sending without
-        // pause can starve the other side.
-        session_first = !session_first;
-        let wake = std::future::poll_fn(|cx| {
-            if session_first {
-                if let Poll::Ready(event) = a.session.poll_event(cx) {
-                    return Poll::Ready(Wake::Session(event));
-                }
-            }
-            if let Poll::Ready(io) = framed.poll_io(cx, reading) {
-                return Poll::Ready(Wake::Io(io));
-            }
-            if !session_first {
-                if let Poll::Ready(event) = a.session.poll_event(cx) {
-                    return Poll::Ready(Wake::Session(event));
-                }
-            }
-            if let Some(p) = paused.as_mut() {
-                if p.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Resume);
-                }
-            }
-            if let Some(t) = timer.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        match wake {
-            Wake::Session(event) => match on_event(a, event) {
-                Step::Continue => {}
-                Step::End(ending) => return ending,
-                Step::FlushAndClose => return Ending::Stopping,
-            },
-            Wake::Io(io) => match io {
-                Ok(Io::Read(0)) => return Ending::Closed("peer closed the connection"),
-                Ok(Io::Read(_)) => {}
-                Ok(Io::Wrote) => write_since = Some(Instant::now()),
-                Err(e) => return e,
-            },
-            Wake::Resume => paused = None,
-            Wake::Timer => {
-                timer = None;
-                let now = Instant::now();
-                if partial_since.is_some_and(|t| now >= t + packet_timeout) {
-                    ctx.metrics.packet_timeouts.inc();
-                    return Ending::PacketTimeout;
-                }
-                if write_since.is_some_and(|t| now >= t + framed.write_timeout()) {
-                    ctx.metrics.write_timeouts.inc();
-                    return Ending::WriteTimeout;
-                }
-            }
-        }
-        a.session.publish_counters();
     }
 }
 

@@ -61,17 +61,24 @@ struct Inflight {
 
 #[derive(Debug)]
 pub(super) struct Outgoing {
+    /// The window and the queue; `None` while both are empty, so that a
+    /// session with nothing in flight (most idle ones) does not carry them.
+    lists: Option<Box<Lists>>,
+    next_id: PacketId,
+    window: usize,
+    /// Entries of the window not sent on the current connection: always
+    /// its last ones.
+    unsent: usize,
+    max_queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Lists {
     inflight: VecDeque<Inflight>,
     /// The ids in `inflight`, so allocation and acknowledgement do not
     /// scan the window.
     ids: PacketIdSet,
     queue: VecDeque<Pending>,
-    next_id: PacketId,
-    window: usize,
-    /// Entries of `inflight` not sent on the current connection: always
-    /// its last ones.
-    unsent: usize,
-    max_queued: usize,
 }
 
 /// What a PUBREC did to the window.
@@ -86,13 +93,26 @@ pub(super) enum RecOutcome {
 impl Outgoing {
     pub fn new(window: usize, max_queued: usize) -> Self {
         Outgoing {
-            inflight: VecDeque::new(),
-            ids: PacketIdSet::default(),
-            queue: VecDeque::new(),
+            lists: None,
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
             window: window.max(1),
             unsent: 0,
             max_queued,
+        }
+    }
+
+    fn lists_mut(&mut self) -> &mut Lists {
+        self.lists.get_or_insert_default()
+    }
+
+    /// Gives the lists' memory back once both are empty.
+    fn tidy(&mut self) {
+        if self
+            .lists
+            .as_ref()
+            .is_some_and(|l| l.inflight.is_empty() && l.queue.is_empty())
+        {
+            self.lists = None;
         }
     }
 
@@ -103,24 +123,24 @@ impl Outgoing {
     }
 
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.lists.as_ref().map_or(0, |l| l.inflight.len())
     }
 
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.lists.as_ref().map_or(0, |l| l.queue.len())
     }
 
     /// Whether a new message may go into the window now (nothing from
     /// before a resume still waits to be resent).
     pub fn has_room(&self) -> bool {
-        self.unsent == 0 && self.inflight.len() < self.window
+        self.unsent == 0 && self.inflight_len() < self.window
     }
 
     fn allocate_id(&mut self) -> PacketId {
         loop {
             let id = self.next_id;
             self.next_id = id.next();
-            if self.ids.insert(id) {
+            if self.lists_mut().ids.insert(id) {
                 return id;
             }
         }
@@ -131,7 +151,7 @@ impl Outgoing {
     pub fn send(&mut self, pending: Pending) -> OutPublish {
         let id = self.allocate_id();
         let publish = pending.to_out(Some(id), false);
-        self.inflight.push_back(Inflight {
+        self.lists_mut().inflight.push_back(Inflight {
             id,
             pending,
             stage: Stage::Published,
@@ -143,10 +163,10 @@ impl Outgoing {
     /// Queues a message behind the window; gives it back when the queue is
     /// full (the caller counts and drops it).
     pub fn enqueue(&mut self, pending: Pending) -> Result<(), Pending> {
-        if self.queue.len() >= self.max_queued {
+        if self.queued_len() >= self.max_queued {
             return Err(pending);
         }
-        self.queue.push_back(pending);
+        self.lists_mut().queue.push_back(pending);
         Ok(())
     }
 
@@ -155,14 +175,17 @@ impl Outgoing {
     /// room. Messages whose MQTT 5.0 expiry passed while queued are
     /// dropped on the way and returned in `Err`.
     pub fn next_queued(&mut self) -> Option<Result<Pending, Pending>> {
-        let ready = self
+        let room = self.has_room();
+        let lists = self.lists.as_mut()?;
+        let ready = lists
             .queue
             .front()
-            .is_some_and(|p| p.qos == QoS::AtMostOnce || self.has_room());
+            .is_some_and(|p| p.qos == QoS::AtMostOnce || room);
         if !ready {
             return None;
         }
-        let p = self.queue.pop_front()?;
+        let p = lists.queue.pop_front()?;
+        self.tidy();
         Some(if p.msg.is_expired() { Err(p) } else { Ok(p) })
     }
 
@@ -173,11 +196,12 @@ impl Outgoing {
 
     /// Moves a QoS 2 message to the released stage on PUBREC.
     pub fn pubrec(&mut self, id: PacketId) -> RecOutcome {
-        match self
-            .inflight
-            .iter_mut()
-            .find(|m| m.id == id && m.pending.qos == QoS::ExactlyOnce)
-        {
+        let found = self.lists.as_mut().and_then(|l| {
+            l.inflight
+                .iter_mut()
+                .find(|m| m.id == id && m.pending.qos == QoS::ExactlyOnce)
+        });
+        match found {
             Some(m) => {
                 m.stage = Stage::Released;
                 RecOutcome::Release
@@ -197,22 +221,24 @@ impl Outgoing {
     }
 
     fn remove_where(&mut self, id: PacketId, ok: impl Fn(&Inflight) -> bool) -> bool {
-        if !self.ids.contains(&id) {
+        let Some(lists) = self.lists.as_mut() else {
+            return false;
+        };
+        if !lists.ids.contains(&id) {
             return false;
         }
         // Acknowledgements usually come in order: the scan stops early.
-        match self.inflight.iter().position(|m| m.id == id && ok(m)) {
-            Some(i) => {
-                if let Some(m) = self.inflight.remove(i) {
-                    if !m.sent {
-                        self.unsent -= 1;
-                    }
-                }
-                self.ids.remove(&id);
-                true
+        let Some(i) = lists.inflight.iter().position(|m| m.id == id && ok(m)) else {
+            return false;
+        };
+        if let Some(m) = lists.inflight.remove(i) {
+            if !m.sent {
+                self.unsent -= 1;
             }
-            None => false,
         }
+        lists.ids.remove(&id);
+        self.tidy();
+        true
     }
 
     /// The packets that resume the window on a new connection, in order:
@@ -220,20 +246,25 @@ impl Outgoing {
     /// ones [MQTT-4.4.0-1]; at most as many as the window holds, the
     /// rest come from [`Outgoing::resend_ready`] as room frees up.
     pub fn resume(&mut self) -> Vec<Outbound> {
-        for m in &mut self.inflight {
-            m.sent = false;
+        if let Some(lists) = self.lists.as_mut() {
+            for m in &mut lists.inflight {
+                m.sent = false;
+            }
         }
-        self.unsent = self.inflight.len();
+        self.unsent = self.inflight_len();
         self.resend_ready()
     }
 
     /// Messages from before a resume that now fit in the window.
     pub fn resend_ready(&mut self) -> Vec<Outbound> {
         let mut out = Vec::new();
-        while self.unsent > 0 && self.inflight.len() - self.unsent < self.window {
-            let i = self.inflight.len() - self.unsent;
+        let Some(lists) = self.lists.as_mut() else {
+            return out;
+        };
+        while self.unsent > 0 && lists.inflight.len() - self.unsent < self.window {
+            let i = lists.inflight.len() - self.unsent;
             self.unsent -= 1;
-            let Some(m) = self.inflight.get_mut(i) else {
+            let Some(m) = lists.inflight.get_mut(i) else {
                 break;
             };
             m.sent = true;
@@ -254,7 +285,10 @@ impl Outgoing {
     /// `keep` is false, keeping the others in order.
     pub fn drop_queued_unless(&mut self, keep: impl Fn(&Pending) -> bool) -> Vec<Pending> {
         let mut dropped = Vec::new();
-        self.queue = std::mem::take(&mut self.queue)
+        let Some(lists) = self.lists.as_mut() else {
+            return dropped;
+        };
+        lists.queue = std::mem::take(&mut lists.queue)
             .into_iter()
             .filter_map(|p| {
                 if keep(&p) {
@@ -265,6 +299,7 @@ impl Outgoing {
                 }
             })
             .collect();
+        self.tidy();
         dropped
     }
 }

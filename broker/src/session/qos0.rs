@@ -17,10 +17,12 @@ pub enum Qos0Limit {
     Bytes,
 }
 
+/// Counted in `u32`s (a session carries one): the configured bounds are
+/// far below 4 G messages and bytes, and the counts saturate.
 #[derive(Debug, Default)]
 pub struct Qos0Budget {
-    messages: usize,
-    bytes: usize,
+    messages: u32,
+    bytes: u32,
 }
 
 impl Qos0Budget {
@@ -33,10 +35,11 @@ impl Qos0Budget {
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<(), Qos0Limit> {
-        if self.messages >= max_messages {
+        if self.messages as usize >= max_messages {
             return Err(Qos0Limit::Messages);
         }
-        if self.bytes > 0 && self.bytes.saturating_add(bytes) > max_bytes {
+        let pending = self.bytes as usize;
+        if pending > 0 && pending.saturating_add(bytes) > max_bytes {
             return Err(Qos0Limit::Bytes);
         }
         Ok(())
@@ -50,20 +53,24 @@ impl Qos0Budget {
         max_bytes: usize,
     ) -> Result<(), Qos0Limit> {
         self.fits(bytes, max_messages, max_bytes)?;
-        self.messages += 1;
-        self.bytes += bytes;
+        self.messages = self.messages.saturating_add(1);
+        self.bytes = self
+            .bytes
+            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
         Ok(())
     }
 
     /// The connection took out a message of `bytes` to write it.
     pub fn written(&mut self, bytes: usize) {
         self.messages = self.messages.saturating_sub(1);
-        self.bytes = self.bytes.saturating_sub(bytes);
+        self.bytes = self
+            .bytes
+            .saturating_sub(u32::try_from(bytes).unwrap_or(u32::MAX));
     }
 
     /// Messages pending now.
     pub fn messages(&self) -> usize {
-        self.messages
+        self.messages as usize
     }
 }
 

@@ -84,10 +84,9 @@ pub struct Session {
     protocol: ProtocolVersion,
     /// Seconds the session outlives a connection (see [`NEVER_EXPIRES`]).
     expiry_secs: u32,
-    /// When an offline session expires.
-    expire_at: Option<Instant>,
-    /// When a delayed will (MQTT 5.0 will delay interval) is due.
-    will_due: Option<Instant>,
+    /// Offline timers and the drop log, which most sessions never use:
+    /// one allocation when one does.
+    cold: Option<Box<Cold>>,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     /// Incoming QoS 2 packet ids received (PUBREC sent) and not yet
     /// released [MQTT-4.3.3-2].
@@ -104,10 +103,6 @@ pub struct Session {
     #[allow(clippy::box_collection)]
     replay: Option<Box<VecDeque<Pending>>>,
     will: Option<Box<LastWill>>,
-    /// When a full queue was last logged, and drops since then: a queue
-    /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
-    drop_logged_at: Option<Instant>,
-    dropped_unlogged: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -120,6 +115,19 @@ impl std::fmt::Debug for Session {
 }
 
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The parts of a session most never use.
+#[derive(Debug, Default)]
+struct Cold {
+    /// When an offline session expires.
+    expire_at: Option<Instant>,
+    /// When a delayed will (MQTT 5.0 will delay interval) is due.
+    will_due: Option<Instant>,
+    /// When a full queue was last logged, and drops since then: a queue
+    /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
+    drop_logged_at: Option<Instant>,
+    dropped_unlogged: u64,
+}
 
 impl Session {
     /// A new session for `client_id`, without a connection yet, and its
@@ -150,8 +158,7 @@ impl Session {
             inbox,
             conn: None,
             expiry_secs: 0,
-            expire_at: None,
-            will_due: None,
+            cold: None,
             subscriptions: HashMap::new(),
             incoming_qos2: PacketIdSet::default(),
             out,
@@ -159,8 +166,6 @@ impl Session {
             qos0: Qos0Budget::default(),
             replay: None,
             will: None,
-            drop_logged_at: None,
-            dropped_unlogged: 0,
         });
         (session, entry)
     }
@@ -186,6 +191,10 @@ impl Session {
         // A delivery taken out is out of transit (see crate::backlog):
         // from here on, this session's own limits bound it.
         self.inbox.poll_next(cx).map(Some)
+    }
+
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_default()
     }
 
     /// The client was heard from (keep alive).
@@ -288,15 +297,19 @@ impl Session {
     /// Publishes counters for readers outside the owner (control API).
     pub fn publish_counters(&self) {
         let s = &self.entry.shared;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         s.subscriptions
-            .store(self.subscriptions.len(), Ordering::Relaxed);
-        s.inflight.store(self.out.inflight_len(), Ordering::Relaxed);
-        s.queued.store(self.out.queued_len(), Ordering::Relaxed);
+            .store(count(self.subscriptions.len()), Ordering::Relaxed);
+        s.inflight
+            .store(count(self.out.inflight_len()), Ordering::Relaxed);
+        s.queued
+            .store(count(self.out.queued_len()), Ordering::Relaxed);
     }
 
     /// When the holder must wake: a delayed will or the expiry.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.will_due, self.expire_at) {
+        let c = self.cold.as_ref()?;
+        match (c.will_due, c.expire_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -369,8 +382,10 @@ impl Session {
         self.revoke(revoked, "resume");
         self.protocol = conn.info.protocol;
         // A reconnect in time cancels a delayed will [MQTT-3.1.3-9].
-        self.will_due = None;
-        self.expire_at = None;
+        if let Some(c) = self.cold.as_mut() {
+            c.will_due = None;
+            c.expire_at = None;
+        }
         self.will = conn.will.take();
         self.set_expiry(conn.session_expiry_secs);
         let ours = self.ctx.config.mqtt.max_inflight_messages;
@@ -442,7 +457,7 @@ impl Session {
         }
         let now = Instant::now();
         if self.expiry_secs != NEVER_EXPIRES {
-            self.expire_at = Some(now + Duration::from_secs(u64::from(self.expiry_secs)));
+            self.cold().expire_at = Some(now + Duration::from_secs(u64::from(self.expiry_secs)));
         }
         if !publish_will {
             self.will = None;
@@ -455,7 +470,7 @@ impl Session {
             if delay == 0 {
                 self.publish_will();
             } else {
-                self.will_due = Some(now + Duration::from_secs(u64::from(delay)));
+                self.cold().will_due = Some(now + Duration::from_secs(u64::from(delay)));
             }
         }
         Flow::Continue
@@ -464,11 +479,11 @@ impl Session {
     /// A timer fired: publish a delayed will, or expire the session.
     pub fn on_timer(&mut self) -> Flow {
         let now = Instant::now();
-        if self.will_due.is_some_and(|t| t <= now) {
-            self.will_due = None;
+        let due = |t: &Option<Instant>| t.is_some_and(|t| t <= now);
+        if self.cold.as_ref().is_some_and(|c| due(&c.will_due)) {
             self.publish_will();
         }
-        if self.expire_at.is_some_and(|t| t <= now) {
+        if self.cold.as_ref().is_some_and(|c| due(&c.expire_at)) {
             tracing::info!(client_id = %self.entry.client_id, "session expired");
             self.ctx.metrics.sessions_expired.inc();
             return Flow::Stop;
@@ -498,7 +513,9 @@ impl Session {
     /// it; a refused will is dropped, counted and logged. `done` is
     /// answered once the will is routed or refused.
     fn publish_will_then(&mut self, done: Option<oneshot::Sender<()>>) {
-        self.will_due = None;
+        if let Some(c) = self.cold.as_mut() {
+            c.will_due = None;
+        }
         let Some(will) = self.will.take() else {
             answer(done);
             return;
@@ -780,20 +797,22 @@ impl Session {
             Ok(()) => {}
             Err(p) => {
                 self.drop_message(p.qos);
-                self.dropped_unlogged += 1;
+                let limit = self.ctx.config.mqtt.max_queued_messages;
+                let client_id = self.entry.client_id.clone();
+                let c = self.cold();
+                c.dropped_unlogged += 1;
                 let now = Instant::now();
-                if self
-                    .drop_logged_at
+                if c.drop_logged_at
                     .is_none_or(|t| now >= t + DROP_LOG_INTERVAL)
                 {
                     tracing::warn!(
-                        client_id = %self.entry.client_id,
-                        limit = self.ctx.config.mqtt.max_queued_messages,
-                        dropped = self.dropped_unlogged,
+                        %client_id,
+                        limit,
+                        dropped = c.dropped_unlogged,
                         "session queue full: dropping messages"
                     );
-                    self.drop_logged_at = Some(now);
-                    self.dropped_unlogged = 0;
+                    c.drop_logged_at = Some(now);
+                    c.dropped_unlogged = 0;
                 }
             }
         }

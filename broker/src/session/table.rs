@@ -38,7 +38,8 @@ pub struct ClientInfo {
     pub username: Option<String>,
     pub protocol: ProtocolVersion,
     pub keep_alive_secs: u16,
-    pub connected_at: SystemTime,
+    /// Seconds since the Unix epoch (what operators are shown).
+    pub connected_at: u64,
     pub listener: Arc<str>,
 }
 
@@ -70,9 +71,9 @@ pub struct SessionShared {
     pub persistent: AtomicBool,
     /// MQTT 5.0 session expiry interval in seconds (0 for 3.1.1 clean).
     pub expiry_interval_secs: AtomicU32,
-    pub subscriptions: AtomicUsize,
-    pub inflight: AtomicUsize,
-    pub queued: AtomicUsize,
+    pub subscriptions: AtomicU32,
+    pub inflight: AtomicU32,
+    pub queued: AtomicU32,
     /// Written only with `attachment` locked; read without it.
     connected: AtomicBool,
     /// The connection attached now, or the last one while offline.
@@ -500,7 +501,7 @@ mod tests {
             username: Some(user.into()),
             protocol: ProtocolVersion::V311,
             keep_alive_secs: 30,
-            connected_at: SystemTime::now(),
+            connected_at: 0,
             listener: Arc::from("mqtt"),
         })
     }
