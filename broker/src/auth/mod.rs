@@ -182,7 +182,7 @@ pub enum CertUser {
     #[default]
     None,
     /// The username taken from the client certificate.
-    Name(String),
+    Name(Box<str>),
     /// The listener takes usernames from certificates, but this one has
     /// no usable name: the client is refused.
     Unusable,

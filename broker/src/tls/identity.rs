@@ -18,7 +18,7 @@ pub fn cert_user(mode: CertUsername, peer_certs: Option<&[CertificateDer<'_>]>) 
         return CertUser::None;
     };
     match name_in(mode, leaf.as_ref()) {
-        Some(name) => CertUser::Name(name),
+        Some(name) => CertUser::Name(name.into()),
         None => CertUser::Unusable,
     }
 }
