@@ -69,6 +69,7 @@ impl Qos0Budget {
     }
 
     /// Messages pending now.
+    #[cfg(test)]
     pub fn messages(&self) -> usize {
         self.messages as usize
     }

@@ -277,11 +277,6 @@ impl Session {
         Some(out)
     }
 
-    /// Whether packets wait for the connection.
-    pub fn has_outbound(&self) -> bool {
-        !self.outbox.is_empty() || (self.replaying() && self.conn.is_some())
-    }
-
     /// The incoming QoS 2 ids (the connection's PUBLISH and PUBREL).
     pub fn incoming_qos2(&mut self) -> &mut PacketIdSet {
         &mut self.incoming_qos2
