@@ -979,6 +979,12 @@ mod tests {
         for (what, size) in sizes {
             println!("{what}: {size} B");
         }
-        assert!(std::mem::size_of_val(&fut) <= 1024, "{sizes:?}");
+        // Bounds a little above today's sizes (224, 248, 160 and 96 B on
+        // x86_64): a change that makes every idle connection carry more
+        // must say so here (bench/README.md has the measured totals).
+        let bounds = [256, 256, 192, 128];
+        for ((what, size), bound) in sizes.iter().zip(bounds) {
+            assert!(*size <= bound, "{what}: {size} B > {bound} B");
+        }
     }
 }
