@@ -593,7 +593,7 @@ where
 
 /// What woke the connection.
 enum Wake {
-    Session(Option<Event>),
+    Session(Event),
     Io(Result<Io, Ending>),
     /// Publishers may go on (crate::backlog).
     Resume,
@@ -609,9 +609,9 @@ enum Step {
 }
 
 /// Acts on an event from the session's mailboxes.
-fn on_event(a: &mut Accepted, event: Option<Event>) -> Step {
+fn on_event(a: &mut Accepted, event: Event) -> Step {
     match event {
-        Some(Event::Delivery(d)) => {
+        Event::Delivery(d) => {
             a.session.deliver(d);
             // More of a burst in one wake-up.
             for _ in 1..DELIVERY_BATCH {
@@ -622,9 +622,7 @@ fn on_event(a: &mut Accepted, event: Option<Event>) -> Step {
             }
             Step::Continue
         }
-        Some(Event::Control(msg)) => on_control(&mut a.session, &mut a.fate, msg),
-        // The session's row keeps a sender: not reached.
-        None => Step::End(Ending::ByServer(CloseReason::ServerShutdown)),
+        Event::Control(msg) => on_control(&mut a.session, &mut a.fate, msg),
     }
 }
 
@@ -659,9 +657,6 @@ async fn serving_control<T>(
         tokio::select! {
             biased;
             msg = session.next_control() => {
-                let Some(msg) = msg else {
-                    return Err(Ending::ByServer(CloseReason::ServerShutdown));
-                };
                 match on_control(session, fate, msg) {
                     Step::Continue => {}
                     Step::End(ending) => return Err(ending),

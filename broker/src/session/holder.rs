@@ -43,8 +43,8 @@ async fn hold(mut session: Box<Session>) {
             }
         };
         match event {
-            Some(Event::Delivery(d)) => session.deliver(d),
-            Some(Event::Control(msg)) => match session.control(msg) {
+            Event::Delivery(d) => session.deliver(d),
+            Event::Control(msg) => match session.control(msg) {
                 Control::Take(reply) => match reply.send(session) {
                     Ok(()) => return,
                     // The taker gave up (the broker stops): keep it.
@@ -56,10 +56,6 @@ async fn hold(mut session: Box<Session>) {
                 }
                 Control::Handled | Control::CloseForShutdown | Control::KeepAliveExpired(_) => {}
             },
-            None => {
-                session.end();
-                return;
-            }
         }
         session.publish_counters();
     }

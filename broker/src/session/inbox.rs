@@ -112,8 +112,15 @@ impl DeliveryTx {
     }
 
     /// Set by the session when a connection attaches or goes.
-    pub fn set_online(&self, online: bool) {
+    pub(crate) fn set_online(&self, online: bool) {
         self.0.online.store(online, Ordering::Relaxed);
+    }
+
+    /// A delivery handle and the inbox it feeds (tests of the router side).
+    #[cfg(test)]
+    pub(crate) fn channel(backlog: Arc<Backlog>) -> (DeliveryTx, Inbox) {
+        let (_, tx, inbox) = inbox(backlog);
+        (tx, inbox)
     }
 }
 

@@ -303,10 +303,9 @@ async fn run_worker(
 async fn start(
     ctx: &Arc<Context>,
     stats: &WorkerMetrics,
-    req: StartRequest,
+    mut req: StartRequest,
 ) -> Result<StartResult, ManagerError> {
     let clean_start = req.clean_start;
-    let mut req = req;
     loop {
         match start_once(ctx, stats, req).await {
             Ok(started) => return Ok(started),

@@ -47,46 +47,11 @@ pub use table::{ClientInfo, SessionEntry, SessionTable};
 /// control API, shutdown), served by whoever owns the session now.
 pub type SessionTx = inbox::ControlTx;
 
-/// The sending side of a session's delivery mailbox (the router). It is
-/// separate so that control messages are never stuck behind a flood of
-/// deliveries, and counted (see [`crate::backlog`]).
-///
-/// It also tells whether the session has a connection now, so a shared
-/// subscription prefers members that can take a message at once.
-#[derive(Debug, Clone)]
-pub struct DeliverTx {
-    tx: inbox::DeliveryTx,
-}
-
-impl DeliverTx {
-    pub(crate) fn new(tx: inbox::DeliveryTx) -> Self {
-        DeliverTx { tx }
-    }
-
-    /// Queues `d` for the session; gives it back if the session has ended.
-    pub fn send(&self, d: Delivery) -> Result<(), inbox::Closed<Delivery>> {
-        self.tx.send(d)
-    }
-
-    /// Whether the session has a connection attached.
-    pub fn is_online(&self) -> bool {
-        self.tx.is_online()
-    }
-
-    /// Set by the session when a connection attaches or goes.
-    pub(crate) fn set_online(&self, online: bool) {
-        self.tx.set_online(online);
-    }
-
-    /// A delivery handle and the inbox it feeds (tests of the router side).
-    #[cfg(test)]
-    pub(crate) fn channel(
-        backlog: std::sync::Arc<crate::backlog::Backlog>,
-    ) -> (DeliverTx, inbox::Inbox) {
-        let (_, tx, inbox) = inbox::inbox(backlog);
-        (DeliverTx { tx }, inbox)
-    }
-}
+/// The router's handle on a session: its inbox's delivery side, counted
+/// (see [`crate::backlog`]), which also tells whether the session has a
+/// connection now, so a shared subscription prefers members that can take
+/// a message at once.
+pub type DeliverTx = inbox::DeliveryTx;
 
 /// Why the broker closes a connection from the session side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

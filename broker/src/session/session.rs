@@ -137,8 +137,7 @@ impl Session {
         ctx: &Arc<Context>,
         client_id: ClientId,
     ) -> (Box<Session>, Arc<SessionEntry>) {
-        let (tx, deliveries, inbox) = super::inbox::inbox(ctx.metrics.backlog.clone());
-        let deliver_tx = DeliverTx::new(deliveries);
+        let (tx, deliver_tx, inbox) = super::inbox::inbox(ctx.metrics.backlog.clone());
         let entry = Arc::new(SessionEntry::new(
             ctx.next_id(),
             client_id,
@@ -175,22 +174,19 @@ impl Session {
     }
 
     /// The next control message or delivery; control first, so that a
-    /// flood of deliveries cannot hold up a takeover or a shutdown.
-    /// `None` when the control mailbox is closed (never while the session
-    /// holds its own row, which keeps a sender). Cancel safe.
-    pub async fn next_event(&mut self) -> Option<Event> {
+    /// flood of deliveries cannot hold up a takeover or a shutdown. It
+    /// never ends: the session's own row keeps a control sender. Cancel
+    /// safe.
+    pub async fn next_event(&mut self) -> Event {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// [`Session::next_event`] as a poll, for an owner that waits on
     /// several things in one future.
-    pub fn poll_event(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Event>> {
+    pub fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Event> {
         // A delivery taken out is out of transit (see crate::backlog):
         // from here on, this session's own limits bound it.
-        self.inbox.poll_next(cx).map(Some)
+        self.inbox.poll_next(cx)
     }
 
     fn cold(&mut self) -> &mut Cold {
@@ -203,8 +199,8 @@ impl Session {
     }
 
     /// The next control message only. Cancel safe.
-    pub async fn next_control(&mut self) -> Option<SessionMsg> {
-        Some(std::future::poll_fn(|cx| self.inbox.poll_control(cx)).await)
+    pub async fn next_control(&mut self) -> SessionMsg {
+        std::future::poll_fn(|cx| self.inbox.poll_control(cx)).await
     }
 
     /// The next delivery if one is waiting.
