@@ -168,6 +168,21 @@ where
     let _ = framed.send(&connack(false, code), version).await;
 }
 
+/// Refuses a CONNECT because the broker cannot serve it now (stopping,
+/// or the session manager gone): 0x03 / 0x88.
+async fn refuse_unavailable<S>(framed: &mut Framed<S>, version: ProtocolVersion)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    refuse(
+        framed,
+        version,
+        connack_v3::SERVER_UNAVAILABLE,
+        ReasonCode::SERVER_UNAVAILABLE,
+    )
+    .await;
+}
+
 /// The client id to use, and whether the broker assigned it; `Err` when
 /// the id must be rejected (CONNACK 0x02 / 0x85).
 fn client_id_for(c: &Connect) -> Result<(ClientId, bool), &'static str> {
@@ -287,13 +302,7 @@ where
     };
     if broker.stopping.is_cancelled() {
         // Shutting down: a session started now would miss the wills step.
-        refuse(
-            framed,
-            version,
-            connack_v3::SERVER_UNAVAILABLE,
-            ReasonCode::SERVER_UNAVAILABLE,
-        )
-        .await;
+        refuse_unavailable(framed, version).await;
         return None;
     }
     let request = StartRequest {
@@ -306,13 +315,7 @@ where
         Ok(s) => s,
         Err(e) => {
             tracing::error!(%peer, %client_id, error = %e, "cannot start session");
-            refuse(
-                framed,
-                version,
-                connack_v3::SERVER_UNAVAILABLE,
-                ReasonCode::SERVER_UNAVAILABLE,
-            )
-            .await;
+            refuse_unavailable(framed, version).await;
             return None;
         }
     };

@@ -97,3 +97,38 @@ async fn list_totals_and_status_follow_connects_and_disconnects() {
     drop(back);
     drop((persistent, clean));
 }
+
+/// A clean start for a client id with no session is created on the
+/// connection's task (`mqttd_sessions_created_direct_total`); a persistent
+/// start, or a clean start that must first destroy a live session, goes
+/// through a session-manager worker. Both count as created.
+#[tokio::test]
+async fn clean_starts_without_a_session_skip_the_worker() {
+    let b = start_broker("").await;
+    let m = &b.server.broker().ctx.metrics;
+    let counts = || (m.sessions_created.get(), m.sessions_created_direct.get());
+
+    let (_a, present) = raw_connect(b.addr, "direct-a", 0x02).await;
+    assert!(!present);
+    assert_eq!(counts(), (1, 1), "clean start, no session: direct");
+
+    let (_p, present) = raw_connect(b.addr, "persistent", 0x00).await;
+    assert!(!present);
+    assert_eq!(counts(), (2, 1), "persistent start: through a worker");
+
+    // A clean start for an id with a live session destroys it first.
+    let (_p2, present) = raw_connect(b.addr, "persistent", 0x02).await;
+    assert!(!present);
+    assert_eq!(
+        counts(),
+        (3, 1),
+        "live session to destroy: through a worker"
+    );
+
+    let rendered = m.render();
+    assert!(
+        rendered.contains("mqttd_sessions_created_direct_total 1"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("mqttd_sessions_created_total 3"));
+}
