@@ -85,6 +85,7 @@ def main():
             f"listeners:\n  - name: mqtt\n    bind: 127.0.0.1:{port}\n"
             f"control:\n  socket: {tmp}/mqttd.sock\nhttp:\n  bind: 127.0.0.1:0\n"
             "log:\n  level: warn\n"
+            "storage:\n  durability: memory\n"
         )
     broker = subprocess.Popen([binary, "--config", conf])
     try:

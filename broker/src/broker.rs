@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::server::ListenerInfo;
 use crate::session::SessionManager;
+use crate::store::Store;
 
 pub struct Broker {
     pub ctx: Arc<Context>,
@@ -33,9 +34,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Config, auth: Arc<Auth>, listeners: Vec<ListenerInfo>) -> Arc<Broker> {
+    pub fn new(
+        config: Config,
+        auth: Arc<Auth>,
+        store: Store,
+        listeners: Vec<ListenerInfo>,
+    ) -> Arc<Broker> {
         let size = config.session_manager.effective_size();
-        let ctx = Context::new(Arc::new(config), auth);
+        let ctx = Context::new(Arc::new(config), auth, store);
         Arc::new(Broker {
             manager: SessionManager::new(ctx.clone(), size),
             ctx,

@@ -203,14 +203,50 @@ impl PoolConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Directory for broker state.
+    /// Directory for broker state: persistent sessions, their queues and
+    /// retained messages (docs/storage.md).
     pub data_dir: PathBuf,
+    /// What an acknowledgement promises (see [`Durability`]).
+    pub durability: Durability,
+    /// `batched`: the longest time between two fsyncs, so the most a
+    /// power cut can lose.
+    pub flush_interval_ms: u64,
+    /// Bytes the store may take on disk; messages that would go beyond
+    /// are dropped and counted. 0: no bound.
+    pub max_disk_bytes: u64,
+}
+
+/// When what an acknowledgement covers reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Fsynced before the PUBACK, PUBREC, PUBCOMP, SUBACK or CONNACK is
+    /// sent (one fsync for every write that arrived meanwhile).
+    Sync,
+    /// Written to the OS before the acknowledgement (a kill -9 loses
+    /// nothing acknowledged), fsynced every `flush_interval_ms`.
+    Batched,
+    /// Nothing on disk: a restart loses every session and retained message.
+    Memory,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Batched => "batched",
+            Durability::Memory => "memory",
+        }
+    }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             data_dir: PathBuf::from("/var/lib/mqttd"),
+            durability: Durability::Batched,
+            flush_interval_ms: 1000,
+            max_disk_bytes: 0,
         }
     }
 }
@@ -297,6 +333,18 @@ impl Config {
         for (i, f) in m.deny_subscribe.iter().enumerate() {
             if let Err(e) = TopicFilter::new(f) {
                 return Err((format!("mqtt.deny_subscribe[{i}]"), e.to_string()));
+            }
+        }
+        let st = &self.storage;
+        if st.durability != Durability::Memory {
+            if st.data_dir.as_os_str().is_empty() {
+                return Err(("storage.data_dir".into(), "must not be empty".into()));
+            }
+            if !(1..=60_000).contains(&st.flush_interval_ms) {
+                return Err((
+                    "storage.flush_interval_ms".into(),
+                    "must be between 1 and 60000".into(),
+                ));
             }
         }
         if self.session_manager.pool_size > MAX_POOL_SIZE {

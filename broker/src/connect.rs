@@ -335,6 +335,11 @@ where
         p.server_keep_alive = (keep_alive_secs != c.keep_alive).then_some(keep_alive_secs);
         fit_connack(&mut ack, c.properties.maximum_packet_size);
     }
+    // With `storage.durability: sync`, a persistent session is on disk
+    // before the client hears it exists.
+    if ctx.store.acks_wait() && started.session.is_stored() {
+        ctx.store.wait_durable(ctx.store.ticket()).await;
+    }
     if framed.send(&Packet::ConnAck(ack), version).await.is_err() {
         holder::release(started.session, DetachKind::Unclean);
         return None;

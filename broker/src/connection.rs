@@ -482,7 +482,14 @@ where
             // its state is large and only needed while there is input, so an
             // idle connection does not carry it.
             if !framed.rbuf.is_empty() && paused.is_none() {
-                match Box::pin(drain_buffered(framed, broker, a)).await {
+                let ticket = ctx.store.ticket();
+                let drained = Box::pin(drain_buffered(framed, broker, a)).await;
+                // `storage.durability: sync`: the acknowledgements just
+                // queued go out once what they cover is fsynced.
+                if ctx.store.acks_wait() && ctx.store.ticket() > ticket {
+                    Box::pin(ctx.store.wait_durable(ctx.store.ticket())).await;
+                }
+                match drained {
                     Ok(Drained { any, published }) => {
                         if any {
                             a.session.touch();
@@ -741,9 +748,10 @@ where
             )
             .await?;
             let client_id = a.session.client_id().clone();
+            let stored = a.session.is_stored();
             let ids = a.session.incoming_qos2();
             let reply = if allowed {
-                publish::on_publish(ctx, ids, &client_id, p, v5)
+                publish::on_publish(ctx, ids, &client_id, p, v5, stored)
             } else {
                 tracing::info!(%client_id, topic = %p.topic, "publish denied by ACL");
                 publish::on_denied_publish(ctx, ids, p.qos, p.packet_id, v5)
@@ -761,7 +769,10 @@ where
             }
         }
         Packet::PubRel(r) => {
-            let comp = publish::on_pubrel(a.session.incoming_qos2(), &r, v5);
+            let client_id = a.session.client_id().clone();
+            let stored = a.session.is_stored();
+            let ids = a.session.incoming_qos2();
+            let comp = publish::on_pubrel(ctx, ids, &client_id, &r, v5, stored);
             framed.queue(&comp, a.version);
         }
         // Boxed: rare, and its state would otherwise enlarge every
@@ -945,7 +956,12 @@ mod tests {
     async fn an_idle_connection_stays_small() {
         let config = Config::default();
         let auth = Arc::new(Auth::new(&config.auth).expect("default auth"));
-        let broker = Broker::new(config, auth.clone(), Vec::new());
+        let broker = Broker::new(
+            config,
+            auth.clone(),
+            crate::store::Store::memory(),
+            Vec::new(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();

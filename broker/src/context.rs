@@ -1,5 +1,5 @@
 //! The state every broker task shares: configuration, authorization,
-//! session table, router, retained messages and metrics.
+//! session table, router, retained messages, the store and metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::router::{RetainedStore, Router};
 use crate::session::{DeliverTx, SessionTable};
+use crate::store::Store;
 
 pub struct Context {
     pub config: Arc<Config>,
@@ -20,19 +21,26 @@ pub struct Context {
     pub table: SessionTable,
     pub router: Router<DeliverTx>,
     pub retained: RetainedStore<Arc<Message>>,
+    /// Where persistent sessions and retained messages are kept.
+    pub store: Store,
     pub metrics: Metrics,
     next_id: AtomicU64,
 }
 
 impl Context {
-    pub fn new(config: Arc<Config>, auth: Arc<Auth>) -> Arc<Context> {
+    pub fn new(config: Arc<Config>, auth: Arc<Auth>, store: Store) -> Arc<Context> {
+        let metrics = Metrics::default();
+        if let Some(m) = store.metrics() {
+            metrics.attach_store(m.clone());
+        }
         Arc::new(Context {
             config,
             auth,
             table: SessionTable::new(),
             router: Router::new(),
             retained: RetainedStore::new(),
-            metrics: Metrics::default(),
+            store,
+            metrics,
             next_id: AtomicU64::new(1),
         })
     }

@@ -57,6 +57,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tls;
 pub mod topic_alias;
 pub mod transport;

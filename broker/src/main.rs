@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mqttd::config::Config;
-use mqttd::server::Server;
+use mqttd::config::{Config, Durability};
+use mqttd::server::{Server, StartError};
 
 /// An MQTT 3.1.1 and 5.0 broker for the edge.
 #[derive(Debug, Parser)]
@@ -24,6 +24,14 @@ struct Args {
     /// Serve the control API on this Unix socket (overrides `control.socket`).
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// Keep persistent sessions and retained messages under PATH
+    /// (overrides `storage.data_dir`).
+    #[arg(long, value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// What an acknowledgement promises: sync, batched or memory
+    /// (overrides `storage.durability`; see docs/storage.md).
+    #[arg(long, value_name = "MODE", value_parser = parse_durability)]
+    durability: Option<Durability>,
     /// Check the configuration file and exit (0 if valid, 2 if not).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
@@ -31,6 +39,17 @@ struct Args {
 
 /// Exit code for an unusable configuration.
 const EXIT_CONFIG: u8 = 2;
+/// Exit code for a store written by a newer, incompatible mqttd.
+const EXIT_STORE_INCOMPATIBLE: u8 = 3;
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "sync" => Ok(Durability::Sync),
+        "batched" => Ok(Durability::Batched),
+        "memory" => Ok(Durability::Memory),
+        _ => Err(format!("{s:?} is not one of sync, batched, memory")),
+    }
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -63,6 +82,12 @@ fn main() -> ExitCode {
     if let Some(path) = args.control_socket {
         config.control.socket = Some(path);
     }
+    if let Some(path) = args.data_dir {
+        config.storage.data_dir = path;
+    }
+    if let Some(d) = args.durability {
+        config.storage.durability = d;
+    }
     if let Err(e) = mqttd::logging::init(&config.log) {
         eprintln!("mqttd: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -73,7 +98,15 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("mqttd: {e:#}");
-            ExitCode::FAILURE
+            let incompatible = matches!(
+                e.downcast_ref::<StartError>(),
+                Some(StartError::Store(s)) if s.is_incompatible()
+            );
+            if incompatible {
+                ExitCode::from(EXIT_STORE_INCOMPATIBLE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
 use crate::backlog::Backlog;
+use crate::store::StoreMetrics;
 use crate::types::QoS;
 
 /// A monotonically increasing count.
@@ -235,6 +236,8 @@ pub struct Metrics {
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
     auth: OnceLock<Arc<AuthMetrics>>,
+    /// The durable store's figures, when there is one.
+    store: OnceLock<Arc<StoreMetrics>>,
 }
 
 impl Default for Metrics {
@@ -279,6 +282,7 @@ impl Metrics {
             backlog: Arc::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
+            store: OnceLock::new(),
         }
     }
 
@@ -286,6 +290,11 @@ impl Metrics {
     /// are ignored).
     pub fn attach_auth(&self, auth: Arc<AuthMetrics>) {
         let _ = self.auth.set(auth);
+    }
+
+    /// Reports the store's figures from now on (once).
+    pub fn attach_store(&self, store: Arc<StoreMetrics>) {
+        let _ = self.store.set(store);
     }
 
     /// The auth layer's figures, once attached.
@@ -347,6 +356,9 @@ impl Metrics {
         self.render_pool(&mut e);
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);
+        }
+        if let Some(store) = self.store.get() {
+            render_store(store, &mut e);
         }
         self.render_control(&mut e);
         e.out
@@ -519,6 +531,43 @@ enum Value {
 enum Kind {
     Counter,
     Gauge,
+}
+
+#[rustfmt::skip] // a table reads better one metric per line
+fn render_store(s: &StoreMetrics, e: &mut Exposition) {
+    let counters = [
+        ("mqttd_store_writes_total", "Writes committed to the store's journal.", s.writes.get()),
+        ("mqttd_store_write_errors_total", "Store writes or fsyncs that failed (state then kept in memory only).", s.write_errors.get()),
+        ("mqttd_store_fsyncs_total", "Fsyncs of the store's journal.", s.fsyncs.get()),
+        ("mqttd_store_fsync_microseconds_total", "Time spent in fsyncs of the store's journal.", s.fsync_micros.get()),
+        ("mqttd_store_quarantined_total", "Stores or records moved to the quarantine directory at start-up.", s.quarantined.get()),
+    ];
+    for (name, help, v) in counters {
+        e.single(name, Kind::Counter, help, v);
+    }
+    e.single("mqttd_store_fsync_max_microseconds", Kind::Gauge, "The slowest fsync of the store's journal since start.", s.fsync_max_micros.get());
+    e.single("mqttd_store_disk_bytes", Kind::Gauge, "Bytes the store takes on disk.", s.disk_bytes.get());
+    e.single("mqttd_store_last_fsync_timestamp_seconds", Kind::Gauge, "When the store's journal was last fsynced (Unix time; 0: never).", s.last_fsync_ms.load(Ordering::Relaxed) / 1000);
+    let name = "mqttd_store_recovered_total";
+    e.family(name, Kind::Counter, "Items read back from the store at start-up, by kind.");
+    for (kind, v) in [
+        ("session", s.recovered_sessions.get()),
+        ("message", s.recovered_messages.get()),
+        ("retained", s.recovered_retained.get()),
+    ] {
+        e.sample(name, &[("kind", kind)], v);
+    }
+    let name = "mqttd_store_dropped_total";
+    e.family(name, Kind::Counter, "Stored items dropped, by reason.");
+    for (reason, v) in [
+        ("expired_session", s.dropped_expired_sessions.get()),
+        ("expired_message", s.dropped_expired_messages.get()),
+        ("orphan", s.dropped_orphans.get()),
+        ("unreadable", s.dropped_unreadable.get()),
+        ("disk_full", s.dropped_disk_full.get()),
+    ] {
+        e.sample(name, &[("reason", reason)], v);
+    }
 }
 
 /// A text exposition being written.

@@ -9,6 +9,7 @@ use crate::codec::{Packet, PubResp, Publish, ReasonCode};
 use crate::context::Context;
 use crate::message::Message;
 use crate::session::{DeliverTx, Delivery};
+use crate::store::{QueuedRecord, Store};
 use crate::types::{ClientId, PacketId, PacketIdSet, QoS};
 
 /// One subscriber of a message, as the router found it.
@@ -25,20 +26,22 @@ pub(crate) enum Reply {
 }
 
 /// Handles a PUBLISH the client may send: route it and acknowledge it.
-/// `v5` selects MQTT 5.0 reason codes.
+/// `v5` selects MQTT 5.0 reason codes; `stored`: the publisher's session
+/// is persistent, so its incoming QoS 2 ids are stored too.
 pub(crate) fn on_publish(
     ctx: &Context,
     incoming_qos2: &mut PacketIdSet,
     client_id: &ClientId,
     p: Publish,
     v5: bool,
+    stored: bool,
 ) -> Reply {
     ctx.metrics.messages_received.qos(p.qos).inc();
     let (qos, id) = (p.qos, p.packet_id);
     let msg = Message::from_publish(p, client_id);
     match (qos, id) {
         (QoS::AtLeastOnce, Some(id)) => {
-            let n = route(ctx, msg);
+            let n = route(ctx, msg, None);
             Reply::PubAck(ack(id, n, v5))
         }
         (QoS::ExactlyOnce, Some(id)) => {
@@ -52,11 +55,14 @@ pub(crate) fn on_publish(
             } else {
                 ids.insert(id)
             };
-            let n = if new { route(ctx, msg) } else { 1 };
+            // The id is stored with the message's copies, in one write:
+            // a crash cannot keep one without the other.
+            let mark = (new && stored).then_some((client_id, id));
+            let n = if new { route(ctx, msg, mark) } else { 1 };
             Reply::PubRec(ack(id, n, v5))
         }
         _ => {
-            route(ctx, msg);
+            route(ctx, msg, None);
             Reply::None
         }
     }
@@ -92,9 +98,20 @@ pub(crate) fn on_denied_publish(
     }
 }
 
-/// Handles PUBREL: releases the id and answers PUBCOMP.
-pub(crate) fn on_pubrel(incoming_qos2: &mut PacketIdSet, r: &PubResp, v5: bool) -> Packet {
+/// Handles PUBREL: releases the id and answers PUBCOMP. `stored`: as for
+/// [`on_publish`].
+pub(crate) fn on_pubrel(
+    ctx: &Context,
+    incoming_qos2: &mut PacketIdSet,
+    client_id: &ClientId,
+    r: &PubResp,
+    v5: bool,
+    stored: bool,
+) -> Packet {
     let known = incoming_qos2.remove(&r.packet_id);
+    if known && stored {
+        ctx.store.qos2_released(client_id.as_str(), r.packet_id);
+    }
     let mut resp = PubResp::success(r.packet_id);
     if !known && v5 {
         resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -114,40 +131,149 @@ fn ack(id: PacketId, receivers: usize, v5: bool) -> PubResp {
 /// Stores a retained message and hands `msg` to every matching session;
 /// returns how many sessions took it (0: PUBACK/PUBREC "no matching
 /// subscribers" for 5.0).
-pub(crate) fn route(ctx: &Context, msg: Arc<Message>) -> usize {
+///
+/// Copies for persistent sessions are stored before any is handed over
+/// (see [`crate::store`]), with `qos2_mark`, the publisher's incoming QoS
+/// 2 id, in the same write.
+pub(crate) fn route(
+    ctx: &Context,
+    msg: Arc<Message>,
+    qos2_mark: Option<(&ClientId, PacketId)>,
+) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
         // An empty retained payload clears the topic [MQTT-3.3.1-10] and
         // is still delivered to current subscribers. The payload is the
         // message's own copy (see `Message::from_publish`), so storing it
         // keeps no connection's read buffer alive.
         let stored = (!msg.payload.is_empty()).then(|| msg.clone());
-        if let Err(e) = ctx.retained.set(&msg.topic, stored) {
-            tracing::info!(topic = %msg.topic, error = %e, "retained message not stored");
+        match ctx.retained.set(&msg.topic, stored) {
+            Ok(()) => {
+                let kept = (!msg.payload.is_empty()).then_some(&*msg);
+                ctx.store.set_retained(msg.topic.as_str(), kept);
+            }
+            Err(e) => tracing::info!(topic = %msg.topic, error = %e, "retained message not stored"),
         }
     }
     let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
-    deliveries.into_iter().filter(|d| offer(&msg, d)).count()
+    // Each delivery's first choice of receiver (a shared group's next
+    // member in turn), then their stored copies in one write.
+    let picks: Vec<Option<&RouteDelivery>> =
+        deliveries.iter().map(|d| first_pick(&msg, d)).collect();
+    let seqs = store_copies(&ctx.store, &msg, &picks, qos2_mark);
+    deliveries
+        .iter()
+        .zip(&picks)
+        .zip(seqs)
+        .filter(|((d, pick), seq)| pick.is_some_and(|p| hand_over(&ctx.store, &msg, d, p, *seq)))
+        .count()
 }
 
-/// Gives `msg` to the subscriber of `d`; true if it took it.
+/// Sends `msg` to `pick`, delivery `d`'s first choice, whose copy has
+/// sequence number `seq` if stored; true if some session took it. A
+/// shared group whose pick refuses it (its session is ending) tries its
+/// next members.
+fn hand_over(
+    store: &Store,
+    msg: &Arc<Message>,
+    d: &RouteDelivery,
+    pick: &RouteDelivery,
+    seq: Option<u64>,
+) -> bool {
+    if send(msg, pick, seq) {
+        return true;
+    }
+    if let Some(seq) = seq {
+        store.remove_message(pick.client_id.as_str(), seq);
+    }
+    d.shared && offer_others(store, msg, d, pick)
+}
+
+/// Who gets `msg` for delivery `d` first.
 ///
 /// For a shared group (MQTT 5.0 section 4.8.2) only one member must get
 /// it: connected members first, in turn; then, for QoS 1/2, an offline
-/// persistent member, which queues it. A member whose session is ending
-/// refuses the send and the next one is tried. QoS 0 is never given to an
+/// persistent member, which queues it. QoS 0 is never given to an
 /// offline member: it would be dropped while the group may still get it.
-fn offer(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+fn first_pick<'d>(msg: &'d Message, d: &'d RouteDelivery) -> Option<&'d RouteDelivery> {
     if !d.shared {
-        return send(msg, d);
+        return Some(d);
     }
-    let members = || std::iter::once(d).chain(&d.others);
-    members()
-        .filter(|m| m.handle.is_online())
-        .chain(members().filter(|m| !m.handle.is_online() && msg.qos.min(m.qos) != QoS::AtMostOnce))
-        .any(|m| send(msg, m))
+    members_in_order(msg, d).next()
 }
 
-fn send(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+fn members_in_order<'d>(
+    msg: &'d Message,
+    d: &'d RouteDelivery,
+) -> impl Iterator<Item = &'d RouteDelivery> + 'd {
+    let members = move || std::iter::once(d).chain(&d.others);
+    members().filter(|m| m.handle.is_online()).chain(
+        members().filter(move |m| !m.handle.is_online() && msg.qos.min(m.qos) != QoS::AtMostOnce),
+    )
+}
+
+/// A shared group's first pick refused `msg` (its session is ending): the
+/// next members are tried in order, each copy stored before it is sent.
+fn offer_others(
+    store: &Store,
+    msg: &Arc<Message>,
+    d: &RouteDelivery,
+    failed: &RouteDelivery,
+) -> bool {
+    for m in members_in_order(msg, d).filter(|m| !std::ptr::eq(*m, failed)) {
+        let seq = store_copies(store, msg, &[Some(m)], None).pop().flatten();
+        if send(msg, m, seq) {
+            return true;
+        }
+        if let Some(seq) = seq {
+            store.remove_message(m.client_id.as_str(), seq);
+        }
+    }
+    false
+}
+
+/// Stores the copies of `msg` for the persistent sessions among `picks`
+/// (QoS 1/2 after the downgrade), and `qos2_mark`; returns each pick's
+/// sequence number.
+fn store_copies(
+    store: &Store,
+    msg: &Arc<Message>,
+    picks: &[Option<&RouteDelivery>],
+    qos2_mark: Option<(&ClientId, PacketId)>,
+) -> Vec<Option<u64>> {
+    if !store.is_durable() {
+        return vec![None; picks.len()];
+    }
+    // Read once: a session may change its flag meanwhile.
+    let stored: Vec<bool> = picks
+        .iter()
+        .map(|p| p.is_some_and(|d| d.handle.is_stored() && msg.qos.min(d.qos) != QoS::AtMostOnce))
+        .collect();
+    let targets: Vec<(&str, QueuedRecord)> = picks
+        .iter()
+        .zip(&stored)
+        .filter_map(|(p, s)| p.filter(|_| *s))
+        .map(|d| {
+            let record = QueuedRecord {
+                msg: msg.clone(),
+                qos: msg.qos.min(d.qos),
+                retain: d.retain_as_published && msg.retain,
+                sub_ids: d.subscription_ids.clone(),
+            };
+            (d.client_id.as_str(), record)
+        })
+        .collect();
+    if targets.is_empty() && qos2_mark.is_none() {
+        return vec![None; picks.len()];
+    }
+    let mark = qos2_mark.map(|(c, id)| (c.as_str(), id));
+    let mut seqs = store.enqueue_many(&targets, mark).into_iter();
+    stored
+        .iter()
+        .map(|s| if *s { seqs.next().flatten() } else { None })
+        .collect()
+}
+
+fn send(msg: &Arc<Message>, d: &RouteDelivery, seq: Option<u64>) -> bool {
     let delivery = Delivery {
         msg: msg.clone(),
         qos: d.qos,
@@ -155,6 +281,7 @@ fn send(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
         // [MQTT-3.3.1-9], [MQTT-3.3.1-12].
         retain: d.retain_as_published && msg.retain,
         subscription_ids: d.subscription_ids.clone(),
+        seq,
     };
     d.handle.send(delivery).is_ok()
 }
@@ -179,6 +306,12 @@ mod tests {
             properties: Default::default(),
         };
         Message::from_publish(p, &ClientId::new("p"))
+    }
+
+    /// Routing of one delivery, as `route` does it, without a store.
+    fn offer(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
+        let store = Store::memory();
+        first_pick(msg, d).is_some_and(|p| hand_over(&store, msg, d, p, None))
     }
 
     fn member(name: &str, tx: &DeliverTx, qos: QoS) -> RouteDelivery {

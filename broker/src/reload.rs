@@ -173,7 +173,11 @@ mod tests {
             std::fs::write(&acl, "topic readwrite y\n").unwrap();
         });
 
-        let ctx = Context::new(Arc::new(crate::config::Config::default()), auth.clone());
+        let ctx = Context::new(
+            Arc::new(crate::config::Config::default()),
+            auth.clone(),
+            crate::store::Store::memory(),
+        );
         let reloader = Reloader::new(ctx, Vec::new());
         let reload = tokio::spawn(async move { reloader.reload_all().await });
         for _ in 0..10 {

@@ -43,6 +43,8 @@ pub enum StartError {
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
 }
 
 /// Loads every password, ACL and certificate file `config` names, without
@@ -68,6 +70,15 @@ impl Server {
     /// control socket and the HTTP port, then starts accepting.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let auth = Arc::new(Auth::new(&config.auth)?);
+        // Before binding: a store another broker holds stops this one
+        // before it takes any port.
+        let storage = config.storage.clone();
+        let (store, loaded) = tokio::task::spawn_blocking(move || crate::store::open(&storage))
+            .await
+            .map_err(|e| crate::store::OpenError::Engine {
+                path: config.storage.data_dir.clone(),
+                reason: format!("the opening task failed: {e}"),
+            })??;
         let mut bound = Vec::new();
         for l in &config.listeners {
             bound.push(listener::bind(l, auth.clone()).await?);
@@ -83,8 +94,9 @@ impl Server {
             })
             .collect();
         let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
-        let broker = Broker::new(config, auth, listeners);
+        let broker = Broker::new(config, auth, store, listeners);
         broker.ctx.metrics.attach_auth(auth_metrics);
+        let restored = crate::session::restore::restore(&broker.ctx, loaded);
         let reloader = Reloader::new(broker.ctx.clone(), tls);
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
         let token = broker.shutdown.clone();
@@ -102,6 +114,8 @@ impl Server {
             pool_size = broker.manager.snapshot().size,
             control_socket = %control.socket_path().display(),
             http = %http.local_addr(),
+            durability = broker.ctx.config.storage.durability.as_str(),
+            restored_sessions = restored,
             "mqttd started"
         );
         Ok(Server {
@@ -185,6 +199,9 @@ impl Server {
         }
         self.broker.shutdown.cancel();
         self.broker.manager.shutdown().await;
+        // Sessions went offline above, their records saved: a last fsync.
+        let store = self.broker.ctx.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
         self.control.join().await;
         self.http.join().await;
         tracing::info!("stopped");

@@ -72,6 +72,8 @@ async fn spawn_mqttd(dir: &std::path::Path) -> (std::process::Child, std::net::S
         .arg(&config)
         .arg("--control-socket")
         .arg(dir.join("mqttd.sock"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -376,7 +376,7 @@ fn fd_limit_backs_off_and_logs_little() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -n 48 && exec {} --config {}",
+            "ulimit -n 48 && exec {} --durability memory --config {}",
             env!("CARGO_BIN_EXE_mqttd"),
             config.display()
         ))

@@ -34,6 +34,8 @@ fn mqttd_as_nobody(xdg: &Path) -> Command {
     let mut cmd = Command::new(MQTTD);
     cmd.arg("--config")
         .arg(xdg.join("mqttd.yaml"))
+        .arg("--data-dir")
+        .arg(xdg.join("data"))
         .env("XDG_RUNTIME_DIR", xdg)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

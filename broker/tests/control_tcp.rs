@@ -49,7 +49,7 @@ fn metric(text: &str, name: &str) -> u64 {
 async fn failed_token_attempts_are_throttled_per_address() {
     let dir = tempfile::tempdir().expect("temp dir");
     let yaml = format!(
-        "listeners:\n  - bind: 127.0.0.1:0\ncontrol:\n  socket: {}\n  tcp:\n    bind: 127.0.0.1:0\n    token: {TOKEN}\nhttp:\n  bind: 127.0.0.1:0\n",
+        "listeners:\n  - bind: 127.0.0.1:0\ncontrol:\n  socket: {}\n  tcp:\n    bind: 127.0.0.1:0\n    token: {TOKEN}\nhttp:\n  bind: 127.0.0.1:0\nstorage:\n  durability: memory\n",
         dir.path().join("mqttd.sock").display()
     );
     let config = Config::parse(&yaml, Path::new("test.yaml")).expect("config");

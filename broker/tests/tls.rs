@@ -309,7 +309,8 @@ async fn changed_certificate_files_are_picked_up() {
 /// The startup error for `yaml`; `check_files` (for `--check-config`)
 /// reports the same without binding.
 async fn start_error(yaml: &str) -> String {
-    let config = Config::parse(yaml, Path::new("test.yaml")).expect("valid config");
+    let yaml = format!("{yaml}storage:\n  durability: memory\n");
+    let config = Config::parse(&yaml, Path::new("test.yaml")).expect("valid config");
     let checked = mqttd::server::check_files(&config)
         .err()
         .map(|e| e.to_string());

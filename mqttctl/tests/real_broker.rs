@@ -63,6 +63,8 @@ async fn start() -> Broker {
         .arg(&config)
         .arg("--control-socket")
         .arg(&socket)
+        .arg("--data-dir")
+        .arg(socket.with_file_name("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

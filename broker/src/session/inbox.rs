@@ -11,7 +11,8 @@
 //! Sends fail, giving the item back, once the inbox is dropped (the
 //! session ended): a shared subscription then tries its next member. The
 //! inbox also holds the session's "online" flag (a connection is
-//! attached), read by the router through the delivery side.
+//! attached) and its "stored" flag (deliveries are stored first), read
+//! by the router through the delivery side.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -38,6 +39,9 @@ struct Inner {
     /// sent between its first look and its wait is never missed.
     waker: AtomicWaker,
     online: AtomicBool,
+    /// QoS 1/2 deliveries are stored before they are sent here (a
+    /// persistent session on a durable store).
+    stored: AtomicBool,
     backlog: Arc<Backlog>,
 }
 
@@ -56,6 +60,7 @@ pub fn inbox(backlog: Arc<Backlog>) -> (ControlTx, DeliveryTx, Inbox) {
         state: Mutex::new(State::default()),
         waker: AtomicWaker::new(),
         online: AtomicBool::new(false),
+        stored: AtomicBool::new(false),
         backlog,
     });
     (
@@ -114,6 +119,16 @@ impl DeliveryTx {
     /// Set by the session when a connection attaches or goes.
     pub(crate) fn set_online(&self, online: bool) {
         self.0.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Whether QoS 1/2 deliveries must be stored before they are sent
+    /// (see crate::store).
+    pub fn is_stored(&self) -> bool {
+        self.0.stored.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_stored(&self, stored: bool) {
+        self.0.stored.store(stored, Ordering::Relaxed);
     }
 
     /// A delivery handle and the inbox it feeds (tests of the router side).
@@ -262,6 +277,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: false,
             subscription_ids: Vec::new(),
+            seq: None,
         }
     }
 

@@ -26,6 +26,7 @@ pub mod manager;
 mod outgoing;
 pub mod qos0;
 pub mod reauthorize;
+pub mod restore;
 #[allow(clippy::module_inception)]
 pub mod session;
 pub mod stopping;
@@ -113,6 +114,9 @@ pub struct Delivery {
     /// Keep the RETAIN flag (retained on subscribe, or retain-as-published).
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    /// Its sequence number in the store, if it was stored for this
+    /// session before it was sent (see crate::store).
+    pub seq: Option<u64>,
 }
 
 /// One subscription as reported to operators.

@@ -26,6 +26,8 @@ pub(super) struct Pending {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Its sequence number in the store, if stored (see crate::store).
+    pub seq: Option<u64>,
 }
 
 impl Pending {
@@ -189,8 +191,9 @@ impl Outgoing {
         Some(if p.msg.is_expired() { Err(p) } else { Ok(p) })
     }
 
-    /// Removes a message acknowledged by PUBACK; `false` if unknown.
-    pub fn puback(&mut self, id: PacketId) -> bool {
+    /// Removes a message acknowledged by PUBACK and returns it; `None` if
+    /// unknown.
+    pub fn puback(&mut self, id: PacketId) -> Option<Pending> {
         self.remove_where(id, |m| m.pending.qos == QoS::AtLeastOnce)
     }
 
@@ -210,35 +213,66 @@ impl Outgoing {
         }
     }
 
-    /// Removes a QoS 2 message completed by PUBCOMP; `false` if unknown.
-    pub fn pubcomp(&mut self, id: PacketId) -> bool {
+    /// Removes a QoS 2 message completed by PUBCOMP; `None` if unknown.
+    pub fn pubcomp(&mut self, id: PacketId) -> Option<Pending> {
         self.remove_where(id, |m| m.stage == Stage::Released)
     }
 
     /// Removes a message whatever its stage (it will not be sent again).
-    pub fn discard(&mut self, id: PacketId) -> bool {
+    pub fn discard(&mut self, id: PacketId) -> Option<Pending> {
         self.remove_where(id, |_| true)
     }
 
-    fn remove_where(&mut self, id: PacketId, ok: impl Fn(&Inflight) -> bool) -> bool {
-        let Some(lists) = self.lists.as_mut() else {
-            return false;
-        };
+    fn remove_where(&mut self, id: PacketId, ok: impl Fn(&Inflight) -> bool) -> Option<Pending> {
+        let lists = self.lists.as_mut()?;
         if !lists.ids.contains(&id) {
-            return false;
+            return None;
         }
         // Acknowledgements usually come in order: the scan stops early.
-        let Some(i) = lists.inflight.iter().position(|m| m.id == id && ok(m)) else {
-            return false;
-        };
-        if let Some(m) = lists.inflight.remove(i) {
-            if !m.sent {
-                self.unsent -= 1;
-            }
+        let i = lists.inflight.iter().position(|m| m.id == id && ok(m))?;
+        let m = lists.inflight.remove(i)?;
+        if !m.sent {
+            self.unsent -= 1;
         }
         lists.ids.remove(&id);
         self.tidy();
-        true
+        Some(m.pending)
+    }
+
+    /// The store sequence number of the message in flight as `id`.
+    pub fn seq_of(&self, id: PacketId) -> Option<u64> {
+        let lists = self.lists.as_ref()?;
+        lists.inflight.iter().find(|m| m.id == id)?.pending.seq
+    }
+
+    /// Puts back a message that was in flight as `id` before a restart
+    /// (`released`: its PUBREL was sent). It is resent when a connection
+    /// attaches ([`Outgoing::resume`]).
+    pub fn restore_inflight(&mut self, id: PacketId, pending: Pending, released: bool) {
+        let lists = self.lists_mut();
+        if !lists.ids.insert(id) {
+            // Two stored messages with one id: the later one queues.
+            lists.queue.push_back(pending);
+            return;
+        }
+        lists.inflight.push_back(Inflight {
+            id,
+            pending,
+            stage: if released {
+                Stage::Released
+            } else {
+                Stage::Published
+            },
+            sent: false,
+        });
+        self.unsent += 1;
+        self.next_id = id.next();
+    }
+
+    /// Puts back a queued message read from the store, whatever the
+    /// queue's bound (it was within it when stored).
+    pub fn restore_queued(&mut self, pending: Pending) {
+        self.lists_mut().queue.push_back(pending);
     }
 
     /// The packets that resume the window on a new connection, in order:
@@ -324,6 +358,7 @@ mod tests {
             qos,
             retain: false,
             sub_ids: vec![],
+            seq: None,
         }
     }
 
@@ -338,14 +373,14 @@ mod tests {
         assert!(o.next_queued().is_none());
         let (a, b) = (a.packet_id.unwrap(), b.packet_id.unwrap());
         assert_ne!(a, b);
-        assert!(o.puback(a));
-        assert!(!o.puback(a), "second PUBACK is unknown");
-        assert!(!o.puback(b), "PUBACK does not complete QoS 2");
+        assert!(o.puback(a).is_some());
+        assert!(o.puback(a).is_none(), "second PUBACK is unknown");
+        assert!(o.puback(b).is_none(), "PUBACK does not complete QoS 2");
         assert!(matches!(o.next_queued(), Some(Ok(_))));
         assert_eq!(o.pubrec(b), RecOutcome::Release);
         let resend = o.resume();
         assert!(matches!(&resend[0], Outbound::Packet(p) if matches!(**p, Packet::PubRel(_))));
-        assert!(o.pubcomp(b));
+        assert!(o.pubcomp(b).is_some());
         assert_eq!(o.inflight_len(), 0);
     }
 
@@ -389,18 +424,18 @@ mod tests {
         assert_eq!(first.len(), 2);
         assert!(!o.has_room(), "new messages wait behind the resends");
         assert!(o.resend_ready().is_empty(), "window full");
-        assert!(o.puback(ids[0]));
+        assert!(o.puback(ids[0]).is_some());
         let next = o.resend_ready();
         assert!(
             matches!(&next[..], [Outbound::Publish(p)] if p.packet_id == Some(ids[2]) && p.dup)
         );
         // An id acknowledged before it was resent frees nothing twice.
-        assert!(o.puback(ids[4]));
-        assert!(o.puback(ids[1]));
+        assert!(o.puback(ids[4]).is_some());
+        assert!(o.puback(ids[1]).is_some());
         let next = o.resend_ready();
         assert!(matches!(&next[..], [Outbound::Publish(p)] if p.packet_id == Some(ids[3])));
         assert!(!o.has_room());
-        assert!(o.puback(ids[2]));
+        assert!(o.puback(ids[2]).is_some());
         assert!(o.has_room());
     }
 }

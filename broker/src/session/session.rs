@@ -42,6 +42,9 @@ use crate::codec::{
 use crate::context::Context;
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
+use crate::store::load::LoadedSession;
+use crate::store::record;
+use crate::store::{SentStage, SessionRecord, SubscriptionRecord};
 use crate::types::{ClientId, PacketId, PacketIdSet, QoS, TopicFilter};
 
 /// Whether the session goes on after a detach or a timer.
@@ -82,6 +85,9 @@ pub struct Session {
     /// The connection attached now, if any.
     conn: Option<ConnHandle>,
     protocol: ProtocolVersion,
+    /// Its record is in the store (a persistent session on a durable
+    /// store): changes are written through, and its end deletes it.
+    saved: bool,
     /// Seconds the session outlives a connection (see [`NEVER_EXPIRES`]).
     expiry_secs: u32,
     /// Offline timers and the drop log, which most sessions never use:
@@ -151,6 +157,7 @@ impl Session {
         );
         let session = Box::new(Session {
             protocol: ProtocolVersion::V311,
+            saved: false,
             ctx: ctx.clone(),
             entry: entry.clone(),
             deliver_tx,
@@ -166,6 +173,79 @@ impl Session {
             replay: None,
             will: None,
         });
+        (session, entry)
+    }
+
+    /// A persistent session read back from the store, offline, with its
+    /// subscriptions back in the router, and its table row (not yet in
+    /// the table). A session that was connected when the broker stopped
+    /// lost its connection uncleanly then: its will is due as for any
+    /// unclean close, counted from now.
+    pub(crate) fn restore(
+        ctx: &Arc<Context>,
+        loaded: LoadedSession,
+    ) -> (Box<Session>, Arc<SessionEntry>) {
+        let (mut session, entry) = Session::create(ctx, ClientId::new(loaded.client_id.as_str()));
+        let rec = loaded.record;
+        session.protocol = rec.protocol;
+        session.set_expiry(rec.expiry_secs);
+        session.saved = true;
+        session.deliver_tx.set_stored(true);
+        let now = Instant::now();
+        let wall_now = record::now_ms();
+        let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(wall_now));
+        if rec.expiry_secs != NEVER_EXPIRES {
+            let gone = rec.disconnected_at_ms.unwrap_or(wall_now);
+            let ends = gone + u64::from(rec.expiry_secs) * 1000;
+            session.cold().expire_at = Some(at(ends));
+        }
+        session.will = rec.will.map(Box::new);
+        let delay = session
+            .will
+            .as_ref()
+            .map(|w| w.properties.will_delay_interval.unwrap_or(0));
+        match (rec.disconnected_at_ms, rec.will_due_ms, delay) {
+            (_, Some(due), Some(_)) => session.cold().will_due = Some(at(due)),
+            (None, None, Some(delay)) => {
+                session.cold().will_due = Some(now + Duration::from_secs(u64::from(delay)));
+            }
+            // Offline with no will pending.
+            _ => session.will = None,
+        }
+        for (filter, sub) in loaded.subscriptions {
+            let Ok(filter) = TopicFilter::new(&filter) else {
+                continue;
+            };
+            let added = ctx.router.subscribe(
+                &entry.client_id,
+                entry.uid,
+                &filter,
+                sub.options,
+                sub.subscription_id,
+                session.deliver_tx.clone(),
+            );
+            if added.is_ok() {
+                session.subscriptions.insert(filter, sub.options);
+            }
+        }
+        for id in loaded.incoming_qos2 {
+            session.incoming_qos2.insert(id);
+        }
+        for m in loaded.messages {
+            let pending = Pending {
+                msg: m.record.msg,
+                qos: m.record.qos,
+                retain: m.record.retain,
+                sub_ids: m.record.sub_ids,
+                seq: Some(m.seq),
+            };
+            match m.sent {
+                Some(SentStage::Published(id)) => session.out.restore_inflight(id, pending, false),
+                Some(SentStage::Released(id)) => session.out.restore_inflight(id, pending, true),
+                None => session.out.restore_queued(pending),
+            }
+        }
+        session.publish_counters();
         (session, entry)
     }
 
@@ -273,6 +353,12 @@ impl Session {
         Some(out)
     }
 
+    /// Whether the session is in the store (its incoming QoS 2 ids are
+    /// stored too).
+    pub fn is_stored(&self) -> bool {
+        self.saved
+    }
+
     /// The incoming QoS 2 ids (the connection's PUBLISH and PUBREL).
     pub fn incoming_qos2(&mut self) -> &mut PacketIdSet {
         &mut self.incoming_qos2
@@ -281,7 +367,9 @@ impl Session {
     /// The connection discarded the PUBLISH `packet_id` as too large for
     /// the client; it counts as delivered [MQTT-3.1.2-25].
     pub fn discarded(&mut self, packet_id: PacketId) {
-        self.out.discard(packet_id);
+        if let Some(p) = self.out.discard(packet_id) {
+            self.forget(&p);
+        }
         self.fill_window();
     }
 
@@ -310,6 +398,9 @@ impl Session {
     /// [MQTT-3.1.3-9]; dropping it cleans up (see [`Drop`]).
     pub fn end(mut self: Box<Self>) {
         self.publish_will();
+        if self.saved {
+            self.ctx.store.delete_session(self.entry.client_id.as_str());
+        }
         tracing::debug!(client_id = %self.client_id(), "session ended");
     }
 
@@ -318,7 +409,7 @@ impl Session {
     /// subscription matches (in-flight ones were already sent and are
     /// completed as the protocol requires).
     fn revoke(&mut self, filters: Vec<TopicFilter>, why: &'static str) {
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for filter in filters {
             if self.subscriptions.remove(&filter).is_some() {
                 self.ctx
@@ -326,11 +417,17 @@ impl Session {
                     .unsubscribe(&self.entry.client_id, self.entry.uid, &filter);
                 self.ctx.metrics.subscriptions_revoked.inc();
                 tracing::info!(client_id = %self.entry.client_id, %filter, reason = why, "subscription revoked: no longer authorized");
-                removed += 1;
+                removed.push(filter);
             }
         }
-        if removed == 0 {
+        if removed.is_empty() {
             return;
+        }
+        if self.saved {
+            let filters = removed.iter().map(|f| f.as_str());
+            self.ctx
+                .store
+                .delete_subscriptions(self.entry.client_id.as_str(), filters);
         }
         let subs = &self.subscriptions;
         let dropped = self.out.drop_queued_unless(|p| {
@@ -338,7 +435,7 @@ impl Session {
                 .any(|f| covers(strip_share(f.as_str()), p.msg.topic.as_str()))
         });
         for p in dropped {
-            self.drop_message(p.qos);
+            self.drop_pending(&p);
         }
     }
 
@@ -389,6 +486,15 @@ impl Session {
             .arm(conn.info.conn_id, conn.info.keep_alive_secs);
         self.conn = Some(conn);
         self.deliver_tx.set_online(true);
+        if self.expiry_secs > 0 {
+            self.save_meta();
+        } else if self.saved {
+            // Resumed as a session that ends with its connection: a crash
+            // must not bring it back.
+            self.ctx.store.delete_session(self.entry.client_id.as_str());
+            self.saved = false;
+            self.deliver_tx.set_stored(false);
+        }
         // Resent within the new window [MQTT-3.3.4-9]; fill_window sends
         // the rest as acknowledgements come.
         for out in self.out.resume() {
@@ -402,6 +508,38 @@ impl Session {
         let shared = &self.entry.shared;
         shared.persistent.store(secs > 0, Ordering::Relaxed);
         shared.expiry_interval_secs.store(secs, Ordering::Relaxed);
+    }
+
+    /// Writes the session's own fields to the store, if it is persistent
+    /// and the store durable; from then on its QoS 1/2 deliveries are
+    /// stored before they are sent to it.
+    fn save_meta(&mut self) {
+        if !self.ctx.store.is_durable() || self.expiry_secs == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let wall_now = record::now_ms();
+        let wall = |t: Instant| wall_now + t.saturating_duration_since(now).as_millis() as u64;
+        let cold = self.cold.as_deref();
+        let disconnected_at_ms = self.conn.is_none().then(|| {
+            // When the connection went: the expiry counts from there.
+            match cold.and_then(|c| c.expire_at) {
+                Some(t) => wall(t).saturating_sub(u64::from(self.expiry_secs) * 1000),
+                None => wall_now,
+            }
+        });
+        let rec = SessionRecord {
+            protocol: self.protocol,
+            expiry_secs: self.expiry_secs,
+            disconnected_at_ms,
+            will: self.will.as_deref().cloned(),
+            will_due_ms: cold.and_then(|c| c.will_due).map(wall),
+        };
+        self.ctx
+            .store
+            .save_session(self.entry.client_id.as_str(), &rec);
+        self.saved = true;
+        self.deliver_tx.set_stored(true);
     }
 
     /// Stops sending to the connection: what it did not write is dropped
@@ -464,6 +602,7 @@ impl Session {
                 self.cold().will_due = Some(now + Duration::from_secs(u64::from(delay)));
             }
         }
+        self.save_meta();
         Flow::Continue
     }
 
@@ -511,6 +650,9 @@ impl Session {
             answer(done);
             return;
         };
+        if self.saved {
+            self.save_meta();
+        }
         let msg = Message::from_will(*will, &self.entry.client_id);
         let client = self.client_ctx();
         let ctx = self.ctx.clone();
@@ -545,14 +687,41 @@ impl Session {
 
     /// PUBACK from the client.
     pub fn on_puback(&mut self, id: PacketId) {
-        self.out.puback(id);
+        if let Some(p) = self.out.puback(id) {
+            self.forget(&p);
+        }
         self.fill_window();
     }
 
     /// PUBCOMP from the client.
     pub fn on_pubcomp(&mut self, id: PacketId) {
-        self.out.pubcomp(id);
+        if let Some(p) = self.out.pubcomp(id) {
+            self.forget(&p);
+        }
         self.fill_window();
+    }
+
+    /// A message is delivered or dropped: its stored copy goes.
+    fn forget(&self, p: &Pending) {
+        if let Some(seq) = p.seq {
+            self.ctx
+                .store
+                .remove_message(self.entry.client_id.as_str(), seq);
+        }
+    }
+
+    /// Puts a QoS 1/2 message into the window and hands its PUBLISH to
+    /// the connection; a stored one is marked sent with its packet id.
+    fn send_window(&mut self, pending: Pending) {
+        let seq = pending.seq;
+        let publish = self.out.send(pending);
+        if let (Some(seq), Some(id)) = (seq, publish.packet_id) {
+            let client_id = self.entry.client_id.as_str();
+            self.ctx
+                .store
+                .mark_sent(client_id, seq, SentStage::Published(id));
+        }
+        self.send_out(Outbound::Publish(publish));
     }
 
     /// PUBREC from the client.
@@ -560,13 +729,26 @@ impl Session {
         if r.code.is_error() {
             // MQTT 5.0: a failed PUBREC ends the exchange [MQTT-4.3.3-4].
             self.out.pubrec(r.packet_id);
-            self.out.pubcomp(r.packet_id);
+            if let Some(p) = self.out.pubcomp(r.packet_id) {
+                self.forget(&p);
+            }
             self.fill_window();
             return;
         }
         let mut resp = PubResp::success(r.packet_id);
-        if self.out.pubrec(r.packet_id) == RecOutcome::Unknown && self.protocol.is_v5() {
-            resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        let seq = self.out.seq_of(r.packet_id);
+        match self.out.pubrec(r.packet_id) {
+            RecOutcome::Unknown if self.protocol.is_v5() => {
+                resp.code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+            }
+            RecOutcome::Unknown => {}
+            RecOutcome::Release => {
+                if let Some(seq) = seq {
+                    let client_id = self.entry.client_id.as_str();
+                    let stage = SentStage::Released(r.packet_id);
+                    self.ctx.store.mark_sent(client_id, seq, stage);
+                }
+            }
         }
         self.send(Packet::PubRel(resp));
     }
@@ -606,6 +788,16 @@ impl Session {
                     };
                     if send_retained && !filter.as_str().starts_with("$share/") {
                         retained.push((self.ctx.retained.matching(&filter), opts.qos));
+                    }
+                    if self.saved {
+                        let rec = SubscriptionRecord {
+                            options: opts,
+                            subscription_id: sub_id,
+                        };
+                        let client_id = self.entry.client_id.as_str();
+                        self.ctx
+                            .store
+                            .save_subscription(client_id, filter.as_str(), &rec);
                     }
                     self.subscriptions.insert(filter, opts);
                 }
@@ -647,6 +839,7 @@ impl Session {
                     msg,
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
+                    seq: None,
                 });
             }
         }
@@ -687,8 +880,7 @@ impl Session {
             if pending.qos == QoS::AtMostOnce {
                 self.deliver_qos0(pending);
             } else {
-                let publish = self.out.send(pending);
-                self.send_out(Outbound::Publish(publish));
+                self.send_window(pending);
             }
         }
     }
@@ -732,6 +924,12 @@ impl Session {
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
             let existed = self.subscriptions.remove(filter).is_some();
+            if existed && self.saved {
+                let client_id = self.entry.client_id.as_str();
+                self.ctx
+                    .store
+                    .delete_subscriptions(client_id, [filter.as_str()]);
+            }
             self.ctx
                 .router
                 .unsubscribe(&self.entry.client_id, self.entry.uid, filter);
@@ -757,22 +955,22 @@ impl Session {
     /// that each publisher's messages arrive in order [MQTT-4.6.0-6].
     pub fn deliver(&mut self, d: Delivery) {
         let qos = d.msg.qos.min(d.qos);
-        if d.msg.is_expired() {
-            self.drop_message(qos);
-            return;
-        }
         let pending = Pending {
             msg: d.msg,
             qos,
             retain: d.retain,
             sub_ids: d.subscription_ids,
+            seq: d.seq,
         };
+        if pending.msg.is_expired() {
+            self.drop_pending(&pending);
+            return;
+        }
         let behind_queue = self.conn.is_some() && self.out.queued_len() > 0;
         if qos == QoS::AtMostOnce && !behind_queue {
             self.deliver_qos0(pending);
         } else if qos != QoS::AtMostOnce && self.conn.is_some() && self.out.has_room() {
-            let publish = self.out.send(pending);
-            self.send_out(Outbound::Publish(publish));
+            self.send_window(pending);
         } else {
             self.enqueue(pending);
         }
@@ -783,11 +981,17 @@ impl Session {
         self.ctx.metrics.messages_dropped.qos(qos).inc();
     }
 
+    /// A message that will not be delivered, and its stored copy.
+    fn drop_pending(&self, p: &Pending) {
+        self.drop_message(p.qos);
+        self.forget(p);
+    }
+
     fn enqueue(&mut self, pending: Pending) {
         match self.out.enqueue(pending) {
             Ok(()) => {}
             Err(p) => {
-                self.drop_message(p.qos);
+                self.drop_pending(&p);
                 let limit = self.ctx.config.mqtt.max_queued_messages;
                 let client_id = self.entry.client_id.clone();
                 let c = self.cold();
@@ -846,12 +1050,9 @@ impl Session {
         }
         while let Some(next) = self.out.next_queued() {
             match next {
-                Err(expired) => self.drop_message(expired.qos),
+                Err(expired) => self.drop_pending(&expired),
                 Ok(pending) if pending.qos == QoS::AtMostOnce => self.deliver_qos0(pending),
-                Ok(pending) => {
-                    let publish = self.out.send(pending);
-                    self.send_out(Outbound::Publish(publish));
-                }
+                Ok(pending) => self.send_window(pending),
             }
         }
         if self.replaying() {
@@ -904,7 +1105,7 @@ impl Drop for Session {
 fn route_will(ctx: &Context, client: &ClientCtx, msg: Arc<Message>, allowed: bool) {
     if allowed {
         tracing::debug!(client_id = %client.client_id, topic = %msg.topic, "publishing will");
-        crate::publish::route(ctx, msg);
+        crate::publish::route(ctx, msg, None);
     } else {
         tracing::info!(client_id = %client.client_id, topic = %msg.topic, "will denied by ACL; dropped");
         ctx.metrics.wills_denied.inc();

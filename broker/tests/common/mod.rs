@@ -36,9 +36,19 @@ impl TestBroker {
 pub async fn start_broker(extra: &str) -> TestBroker {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("mqttd.sock");
+    // The store is on (the default `batched`) in the temporary directory,
+    // unless the test chooses its own storage.
+    let storage = if extra.contains("storage:") {
+        String::new()
+    } else {
+        format!(
+            "storage:\n  data_dir: {}\n",
+            dir.path().join("data").display()
+        )
+    };
     let yaml = format!(
         "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:0\n{extra}\
-         control:\n  socket: {}\nhttp:\n  bind: 127.0.0.1:0\n",
+         control:\n  socket: {}\nhttp:\n  bind: 127.0.0.1:0\n{storage}",
         socket.display()
     );
     let config = Config::parse(&yaml, Path::new("test.yaml")).expect("test config");

@@ -390,7 +390,8 @@ def start_broker(binary, tmp):
     PORT = free_port()
     log = open(os.path.join(tmp, "mqttd.log"), "w")
     proc = subprocess.Popen(
-        [binary, "--listen", f"{HOST}:{PORT}", "--control-socket", os.path.join(tmp, "mqttd.sock")],
+        [binary, "--listen", f"{HOST}:{PORT}", "--control-socket", os.path.join(tmp, "mqttd.sock"),
+         "--data-dir", os.path.join(tmp, "data")],
         stdout=log,
         stderr=log,
     )
