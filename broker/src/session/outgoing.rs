@@ -10,6 +10,11 @@
 //! connection's Receive Maximum allows: it resends only as many as the
 //! window holds, and the rest (a suffix of the window, still with their
 //! ids) follow as acknowledgements free room [MQTT-3.3.4-9].
+//!
+//! A queued message that is in the store may wait as its place in line
+//! only ([`Queued::Stored`]): its content is read back from the store when
+//! it moves into the window. An offline persistent session's queue is
+//! kept so (see `Session::enqueue`), so its messages take disk, not memory.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +47,18 @@ impl Pending {
         }
     }
 }
+
+/// A message in the queue: in memory, or in the store only.
+#[derive(Debug)]
+pub(super) enum Queued {
+    Ready(Pending),
+    /// Its place in line; the message is in the store under `seq`.
+    Stored { seq: u64 },
+}
+
+/// Reads a stored message back (see [`Queued::Stored`]); `None` if the
+/// store no longer has it.
+pub(super) type Load<'a> = &'a dyn Fn(u64) -> Option<Pending>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -80,7 +97,7 @@ struct Lists {
     /// The ids in `inflight`, so allocation and acknowledgement do not
     /// scan the window.
     ids: PacketIdSet,
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Queued>,
 }
 
 /// What a PUBREC did to the window.
@@ -168,27 +185,65 @@ impl Outgoing {
         if self.queued_len() >= self.max_queued {
             return Err(pending);
         }
-        self.lists_mut().queue.push_back(pending);
+        self.lists_mut().queue.push_back(Queued::Ready(pending));
         Ok(())
+    }
+
+    /// Queues a stored message as its place in line only (the caller
+    /// checked it has a sequence number); gives it back when the queue is
+    /// full.
+    pub fn enqueue_stored(&mut self, pending: Pending) -> Result<(), Pending> {
+        let Some(seq) = pending.seq else {
+            return self.enqueue(pending);
+        };
+        if self.queued_len() >= self.max_queued {
+            return Err(pending);
+        }
+        self.lists_mut().queue.push_back(Queued::Stored { seq });
+        Ok(())
+    }
+
+    /// Lets go of the content of every queued message that is in the
+    /// store (the session goes offline).
+    pub fn keep_stored_on_disk(&mut self) {
+        if let Some(lists) = self.lists.as_mut() {
+            for q in lists.queue.iter_mut() {
+                if let Queued::Ready(Pending { seq: Some(seq), .. }) = q {
+                    *q = Queued::Stored { seq: *seq };
+                }
+            }
+        }
     }
 
     /// Takes the next queued message if it can go now: QoS 0 always (it
     /// waited only to keep its place in line), QoS 1/2 when the window has
     /// room. Messages whose MQTT 5.0 expiry passed while queued are
     /// dropped on the way and returned in `Err`.
-    pub fn next_queued(&mut self) -> Option<Result<Pending, Pending>> {
+    /// A stored message whose content the store no longer has is skipped
+    /// (`load` logs and counts it).
+    pub fn next_queued(&mut self, load: Load<'_>) -> Option<Result<Pending, Pending>> {
         let room = self.has_room();
-        let lists = self.lists.as_mut()?;
-        let ready = lists
-            .queue
-            .front()
-            .is_some_and(|p| p.qos == QoS::AtMostOnce || room);
-        if !ready {
-            return None;
+        loop {
+            let lists = self.lists.as_mut()?;
+            let ready = lists.queue.front().is_some_and(|q| match q {
+                Queued::Ready(p) => p.qos == QoS::AtMostOnce || room,
+                // Only QoS 1/2 messages are stored.
+                Queued::Stored { .. } => room,
+            });
+            if !ready {
+                return None;
+            }
+            let q = lists.queue.pop_front()?;
+            self.tidy();
+            let p = match q {
+                Queued::Ready(p) => p,
+                Queued::Stored { seq } => match load(seq) {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            return Some(if p.msg.is_expired() { Err(p) } else { Ok(p) });
         }
-        let p = lists.queue.pop_front()?;
-        self.tidy();
-        Some(if p.msg.is_expired() { Err(p) } else { Ok(p) })
     }
 
     /// Removes a message acknowledged by PUBACK and returns it; `None` if
@@ -252,7 +307,7 @@ impl Outgoing {
         let lists = self.lists_mut();
         if !lists.ids.insert(id) {
             // Two stored messages with one id: the later one queues.
-            lists.queue.push_back(pending);
+            lists.queue.push_back(Queued::Ready(pending));
             return;
         }
         lists.inflight.push_back(Inflight {
@@ -269,10 +324,10 @@ impl Outgoing {
         self.next_id = id.next();
     }
 
-    /// Puts back a queued message read from the store, whatever the
-    /// queue's bound (it was within it when stored).
-    pub fn restore_queued(&mut self, pending: Pending) {
-        self.lists_mut().queue.push_back(pending);
+    /// Puts back the place in line of a queued message of the store,
+    /// whatever the queue's bound (it was within it when stored).
+    pub fn restore_queued(&mut self, seq: u64) {
+        self.lists_mut().queue.push_back(Queued::Stored { seq });
     }
 
     /// The packets that resume the window on a new connection, in order:
@@ -316,17 +371,32 @@ impl Outgoing {
 /// Pruning the queue when subscriptions are revoked (authorization).
 impl Outgoing {
     /// Removes and returns the queued (not yet sent) messages for which
-    /// `keep` is false, keeping the others in order.
-    pub fn drop_queued_unless(&mut self, keep: impl Fn(&Pending) -> bool) -> Vec<Pending> {
+    /// `keep` is false, keeping the others in order. Stored messages are
+    /// read back to be checked; those the store no longer has go.
+    pub fn drop_queued_unless(
+        &mut self,
+        keep: impl Fn(&Pending) -> bool,
+        load: Load<'_>,
+    ) -> Vec<Pending> {
         let mut dropped = Vec::new();
         let Some(lists) = self.lists.as_mut() else {
             return dropped;
         };
         lists.queue = std::mem::take(&mut lists.queue)
             .into_iter()
-            .filter_map(|p| {
+            .filter_map(|q| {
+                let p = match q {
+                    Queued::Ready(p) => p,
+                    Queued::Stored { seq } => {
+                        let p = load(seq)?;
+                        if keep(&p) {
+                            return Some(Queued::Stored { seq });
+                        }
+                        p
+                    }
+                };
                 if keep(&p) {
-                    Some(p)
+                    Some(Queued::Ready(p))
                 } else {
                     dropped.push(p);
                     None
@@ -370,13 +440,13 @@ mod tests {
         assert!(!o.has_room());
         assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_ok());
         assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_err());
-        assert!(o.next_queued().is_none());
+        assert!(o.next_queued(&|_| None).is_none());
         let (a, b) = (a.packet_id.unwrap(), b.packet_id.unwrap());
         assert_ne!(a, b);
         assert!(o.puback(a).is_some());
         assert!(o.puback(a).is_none(), "second PUBACK is unknown");
         assert!(o.puback(b).is_none(), "PUBACK does not complete QoS 2");
-        assert!(matches!(o.next_queued(), Some(Ok(_))));
+        assert!(matches!(o.next_queued(&|_| None), Some(Ok(_))));
         assert_eq!(o.pubrec(b), RecOutcome::Release);
         let resend = o.resume();
         assert!(matches!(&resend[0], Outbound::Packet(p) if matches!(**p, Packet::PubRel(_))));

@@ -42,7 +42,7 @@ use crate::codec::{
 use crate::context::Context;
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
-use crate::store::load::LoadedSession;
+use crate::store::load::{LoadedMessage, LoadedSession};
 use crate::store::record;
 use crate::store::{SentStage, SessionRecord, SubscriptionRecord};
 use crate::types::{ClientId, PacketId, PacketIdSet, QoS, TopicFilter};
@@ -232,17 +232,15 @@ impl Session {
             session.incoming_qos2.insert(id);
         }
         for m in loaded.messages {
-            let pending = Pending {
-                msg: m.record.msg,
-                qos: m.record.qos,
-                retain: m.record.retain,
-                sub_ids: m.record.sub_ids,
-                seq: Some(m.seq),
-            };
-            match m.sent {
-                Some(SentStage::Published(id)) => session.out.restore_inflight(id, pending, false),
-                Some(SentStage::Released(id)) => session.out.restore_inflight(id, pending, true),
-                None => session.out.restore_queued(pending),
+            match m {
+                LoadedMessage::InFlight { seq, record, stage } => {
+                    let pending = pending_of(seq, record);
+                    match stage {
+                        SentStage::Published(id) => session.out.restore_inflight(id, pending, false),
+                        SentStage::Released(id) => session.out.restore_inflight(id, pending, true),
+                    }
+                }
+                LoadedMessage::Queued { seq } => session.out.restore_queued(seq),
             }
         }
         session.publish_counters();
@@ -430,10 +428,15 @@ impl Session {
                 .delete_subscriptions(self.entry.client_id.as_str(), filters);
         }
         let subs = &self.subscriptions;
-        let dropped = self.out.drop_queued_unless(|p| {
-            subs.keys()
-                .any(|f| covers(strip_share(f.as_str()), p.msg.topic.as_str()))
-        });
+        let (ctx, entry) = (&self.ctx, &self.entry);
+        let load = |seq| load_stored(ctx, entry, seq);
+        let dropped = self.out.drop_queued_unless(
+            |p| {
+                subs.keys()
+                    .any(|f| covers(strip_share(f.as_str()), p.msg.topic.as_str()))
+            },
+            &load,
+        );
         for p in dropped {
             self.drop_pending(&p);
         }
@@ -551,6 +554,7 @@ impl Session {
         self.entry.shared.set_client(None);
         self.outbox.clear();
         self.qos0 = Qos0Budget::default();
+        self.out.keep_stored_on_disk();
     }
 
     /// The connection is gone, as `ending` says. `Stop`: the session ends
@@ -988,7 +992,13 @@ impl Session {
     }
 
     fn enqueue(&mut self, pending: Pending) {
-        match self.out.enqueue(pending) {
+        // Offline, a stored message waits as its place in line only.
+        let queued = if self.conn.is_none() {
+            self.out.enqueue_stored(pending)
+        } else {
+            self.out.enqueue(pending)
+        };
+        match queued {
             Ok(()) => {}
             Err(p) => {
                 self.drop_pending(&p);
@@ -1048,7 +1058,11 @@ impl Session {
         for out in self.out.resend_ready() {
             self.send_out(out);
         }
-        while let Some(next) = self.out.next_queued() {
+        loop {
+            let (ctx, entry) = (&self.ctx, &self.entry);
+            let Some(next) = self.out.next_queued(&|seq| load_stored(ctx, entry, seq)) else {
+                break;
+            };
             match next {
                 Err(expired) => self.drop_pending(&expired),
                 Ok(pending) if pending.qos == QoS::AtMostOnce => self.deliver_qos0(pending),
@@ -1098,6 +1112,25 @@ impl Drop for Session {
             self.ctx.metrics.sessions.dec();
         }
         entry.ended.cancel();
+    }
+}
+
+/// A queued message of the session `entry` read back from the store.
+fn load_stored(ctx: &Context, entry: &SessionEntry, seq: u64) -> Option<Pending> {
+    let record = ctx.store.read_message(entry.client_id.as_str(), seq);
+    if record.is_none() {
+        ctx.metrics.messages_dropped.qos(QoS::AtLeastOnce).inc();
+    }
+    Some(pending_of(seq, record?))
+}
+
+fn pending_of(seq: u64, r: crate::store::QueuedRecord) -> Pending {
+    Pending {
+        msg: r.msg,
+        qos: r.qos,
+        retain: r.retain,
+        sub_ids: r.sub_ids,
+        seq: Some(seq),
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! One pass over each keyspace, in key order. What comes back: every
 //! persistent session whose expiry has not passed (wall clock), its
-//! subscriptions and incoming QoS 2 ids, the first messages of its queue
-//! (its in-flight ones, and at most [`READ_AHEAD`] more: the rest stays
-//! on disk and is read as the queue drains, so start-up needs no memory
-//! in proportion to the store), and every retained message not expired.
+//! subscriptions and incoming QoS 2 ids, its in-flight messages, the
+//! places in line of its queued messages (their content stays on disk
+//! until they are sent, so start-up needs no memory in proportion to the
+//! bytes stored), and every retained message not expired.
 //!
 //! Dropped on the way, counted, and deleted from the store: sessions that
 //! expired while the broker was down, messages whose MQTT 5.0 expiry
@@ -26,9 +26,6 @@ use crate::message::Message;
 use crate::session::NEVER_EXPIRES;
 use crate::types::PacketId;
 
-/// Queued messages of a session read into memory at a time.
-pub const READ_AHEAD: usize = 64;
-
 /// What the store held.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -41,21 +38,21 @@ pub struct LoadedSession {
     pub client_id: String,
     pub record: SessionRecord,
     pub subscriptions: Vec<(String, SubscriptionRecord)>,
-    /// The head of its queue, in order.
+    /// Its in-flight and queued messages, in order.
     pub messages: Vec<LoadedMessage>,
-    /// The first sequence number left on disk, if the queue is longer
-    /// than what was read.
-    pub tail_from: Option<u64>,
-    /// Queued messages in all, read or not.
-    pub queued: u64,
     pub incoming_qos2: Vec<PacketId>,
 }
 
 #[derive(Debug)]
-pub struct LoadedMessage {
-    pub seq: u64,
-    pub record: QueuedRecord,
-    pub sent: Option<SentStage>,
+pub enum LoadedMessage {
+    /// Sent before the restart: read back, to be resent.
+    InFlight {
+        seq: u64,
+        record: QueuedRecord,
+        stage: SentStage,
+    },
+    /// Not sent yet: its place in line (read back when it is sent).
+    Queued { seq: u64 },
 }
 
 /// Keys to delete once the pass is over.
@@ -117,8 +114,6 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
                         record: rec,
                         subscriptions: Vec::new(),
                         messages: Vec::new(),
-                        tail_from: None,
-                        queued: 0,
                         incoming_qos2: Vec::new(),
                     },
                 );
@@ -179,33 +174,18 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
             return;
         };
         let id = (client_id.to_string(), seq);
-        let stage = sent.get(&id).copied();
-        if s.tail_from.is_some() || (s.messages.len() >= READ_AHEAD && stage.is_none()) {
-            // Left on disk (counted, not read).
-            s.tail_from.get_or_insert(seq);
-            s.queued += 1;
+        let Some(stage) = sent.get(&id).copied() else {
+            s.messages.push(LoadedMessage::Queued { seq });
             return;
-        }
+        };
+        matched_sent.insert(id);
         match record::decode_queued(value) {
-            Ok(rec) if rec.msg.is_expired() => {
+            Ok(record) if record.msg.is_expired() => {
                 e.metrics.dropped_expired_messages.inc();
                 c.deletes.push((e.queued.clone(), key.to_vec()));
-                if stage.is_some() {
-                    c.deletes.push((e.sent.clone(), key.to_vec()));
-                    matched_sent.insert(id);
-                }
+                c.deletes.push((e.sent.clone(), key.to_vec()));
             }
-            Ok(rec) => {
-                if stage.is_some() {
-                    matched_sent.insert(id);
-                }
-                s.queued += 1;
-                s.messages.push(LoadedMessage {
-                    seq,
-                    record: rec,
-                    sent: stage,
-                });
-            }
+            Ok(record) => s.messages.push(LoadedMessage::InFlight { seq, record, stage }),
             Err(err) => c.unreadable(&e.queued, "queued", key, value, &err),
         }
     });
@@ -253,7 +233,7 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
     }
     let mut sessions: Vec<LoadedSession> = sessions.into_values().collect();
     sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-    let messages: u64 = sessions.iter().map(|s| s.queued).sum();
+    let messages = sessions.iter().map(|s| s.messages.len() as u64).sum::<u64>();
     e.metrics.recovered_sessions.add(sessions.len() as u64);
     e.metrics.recovered_messages.add(messages);
     e.metrics.recovered_retained.add(retained.len() as u64);

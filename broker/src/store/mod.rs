@@ -305,45 +305,25 @@ impl Store {
         });
     }
 
-    /// Reads up to `max` queued messages of `client_id` from `from_seq` on
-    /// (a session's disk tail, see `session::outgoing`).
-    pub fn read_queued(
-        &self,
-        client_id: &str,
-        from_seq: u64,
-        max: usize,
-    ) -> Vec<(u64, QueuedRecord)> {
-        let Some(e) = &self.engine else {
-            return Vec::new();
+    /// Reads back the queued message `seq` of `client_id`; `None` if the
+    /// store does not have it (logged and counted if unreadable).
+    pub fn read_message(&self, client_id: &str, seq: u64) -> Option<QueuedRecord> {
+        let e = self.engine.as_ref()?;
+        let value = match e.queued.get(keys::queued(client_id, seq)) {
+            Ok(v) => v?,
+            Err(err) => {
+                e.write_failed("read", &err);
+                return None;
+            }
         };
-        let prefix = keys::client(client_id);
-        let mut out = Vec::new();
-        for item in e.queued.range(keys::queued(client_id, from_seq)..) {
-            if out.len() >= max {
-                break;
-            }
-            let (key, value) = match item.into_inner() {
-                Ok(kv) => kv,
-                Err(err) => {
-                    e.write_failed("read", &err);
-                    break;
-                }
-            };
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let Some(seq) = keys::split(&key).and_then(|(_, rest)| keys::seq_of(rest)) else {
-                continue;
-            };
-            match record::decode_queued(&value) {
-                Ok(q) => out.push((seq, q)),
-                Err(err) => {
-                    tracing::error!(client_id, seq, error = %err, "unreadable queued message skipped");
-                    e.metrics.dropped_unreadable.inc();
-                }
+        match record::decode_queued(&value) {
+            Ok(q) => Some(q),
+            Err(err) => {
+                tracing::error!(client_id, seq, error = %err, "unreadable queued message skipped");
+                e.metrics.dropped_unreadable.inc();
+                None
             }
         }
-        out
     }
 
     /// An incoming QoS 2 message was received (PUBREC follows).
