@@ -86,6 +86,10 @@ struct Cli {
     /// Throughput, sync mode: un-acked appends each writer may have in flight.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// Throughput: runs of each row (the whole matrix is repeated, so noise from other work on
+    /// the machine spreads over all rows); the table shows the median run and the range.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Throughput: skip redb's Durability::None rows.
     #[arg(long)]
     no_redb_none: bool,
@@ -185,19 +189,23 @@ fn throughput(cli: &Cli, base: &std::path::Path, cache: u64) -> Result<()> {
             }
         }
     }
-    let mut results = Vec::new();
-    for s in &specs {
-        eprintln!(
-            "throughput: {} {} writers={} sessions={} group={}",
-            s.engine.name(),
-            s.mode.name(),
-            s.writers,
-            s.sessions,
-            s.group
-        );
-        let dir = files::tempdir(base)?;
-        results.push(throughput::run(s, dir.path())?);
+    let mut runs: Vec<Vec<throughput::RunResult>> = specs.iter().map(|_| Vec::new()).collect();
+    for round in 1..=cli.repeat.max(1) {
+        for (s, row) in specs.iter().zip(&mut runs) {
+            eprintln!(
+                "throughput ({round}/{}): {} {} writers={} sessions={} group={}",
+                cli.repeat.max(1),
+                s.engine.name(),
+                s.mode.name(),
+                s.writers,
+                s.sessions,
+                s.group
+            );
+            let dir = files::tempdir(base)?;
+            row.push(throughput::run(s, dir.path())?);
+        }
     }
+    let results: Vec<report::Row> = runs.into_iter().filter_map(report::Row::median).collect();
     report::throughput(&results);
     Ok(())
 }

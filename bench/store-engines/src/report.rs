@@ -9,11 +9,41 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-pub fn throughput(results: &[RunResult]) {
+/// The median run of one throughput row, and the spread of msg/s over its runs.
+pub struct Row {
+    pub median: RunResult,
+    pub runs: usize,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Row {
+    pub fn median(mut runs: Vec<RunResult>) -> Option<Row> {
+        runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+        let (min, max) = (runs.first()?.per_second(), runs.last()?.per_second());
+        let n = runs.len();
+        let median = runs.swap_remove(n / 2);
+        Some(Row {
+            median,
+            runs: n,
+            min,
+            max,
+        })
+    }
+}
+
+pub fn throughput(rows: &[Row]) {
     println!("## Throughput (append → overwrite → delete per message)\n");
-    println!("| engine | mode | writers | sessions | group | msg/s | fsyncs | msg per fsync | deferred syncs | ack p50 µs | ack p99 µs |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in results {
+    let runs = rows.first().map_or(1, |r| r.runs);
+    if runs > 1 {
+        println!(
+            "Median of {runs} runs per row (by msg/s); the range is the slowest and fastest run.\n"
+        );
+    }
+    println!("| engine | mode | writers | sessions | group | msg/s | msg/s range | fsyncs | msg per fsync | deferred syncs | ack p50 µs | ack p99 µs |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let r = &row.median;
         let s = &r.spec;
         let per_fsync = if r.fsyncs == 0 {
             "-".to_string()
@@ -21,13 +51,15 @@ pub fn throughput(results: &[RunResult]) {
             format!("{:.1}", r.messages as f64 / r.fsyncs as f64)
         };
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {} |",
             s.engine.name(),
             s.mode.name(),
             s.writers,
             s.sessions,
             s.group,
             r.per_second(),
+            row.min,
+            row.max,
             r.fsyncs,
             per_fsync,
             r.deferred_syncs,
