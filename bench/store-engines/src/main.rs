@@ -41,7 +41,7 @@ use crate::store::{Engine, Mode};
 use crate::throughput::RunSpec;
 
 /// Measures fjall 3.1 and redb 4.6 on mqttd's storage workload and prints Markdown tables
-/// (progress goes to stderr). With no --part, runs every part; the defaults finish in about
+/// (progress goes to stderr). With no --part, runs every part; the defaults finish in under
 /// three minutes on a 2-core machine.
 #[derive(Parser, Debug)]
 #[command(name = "store-engines", version)]
