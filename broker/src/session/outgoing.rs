@@ -53,7 +53,9 @@ impl Pending {
 pub(super) enum Queued {
     Ready(Pending),
     /// Its place in line; the message is in the store under `seq`.
-    Stored { seq: u64 },
+    Stored {
+        seq: u64,
+    },
 }
 
 /// Reads a stored message back (see [`Queued::Stored`]); `None` if the

@@ -236,7 +236,9 @@ impl Session {
                 LoadedMessage::InFlight { seq, record, stage } => {
                     let pending = pending_of(seq, record);
                     match stage {
-                        SentStage::Published(id) => session.out.restore_inflight(id, pending, false),
+                        SentStage::Published(id) => {
+                            session.out.restore_inflight(id, pending, false)
+                        }
                         SentStage::Released(id) => session.out.restore_inflight(id, pending, true),
                     }
                 }

@@ -185,7 +185,9 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
                 c.deletes.push((e.queued.clone(), key.to_vec()));
                 c.deletes.push((e.sent.clone(), key.to_vec()));
             }
-            Ok(record) => s.messages.push(LoadedMessage::InFlight { seq, record, stage }),
+            Ok(record) => s
+                .messages
+                .push(LoadedMessage::InFlight { seq, record, stage }),
             Err(err) => c.unreadable(&e.queued, "queued", key, value, &err),
         }
     });
@@ -233,7 +235,10 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
     }
     let mut sessions: Vec<LoadedSession> = sessions.into_values().collect();
     sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-    let messages = sessions.iter().map(|s| s.messages.len() as u64).sum::<u64>();
+    let messages = sessions
+        .iter()
+        .map(|s| s.messages.len() as u64)
+        .sum::<u64>();
     e.metrics.recovered_sessions.add(sessions.len() as u64);
     e.metrics.recovered_messages.add(messages);
     e.metrics.recovered_retained.add(retained.len() as u64);

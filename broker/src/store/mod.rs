@@ -184,9 +184,24 @@ impl Store {
         }
     }
 
-    /// Stops the fsync thread after a last fsync (shutdown).
+    /// An fsync now (tests).
+    #[cfg(test)]
+    pub fn sync_now_for_tests(&self) {
+        if let Some(e) = &self.engine {
+            let _ = e.db.persist(fjall::PersistMode::SyncAll);
+        }
+    }
+
+    /// Shutdown: flushes what is in memory to the engine's tables (so the
+    /// next start replays no journal), then stops the fsync thread after a
+    /// last fsync.
     pub fn close(&self) {
         if let Some(e) = &self.engine {
+            for ks in e.keyspaces() {
+                if let Err(err) = ks.rotate_memtable_and_wait() {
+                    e.write_failed("flush at shutdown", &err);
+                }
+            }
             e.sync.stop();
         }
     }
@@ -350,11 +365,22 @@ impl Store {
 }
 
 impl Engine {
+    fn keyspaces(&self) -> [&Keyspace; 6] {
+        [
+            &self.sessions,
+            &self.subscriptions,
+            &self.queued,
+            &self.sent,
+            &self.qos2,
+            &self.retained,
+        ]
+    }
+
     /// Deletes every record of `client_id`, in one write.
     fn delete_all(&self, client_id: &str) {
         let prefix = keys::client(client_id);
         let mut batch = self.db.batch();
-        for ks in [&self.subscriptions, &self.queued, &self.sent, &self.qos2] {
+        for ks in &self.keyspaces()[1..5] {
             for item in ks.prefix(&prefix) {
                 match item.key() {
                     Ok(key) => batch.remove(ks, key),
@@ -389,6 +415,15 @@ impl Engine {
             .disk_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         bytes
+    }
+}
+
+impl Drop for Engine {
+    /// The fsync thread holds the database open: it stops with the last
+    /// handle (after a last fsync), so the database closes and its lock
+    /// goes.
+    fn drop(&mut self) {
+        self.sync.stop();
     }
 }
 

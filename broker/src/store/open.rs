@@ -2,11 +2,17 @@
 //! and what happens to a store that cannot be read.
 //!
 //! The broker never refuses to start because its store is damaged. fjall
-//! recovers a torn journal tail by itself; a database it cannot open at
-//! all is moved aside, whole, to `data_dir/quarantine/<timestamp>/` (never
-//! deleted), and the broker starts with an empty one, logging an error
-//! that names the path, counting it and showing it in `mqttctl status`.
-//! Records that do not decode are quarantined one by one by the loader.
+//! recovers a torn journal tail by itself (it trims it to the last whole
+//! batch), but refuses to open at all when a checksum inside the journal
+//! fails (a power cut can leave that) or a table is damaged. The whole
+//! database is then moved aside to `data_dir/quarantine/<timestamp>/`
+//! (never deleted) and the broker starts with an empty store, logging an
+//! error naming the path, counting it and showing it in `mqttctl status`.
+//! Moving only the journal aside would keep the flushed tables, but
+//! fjall 3.1 then restarts its sequence numbers at 0 and no longer sees
+//! them (tested: `a_damaged_journal_moves_the_store_aside`), so the
+//! database goes whole. Records that do not decode are quarantined one by
+//! one by the loader.
 //!
 //! It does refuse, with a clear error, what an operator must decide on: a
 //! store written by a newer, incompatible mqttd (moving it aside would
@@ -95,12 +101,12 @@ pub fn open(cfg: &StorageConfig) -> Result<(Store, Loaded), OpenError> {
                 path: dir.clone(),
                 source,
             })?;
-            tracing::error!(path = %moved.display(), %reason, "the store could not be opened: moved aside, starting with an empty store");
+            tracing::error!(path = %moved.display(), %reason, "the store could not be opened: moved aside whole, starting with an empty store");
             metrics.quarantined.inc();
             recoveries.push(Recovery {
                 at_ms: now_ms(),
                 path: moved,
-                reason: reason.clone(),
+                reason,
             });
             match open_engine(&engine_dir) {
                 Ok(db) => db,
@@ -308,6 +314,96 @@ pub(super) fn quarantine_record(dir: &Path, keyspace: &str, key: &[u8], value: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SessionRecord;
+
+    fn config(dir: &Path) -> StorageConfig {
+        StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..StorageConfig::default()
+        }
+    }
+
+    fn record() -> SessionRecord {
+        SessionRecord {
+            protocol: crate::codec::ProtocolVersion::V311,
+            expiry_secs: 60,
+            disconnected_at_ms: None,
+            will: None,
+            will_due_ms: None,
+        }
+    }
+
+    /// The newest journal file of `engine`.
+    fn newest_journal(engine: &Path) -> PathBuf {
+        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(engine)
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let id = path.file_stem()?.to_str()?.parse().ok()?;
+                (path.extension()? == "jnl").then_some((id, path))
+            })
+            .collect();
+        found.sort();
+        found.pop().expect("a journal file").1
+    }
+
+    /// A byte flipped inside the journal's last batch (a power cut can do
+    /// it) makes fjall refuse to open: the store is moved aside whole and
+    /// the broker's store opens empty, saying so. (fjall trims a torn tail
+    /// by itself; the broker's tests/damaged_store.rs covers that.)
+    #[test]
+    fn a_damaged_journal_moves_the_store_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = open(&config(dir.path())).unwrap();
+            store.save_session("in-journal", &record());
+            store.sync_now_for_tests();
+            // Dropped without close: the write is only in the journal.
+        }
+        let newest = newest_journal(&dir.path().join(ENGINE_DIR));
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let at = bytes
+            .windows(b"in-journal".len())
+            .position(|w| w == b"in-journal")
+            .expect("the write is in the journal");
+        bytes[at] ^= 0xFF;
+        std::fs::write(&newest, bytes).unwrap();
+        let (store, loaded) = open(&config(dir.path())).unwrap();
+        assert!(loaded.sessions.is_empty());
+        let status = store.status();
+        assert_eq!(status.recoveries.len(), 1, "the recovery is reported");
+        let moved = &status.recoveries[0].path;
+        assert!(moved.starts_with(dir.path().join(QUARANTINE_DIR)));
+        assert!(
+            moved.join(newest.file_name().unwrap()).exists(),
+            "nothing deleted"
+        );
+        // The new store works.
+        store.save_session("after", &record());
+        drop(store);
+        let (_, loaded) = open(&config(dir.path())).unwrap();
+        assert_eq!(loaded.sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path().join(ENGINE_DIR))
+                .open()
+                .unwrap();
+            let meta = db
+                .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+                .unwrap();
+            meta.insert(FORMAT_KEY, (FORMAT_VERSION + 1).to_be_bytes())
+                .unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        let err = open(&config(dir.path())).unwrap_err();
+        assert!(err.is_incompatible(), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
+        assert!(!dir.path().join(QUARANTINE_DIR).exists());
+    }
 
     #[test]
     fn civil_dates() {
