@@ -141,6 +141,7 @@ log:
 mqtt:
   max_inflight_messages: 65535
   max_queued_messages: 1000000
+  max_queued_bytes: 0
   max_pending_qos0_messages: 1000000
 session_manager:
   pool_size: 0

@@ -115,6 +115,10 @@ pub struct MqttConfig {
     /// Messages held per session beyond the in-flight window (while the
     /// client is offline or slow); newer messages are dropped and counted.
     pub max_queued_messages: usize,
+    /// Bytes (payload and topic) of those queued messages, per session:
+    /// newer messages beyond are dropped and counted
+    /// (`mqttd_queue_byte_limit_drops_total`). 0: no bound.
+    pub max_queued_bytes: usize,
     /// QoS 0 messages waiting to be written to a slow client before newer
     /// ones are dropped and counted.
     pub max_pending_qos0_messages: usize,
@@ -152,6 +156,7 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             max_inflight_messages: 32,
             max_queued_messages: 1000,
+            max_queued_bytes: 64 * 1024 * 1024,
             max_pending_qos0_messages: 10_000,
             max_pending_qos0_bytes: 16 * 1024 * 1024,
             retain_available: true,

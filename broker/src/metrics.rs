@@ -207,6 +207,9 @@ pub struct Metrics {
     /// QoS 0 messages dropped because a client's unwritten QoS 0 payload
     /// reached `mqtt.max_pending_qos0_bytes` (also in `messages_dropped`).
     pub qos0_byte_limit_drops: Counter,
+    /// Messages dropped because a session's queue reached
+    /// `mqtt.max_queued_bytes`.
+    pub queue_byte_limit_drops: Counter,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub malformed_packets: Counter,
@@ -266,6 +269,7 @@ impl Metrics {
             messages_sent: ByQos::default(),
             messages_dropped: ByQos::default(),
             qos0_byte_limit_drops: Counter::default(),
+            queue_byte_limit_drops: Counter::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             malformed_packets: Counter::default(),
@@ -405,7 +409,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 22] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 23] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -429,6 +433,7 @@ impl Metrics {
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
+            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes.", C(self.queue_byte_limit_drops.get())),
             ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes.", C(self.qos0_byte_limit_drops.get())),
         ]
     }

@@ -36,6 +36,11 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// What it counts for in `mqtt.max_queued_bytes`: payload and topic.
+    pub fn size(&self) -> usize {
+        self.msg.payload.len() + self.msg.topic.as_str().len()
+    }
+
     pub fn to_out(&self, packet_id: Option<PacketId>, dup: bool) -> OutPublish {
         OutPublish {
             msg: self.msg.clone(),
@@ -55,7 +60,17 @@ pub(super) enum Queued {
     /// Its place in line; the message is in the store under `seq`.
     Stored {
         seq: u64,
+        size: u32,
     },
+}
+
+impl Queued {
+    fn size(&self) -> usize {
+        match self {
+            Queued::Ready(p) => p.size(),
+            Queued::Stored { size, .. } => *size as usize,
+        }
+    }
 }
 
 /// Reads a stored message back (see [`Queued::Stored`]); `None` if the
@@ -91,6 +106,8 @@ pub(super) struct Outgoing {
     /// its last ones.
     unsent: usize,
     max_queued: usize,
+    /// Bound on the queue's bytes (see [`Pending::size`]); 0: none.
+    max_queued_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +117,8 @@ struct Lists {
     /// scan the window.
     ids: PacketIdSet,
     queue: VecDeque<Queued>,
+    /// The bytes of `queue` (see [`Pending::size`]).
+    queued_bytes: usize,
 }
 
 /// What a PUBREC did to the window.
@@ -112,13 +131,14 @@ pub(super) enum RecOutcome {
 }
 
 impl Outgoing {
-    pub fn new(window: usize, max_queued: usize) -> Self {
+    pub fn new(window: usize, max_queued: usize, max_queued_bytes: usize) -> Self {
         Outgoing {
             lists: None,
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
             window: window.max(1),
             unsent: 0,
             max_queued,
+            max_queued_bytes,
         }
     }
 
@@ -184,11 +204,30 @@ impl Outgoing {
     /// Queues a message behind the window; gives it back when the queue is
     /// full (the caller counts and drops it).
     pub fn enqueue(&mut self, pending: Pending) -> Result<(), Pending> {
-        if self.queued_len() >= self.max_queued {
+        if !self.fits(pending.size()) {
             return Err(pending);
         }
-        self.lists_mut().queue.push_back(Queued::Ready(pending));
+        self.push_queued(Queued::Ready(pending));
         Ok(())
+    }
+
+    /// Whether a message of `size` bytes may join the queue.
+    fn fits(&self, size: usize) -> bool {
+        let bytes = self.lists.as_ref().map_or(0, |l| l.queued_bytes);
+        self.queued_len() < self.max_queued
+            && (self.max_queued_bytes == 0 || bytes + size <= self.max_queued_bytes)
+    }
+
+    /// Whether the queue refused a message for its byte bound rather than
+    /// its count.
+    pub fn full_by_bytes(&self) -> bool {
+        self.queued_len() < self.max_queued
+    }
+
+    fn push_queued(&mut self, q: Queued) {
+        let lists = self.lists_mut();
+        lists.queued_bytes += q.size();
+        lists.queue.push_back(q);
     }
 
     /// Queues a stored message as its place in line only (the caller
@@ -198,10 +237,12 @@ impl Outgoing {
         let Some(seq) = pending.seq else {
             return self.enqueue(pending);
         };
-        if self.queued_len() >= self.max_queued {
+        let size = pending.size();
+        if !self.fits(size) {
             return Err(pending);
         }
-        self.lists_mut().queue.push_back(Queued::Stored { seq });
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        self.push_queued(Queued::Stored { seq, size });
         Ok(())
     }
 
@@ -210,8 +251,11 @@ impl Outgoing {
     pub fn keep_stored_on_disk(&mut self) {
         if let Some(lists) = self.lists.as_mut() {
             for q in lists.queue.iter_mut() {
-                if let Queued::Ready(Pending { seq: Some(seq), .. }) = q {
-                    *q = Queued::Stored { seq: *seq };
+                if let Queued::Ready(p) = q {
+                    if let Some(seq) = p.seq {
+                        let size = u32::try_from(p.size()).unwrap_or(u32::MAX);
+                        *q = Queued::Stored { seq, size };
+                    }
                 }
             }
         }
@@ -220,9 +264,8 @@ impl Outgoing {
     /// Takes the next queued message if it can go now: QoS 0 always (it
     /// waited only to keep its place in line), QoS 1/2 when the window has
     /// room. Messages whose MQTT 5.0 expiry passed while queued are
-    /// dropped on the way and returned in `Err`.
-    /// A stored message whose content the store no longer has is skipped
-    /// (`load` logs and counts it).
+    /// dropped on the way and returned in `Err`. A stored message whose
+    /// content the store no longer has is skipped (`load` counts it).
     pub fn next_queued(&mut self, load: Load<'_>) -> Option<Result<Pending, Pending>> {
         let room = self.has_room();
         loop {
@@ -236,10 +279,11 @@ impl Outgoing {
                 return None;
             }
             let q = lists.queue.pop_front()?;
+            lists.queued_bytes = lists.queued_bytes.saturating_sub(q.size());
             self.tidy();
             let p = match q {
                 Queued::Ready(p) => p,
-                Queued::Stored { seq } => match load(seq) {
+                Queued::Stored { seq, .. } => match load(seq) {
                     Some(p) => p,
                     None => continue,
                 },
@@ -296,6 +340,13 @@ impl Outgoing {
         Some(m.pending)
     }
 
+    #[cfg(test)]
+    fn inflight_ids(&self) -> Vec<PacketId> {
+        self.lists
+            .as_ref()
+            .map_or_else(Vec::new, |l| l.inflight.iter().map(|m| m.id).collect())
+    }
+
     /// The store sequence number of the message in flight as `id`.
     pub fn seq_of(&self, id: PacketId) -> Option<u64> {
         let lists = self.lists.as_ref()?;
@@ -309,7 +360,7 @@ impl Outgoing {
         let lists = self.lists_mut();
         if !lists.ids.insert(id) {
             // Two stored messages with one id: the later one queues.
-            lists.queue.push_back(Queued::Ready(pending));
+            self.push_queued(Queued::Ready(pending));
             return;
         }
         lists.inflight.push_back(Inflight {
@@ -328,8 +379,8 @@ impl Outgoing {
 
     /// Puts back the place in line of a queued message of the store,
     /// whatever the queue's bound (it was within it when stored).
-    pub fn restore_queued(&mut self, seq: u64) {
-        self.lists_mut().queue.push_back(Queued::Stored { seq });
+    pub fn restore_queued(&mut self, seq: u64, size: u32) {
+        self.push_queued(Queued::Stored { seq, size });
     }
 
     /// The packets that resume the window on a new connection, in order:
@@ -389,10 +440,10 @@ impl Outgoing {
             .filter_map(|q| {
                 let p = match q {
                     Queued::Ready(p) => p,
-                    Queued::Stored { seq } => {
+                    Queued::Stored { seq, size } => {
                         let p = load(seq)?;
                         if keep(&p) {
-                            return Some(Queued::Stored { seq });
+                            return Some(Queued::Stored { seq, size });
                         }
                         p
                     }
@@ -405,6 +456,7 @@ impl Outgoing {
                 }
             })
             .collect();
+        lists.queued_bytes = lists.queue.iter().map(Queued::size).sum();
         self.tidy();
         dropped
     }
@@ -436,7 +488,7 @@ mod tests {
 
     #[test]
     fn window_bounds_inflight_and_queue_bounds_backlog() {
-        let mut o = Outgoing::new(2, 1);
+        let mut o = Outgoing::new(2, 1, 0);
         let a = o.send(pending(QoS::AtLeastOnce));
         let b = o.send(pending(QoS::ExactlyOnce));
         assert!(!o.has_room());
@@ -457,8 +509,31 @@ mod tests {
     }
 
     #[test]
+    fn queue_bytes_are_bounded_and_given_back() {
+        // "t" and "x": 2 bytes a message.
+        let mut o = Outgoing::new(1, 100, 5);
+        o.send(pending(QoS::AtLeastOnce));
+        assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_ok());
+        assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_ok());
+        assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_err(), "6 bytes > 5");
+        assert!(o.full_by_bytes());
+        let stored = Pending {
+            seq: Some(7),
+            ..pending(QoS::AtLeastOnce)
+        };
+        assert!(o.enqueue_stored(stored).is_err(), "stored ones count too");
+        let first = o.inflight_ids()[0];
+        assert!(o.puback(first).is_some());
+        assert!(matches!(o.next_queued(&|_| None), Some(Ok(_))));
+        assert!(
+            o.enqueue(pending(QoS::AtLeastOnce)).is_ok(),
+            "bytes given back"
+        );
+    }
+
+    #[test]
     fn resend_sets_dup_in_order() {
-        let mut o = Outgoing::new(10, 10);
+        let mut o = Outgoing::new(10, 10, 0);
         let ids: Vec<_> = (0..3)
             .map(|_| o.send(pending(QoS::AtLeastOnce)).packet_id)
             .collect();
@@ -478,7 +553,7 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_those_in_flight() {
-        let mut o = Outgoing::new(10, 10);
+        let mut o = Outgoing::new(10, 10, 0);
         o.next_id = PacketId::new(u16::MAX).unwrap();
         let a = o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap();
         let b = o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap();
@@ -487,7 +562,7 @@ mod tests {
 
     #[test]
     fn resume_resends_at_most_the_new_window() {
-        let mut o = Outgoing::new(10, 10);
+        let mut o = Outgoing::new(10, 10, 0);
         let ids: Vec<_> = (0..5)
             .map(|_| o.send(pending(QoS::AtLeastOnce)).packet_id.unwrap())
             .collect();

@@ -154,6 +154,7 @@ impl Session {
         let out = Outgoing::new(
             usize::from(cfg.max_inflight_messages),
             cfg.max_queued_messages,
+            cfg.max_queued_bytes,
         );
         let session = Box::new(Session {
             protocol: ProtocolVersion::V311,
@@ -242,7 +243,7 @@ impl Session {
                         SentStage::Released(id) => session.out.restore_inflight(id, pending, true),
                     }
                 }
-                LoadedMessage::Queued { seq } => session.out.restore_queued(seq),
+                LoadedMessage::Queued { seq, size } => session.out.restore_queued(seq, size),
             }
         }
         session.publish_counters();
@@ -1004,6 +1005,9 @@ impl Session {
             Ok(()) => {}
             Err(p) => {
                 self.drop_pending(&p);
+                if self.out.full_by_bytes() {
+                    self.ctx.metrics.queue_byte_limit_drops.inc();
+                }
                 let limit = self.ctx.config.mqtt.max_queued_messages;
                 let client_id = self.entry.client_id.clone();
                 let c = self.cold();

@@ -51,8 +51,9 @@ pub enum LoadedMessage {
         record: QueuedRecord,
         stage: SentStage,
     },
-    /// Not sent yet: its place in line (read back when it is sent).
-    Queued { seq: u64 },
+    /// Not sent yet: its place in line (read back when it is sent), and
+    /// its size for `mqtt.max_queued_bytes` (that of its record).
+    Queued { seq: u64, size: u32 },
 }
 
 /// Keys to delete once the pass is over.
@@ -175,7 +176,8 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
         };
         let id = (client_id.to_string(), seq);
         let Some(stage) = sent.get(&id).copied() else {
-            s.messages.push(LoadedMessage::Queued { seq });
+            let size = u32::try_from(value.len()).unwrap_or(u32::MAX);
+            s.messages.push(LoadedMessage::Queued { seq, size });
             return;
         };
         matched_sent.insert(id);
