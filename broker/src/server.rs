@@ -199,9 +199,14 @@ impl Server {
         }
         self.broker.shutdown.cancel();
         self.broker.manager.shutdown().await;
-        // Sessions went offline above, their records saved: a last fsync.
+        // Sessions went offline above, their records saved: flush and a
+        // last fsync, bounded (a failing disk must not hold the exit; the
+        // journal has everything anyway).
         let store = self.broker.ctx.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        let closing = tokio::task::spawn_blocking(move || store.close());
+        if tokio::time::timeout(SHUTDOWN_GRACE, closing).await.is_err() {
+            tracing::warn!("store still flushing after {SHUTDOWN_GRACE:?}; exiting anyway (the journal is replayed at start-up)");
+        }
         self.control.join().await;
         self.http.join().await;
         tracing::info!("stopped");
