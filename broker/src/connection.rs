@@ -45,6 +45,7 @@ use crate::publish::{self, Reply};
 use crate::session::holder;
 use crate::session::session::{Control, Event};
 use crate::session::{CloseReason, DetachKind, Outbound, Session, SessionMsg};
+use crate::store::Store;
 use crate::transport::ConnMeta;
 use crate::types::ClientId;
 
@@ -568,11 +569,22 @@ where
             })
             .await;
             match wake {
-                Wake::Session(event) => match on_event(a, event) {
-                    Step::Continue => {}
-                    Step::End(ending) => return ending,
-                    Step::FlushAndClose => return Ending::Stopping,
-                },
+                Wake::Session(event) => {
+                    let before = Store::last_write_here();
+                    let step = on_event(a, event);
+                    // `sync`: a PUBLISH or PUBREL goes out once the state
+                    // it moved to (sent, released) is fsynced, so a power
+                    // cut cannot make a QoS 2 message go out twice.
+                    let wrote = Store::last_write_here();
+                    if ctx.store.acks_wait() && wrote != before {
+                        Box::pin(ctx.store.wait_durable(wrote)).await;
+                    }
+                    match step {
+                        Step::Continue => {}
+                        Step::End(ending) => return ending,
+                        Step::FlushAndClose => return Ending::Stopping,
+                    }
+                }
                 Wake::Io(io) => match io {
                     Ok(Io::Read(0)) => return Ending::Closed("peer closed the connection"),
                     Ok(Io::Read(_)) => {}

@@ -118,6 +118,12 @@ pub struct StoreStatus {
     pub recoveries: Vec<Recovery>,
 }
 
+thread_local! {
+    /// The ticket of the last write made on this thread (see
+    /// [`Store::last_write_here`]).
+    static LAST_WRITE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 static WRITE_ERROR_LOG: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
 
 impl Store {
@@ -165,6 +171,13 @@ impl Store {
         self.engine
             .as_ref()
             .map_or(0, |e| e.sync.written.load(Ordering::Acquire))
+    }
+
+    /// The ticket of the last write made on this thread. A task compares
+    /// it before and after work that does not await (so runs on one
+    /// thread) to learn whether that work wrote, and what to wait for.
+    pub fn last_write_here() -> u64 {
+        LAST_WRITE.get()
     }
 
     /// Whether acknowledgements must wait for an fsync (`sync`).
@@ -396,7 +409,8 @@ impl Engine {
         match batch.commit() {
             Ok(()) => {
                 self.metrics.writes.inc();
-                self.sync.written.fetch_add(1, Ordering::AcqRel);
+                let ticket = self.sync.written.fetch_add(1, Ordering::AcqRel) + 1;
+                LAST_WRITE.set(ticket);
             }
             Err(err) => self.write_failed("write", &err),
         }
