@@ -42,8 +42,10 @@ pub(crate) enum Fate {
     Detach,
     /// Handed to the connection taking it over.
     HandOver(oneshot::Sender<Box<Session>>),
-    /// Ended (destroyed, or the broker stops).
+    /// Ended (destroyed, clean start elsewhere).
     End,
+    /// Let go with the broker, its stored state kept ([`Session::stop`]).
+    Stop,
 }
 
 /// The state of an MQTT 5.0 connection that 3.1.x connections have no use

@@ -370,6 +370,7 @@ fn hand_on(accepted: Accepted, detach: DetachKind) {
             }
         }
         Fate::End => session.end(),
+        Fate::Stop => session.stop(),
     }
 }
 
@@ -656,6 +657,10 @@ fn on_control(session: &mut Session, fate: &mut Fate, msg: SessionMsg) -> Step {
         Control::End(reason) => {
             *fate = Fate::End;
             Step::End(Ending::ByServer(reason))
+        }
+        Control::Stop => {
+            *fate = Fate::Stop;
+            Step::End(Ending::ByServer(CloseReason::ServerShutdown))
         }
         Control::CloseForShutdown => Step::FlushAndClose,
         Control::KeepAliveExpired(_) => Step::End(Ending::KeepAliveTimeout),

@@ -182,3 +182,34 @@ fn ended_sessions_and_memory_mode_leave_nothing() {
         b.server.shutdown().await;
     });
 }
+
+/// A broker that stops by force (connections that would not close in
+/// time are cut: every session gets `Shutdown(ServerShutdown)`) keeps
+/// its persistent sessions in the store, connected or not.
+#[test]
+fn a_forced_stop_keeps_persistent_sessions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "batched")).await;
+        let (offline, _) = persistent(b.addr, "offline").await;
+        offline.disconnect().await;
+        let (_online, _) = persistent(b.addr, "online").await;
+        let ctx = &b.server.broker().ctx;
+        for id in ["offline", "online"] {
+            let entry = ctx.table.get(id).expect("row");
+            let _ = entry
+                .tx
+                .send(SessionMsg::Shutdown(CloseReason::ServerShutdown));
+        }
+        wait_until(|| ctx.table.is_empty()).await;
+        b.server.shutdown().await;
+    });
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "batched")).await;
+        let table = &b.server.broker().ctx.table;
+        assert!(table.get("offline").is_some(), "offline session kept");
+        assert!(table.get("online").is_some(), "connected session kept");
+        b.server.shutdown().await;
+    });
+}

@@ -54,6 +54,10 @@ async fn hold(mut session: Box<Session>) {
                     session.end();
                     return;
                 }
+                Control::Stop => {
+                    session.stop();
+                    return;
+                }
                 Control::Handled | Control::CloseForShutdown | Control::KeepAliveExpired(_) => {}
             },
         }

@@ -64,6 +64,9 @@ pub enum Control {
     Take(oneshot::Sender<Box<Session>>),
     /// End the session; a connection closes for the reason given.
     End(CloseReason),
+    /// The broker stops now: the owner lets the session go with the
+    /// process ([`Session::stop`]); its stored state stays for the restart.
+    Stop,
     /// The broker is stopping: the connection writes what the session
     /// handed it, then closes (the session goes on offline).
     CloseForShutdown,
@@ -307,6 +310,7 @@ impl Session {
             SessionMsg::Sync(reply) => {
                 let _ = reply.send(());
             }
+            SessionMsg::Shutdown(CloseReason::ServerShutdown) => return Control::Stop,
             SessionMsg::Shutdown(reason) => return Control::End(reason),
             SessionMsg::Revoke(filters) => self.revoke(filters, "ACL reload"),
             SessionMsg::PublishWillNow(done) => {
@@ -403,6 +407,15 @@ impl Session {
             self.ctx.store.delete_session(self.entry.client_id.as_str());
         }
         tracing::debug!(client_id = %self.client_id(), "session ended");
+    }
+
+    /// The broker stops with the session still going: its will is
+    /// published now (an unclean close for its client), and it is let go
+    /// without ending, so what the store holds of it comes back at the
+    /// next start.
+    pub fn stop(mut self: Box<Self>) {
+        self.publish_will();
+        tracing::debug!(client_id = %self.client_id(), "session stopped with the broker");
     }
 
     /// Removes `filters` from the subscriptions because authorization no
