@@ -13,7 +13,7 @@
 //! the middle of a session's end). Records that do not decode are
 //! written to the quarantine directory, then deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,7 +143,9 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
             Err(err) => c.unreadable(&e.subscriptions, "subscriptions", key, value, &err),
         }
     });
-    let mut sent: HashMap<(String, u64), SentStage> = HashMap::new();
+    // Sent marks by client id, then sequence number; each is taken out as
+    // its message is found, so what is left has lost its message.
+    let mut sent: HashMap<String, HashMap<u64, SentStage>> = HashMap::new();
     each(e, &e.sent, |key, value| {
         let parsed = keys::split(key).and_then(|(id, rest)| Some((id, keys::seq_of(rest)?)));
         let Some((client_id, seq)) = parsed else {
@@ -156,13 +158,14 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
         }
         match record::decode_sent(value) {
             Ok(stage) => {
-                sent.insert((client_id.to_string(), seq), stage);
+                sent.entry(client_id.to_string())
+                    .or_default()
+                    .insert(seq, stage);
             }
             Err(err) => c.unreadable(&e.sent, "sent", key, value, &err),
         }
     });
     let mut max_seq = 0;
-    let mut matched_sent: HashSet<(String, u64)> = HashSet::new();
     each(e, &e.queued, |key, value| {
         let parsed = keys::split(key).and_then(|(id, rest)| Some((id, keys::seq_of(rest)?)));
         let Some((client_id, seq)) = parsed else {
@@ -174,13 +177,12 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
             c.orphan(&e.queued, key);
             return;
         };
-        let id = (client_id.to_string(), seq);
-        let Some(stage) = sent.get(&id).copied() else {
+        let stage = sent.get_mut(client_id).and_then(|m| m.remove(&seq));
+        let Some(stage) = stage else {
             let size = u32::try_from(value.len()).unwrap_or(u32::MAX);
             s.messages.push(LoadedMessage::Queued { seq, size });
             return;
         };
-        matched_sent.insert(id);
         match record::decode_queued(value) {
             Ok(record) if record.msg.is_expired() => {
                 e.metrics.dropped_expired_messages.inc();
@@ -194,8 +196,8 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
         }
     });
     // A "sent" mark whose message is gone (deleted between the two writes).
-    for (client_id, seq) in sent.keys() {
-        if !matched_sent.contains(&(client_id.clone(), *seq)) {
+    for (client_id, seqs) in &sent {
+        for seq in seqs.keys() {
             c.orphan(&e.sent, &keys::queued(client_id, *seq));
         }
     }
