@@ -3,11 +3,15 @@
 # it: a hardened container (read-only root, no capabilities) with published
 # random host ports, MQTT and MQTTS from the host with Debian's mosquitto
 # clients, mqttctl through `docker exec`, the health check, the HTTP port, a
-# non-root process, and a clean exit 0 on `docker stop` within 10 s.
-# Reports the image size.
+# non-root process, a clean exit 0 on `docker stop` within 10 s, and the
+# store on the data volume: a persistent session, a message queued for it
+# while its client was away and a retained message all survive the
+# container being stopped and replaced by a new one on the same named
+# volume. Reports the image size.
 #
 # Where no Docker engine answers, prints that the image test is skipped and
-# exits 0. Exits non-zero on any failure; always removes its container.
+# exits 0. Exits non-zero on any failure; always removes its container and
+# its data volume.
 #
 # Environment:
 #   MQTTD_IMAGE_BINARIES  build (default): the full multi-stage build users
@@ -21,6 +25,8 @@
 #   MQTTD_TEST_IMAGE      tag of the image built (mqttd:test)
 #   MQTTD_KEEP_IMAGE      1 (default) keeps the image after the test, 0
 #                         removes it
+#   CARGO_TARGET_DIR      where the host build (MQTTD_IMAGE_BINARIES=host)
+#                         puts its binaries (default target/)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +38,9 @@ KEEP_IMAGE=${MQTTD_KEEP_IMAGE:-1}
 LOCAL_RUNTIME=mqttd-local/debian:bookworm-slim
 LOCAL_RUST=mqttd-local/rust:bookworm
 CONTAINER=mqttd-image-test-$$
+# A named volume at /var/lib/mqttd, so that a second container finds the
+# first one's store (an anonymous one would be left behind by `rm -f`).
+VOLUME=mqttd-image-test-$$
 STOP_LIMIT_SECS=10
 # Bounds for every wait below.
 READY_TRIES=60           # x 0.5 s
@@ -63,6 +72,7 @@ cleanup() {
     local pid
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+    docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
     if [ "$KEEP_IMAGE" = 0 ]; then docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
     # Host binaries left in docker/.bin/ would bloat every later build context.
     if [ "$BIN_COPIED" = 1 ]; then rm -f "$HERE/.bin/mqttd" "$HERE/.bin/mqttctl"; fi
@@ -88,6 +98,7 @@ need_tools() {
     command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
         fail "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
@@ -128,13 +139,13 @@ vendor_crates() {
 }
 
 host_binaries() {
-    log "cargo build --release on the host"
+    local bin target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+    log "cargo build --release on the host (into $target_dir)"
     (cd "$ROOT" && cargo build --release --locked -p mqttd -p mqttctl --bins) ||
         fail "cargo build --release failed"
-    local bin
     BIN_COPIED=1
     for bin in mqttd mqttctl; do
-        install -m 0755 "$ROOT/target/release/$bin" "$HERE/.bin/$bin"
+        install -m 0755 "$target_dir/release/$bin" "$HERE/.bin/$bin"
         if command -v strip >/dev/null 2>&1; then strip "$HERE/.bin/$bin"; fi
     done
 }
@@ -177,11 +188,14 @@ host_port() {
 }
 
 # Hardened like compose.yaml and the Helm chart: read-only root filesystem,
-# tmpfs for the control socket, no capabilities.
+# tmpfs for the control socket, no capabilities; the store on the named
+# volume $VOLUME (made by the first run: Docker copies the image's
+# /var/lib/mqttd into it, owner mqttd included).
 start_container() {
     docker run -d --name "$CONTAINER" \
         -p 127.0.0.1::1883 -p 127.0.0.1::8883 -p 127.0.0.1::8083 -p 127.0.0.1::8084 -p 127.0.0.1::8080 \
         -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+        -v "$VOLUME:/var/lib/mqttd" \
         --read-only --tmpfs /run/mqttd:uid=10001,gid=10001,mode=0750 --tmpfs /tmp \
         --cap-drop ALL --security-opt no-new-privileges \
         --health-interval 1s --health-start-period 2s \
@@ -302,6 +316,162 @@ check_stop() {
     pass "docker stop: exit code 0 after ${elapsed} ms"
 }
 
+# json_get FILE EXPR: evaluates the Python expression EXPR over the JSON
+# document in FILE (bound to `d`) and prints the result.
+json_get() {
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# session_row FILE ID: the `sessions list -o json` row of ID, as
+# "connected=... queued=...", or "missing".
+session_row() {
+    json_get "$1" "next((f\"connected={str(s['connected']).lower()} queued={s['queued']}\" for s in d['sessions'] if s['client_id'] == '$2'), 'missing')"
+}
+
+# A persistent session with a QoS 1 subscription, a retained message, and a
+# QoS 1 message published while the session's client is away: what the
+# store must bring back after a restart.
+prepare_persistence() {
+    PERSIST_ID="mqttd-image-test-store-$$"
+    PERSIST_TOPIC="mqttd-image-test/store/$$"
+    RETAINED_TOPIC="mqttd-image-test/retained/$$"
+    mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -i "$PERSIST_ID" -c -q 1 -t "$PERSIST_TOPIC" -E \
+        2>"$TMP/store.err" || { cat "$TMP/store.err" >&2; fail "could not open the persistent session $PERSIST_ID"; }
+    mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -i "pub-retained-$$" -q 1 -r -t "$RETAINED_TOPIC" -m "retained $$" \
+        2>>"$TMP/store.err" || { cat "$TMP/store.err" >&2; fail "could not publish the retained message"; }
+    # mosquitto_pub waits for the PUBACK, which follows the store's write.
+    mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -i "pub-queued-$$" -q 1 -t "$PERSIST_TOPIC" -m "queued $$" \
+        2>>"$TMP/store.err" || { cat "$TMP/store.err" >&2; fail "could not publish to the offline session"; }
+    docker exec "$CONTAINER" mqttctl -o json sessions list --prefix "$PERSIST_ID" >"$TMP/sessions.json" 2>&1 ||
+        { cat "$TMP/sessions.json" >&2; fail "mqttctl -o json sessions list failed"; }
+    local row
+    row=$(session_row "$TMP/sessions.json" "$PERSIST_ID")
+    [ "$row" = "connected=false queued=1" ] || fail "before the restart, $PERSIST_ID is '$row' (want connected=false queued=1)"
+    pass "persistent session offline with 1 queued QoS 1 message, and a retained message"
+}
+
+# What `mqttctl status` says of the store: fjall on the volume, batched.
+check_store_status() {
+    docker exec "$CONTAINER" mqttctl -o json status >"$TMP/status.json" 2>&1 ||
+        { cat "$TMP/status.json" >&2; fail "mqttctl -o json status failed"; }
+    local store
+    store=$(json_get "$TMP/status.json" "'{engine} {durability} {path} {ok}'.format(ok=d['store']['disk_bytes'] > 0 and d['store']['recoveries'] == [], **d['store'])") ||
+        { cat "$TMP/status.json" >&2; fail "mqttctl status has no store"; }
+    [ "$store" = "fjall 3 batched /var/lib/mqttd True" ] ||
+        { cat "$TMP/status.json" >&2; fail "mqttctl status reports the store as '$store'"; }
+    docker exec "$CONTAINER" mqttctl status >"$TMP/status.txt" 2>&1 || fail "mqttctl status failed"
+    grep -q '^durability: *batched$' "$TMP/status.txt" || { cat "$TMP/status.txt" >&2; fail "mqttctl status shows no durability"; }
+    pass "mqttctl status: store fjall 3, batched, at /var/lib/mqttd, bytes on disk, no recoveries"
+}
+
+# The data directory and the store in it belong to the mqttd user (the
+# image's /var/lib/mqttd ownership, copied into the new volume).
+check_volume_owner() {
+    local owners
+    owners=$(docker exec "$CONTAINER" stat -c '%u:%g' /var/lib/mqttd /var/lib/mqttd/store 2>&1) ||
+        { echo "$owners" >&2; fail "no store under /var/lib/mqttd"; }
+    [ "$owners" = $'10001:10001\n10001:10001' ] ||
+        fail "/var/lib/mqttd and its store are owned by '$(tr '\n' ' ' <<<"$owners")', want 10001:10001"
+    pass "/var/lib/mqttd and the store in it belong to uid 10001 (volume $VOLUME)"
+}
+
+# Stops the container (SIGTERM, exit 0), removes it and starts a new one on
+# the same volume: only the volume carries the state across.
+replace_container() {
+    docker stop -t "$STOP_LIMIT_SECS" "$CONTAINER" >/dev/null || fail "docker stop failed"
+    local code
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$CONTAINER")
+    [ "$code" = 0 ] || fail "mqttd exited with code $code on SIGTERM before the restart"
+    docker rm "$CONTAINER" >/dev/null || fail "docker rm failed"
+    start_container
+    wait_ready
+    pass "container replaced by a new one on volume $VOLUME"
+}
+
+# Resumes the session with a raw MQTT 3.1.1 client (mosquitto_sub does not
+# print the CONNACK's session-present flag): CONNECT with clean session 0,
+# expect session present and the queued message, acknowledge it.
+resume_session() {
+    python3 - "$MQTT_PORT" "$PERSIST_ID" >"$TMP/resume.out" 2>&1 <<'PY' || true
+import socket
+import sys
+
+port, client_id = int(sys.argv[1]), sys.argv[2]
+sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+def string(s):
+    b = s.encode()
+    return len(b).to_bytes(2, "big") + b
+
+def packet(first, body):
+    n, length = len(body), bytearray()
+    while True:
+        digit, n = n % 128, n // 128
+        length.append(digit | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes([first]) + bytes(length) + body
+
+def read(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            sys.exit("the broker closed the connection")
+        buf += chunk
+    return buf
+
+def read_packet():
+    first, n, shift = read(1)[0], 0, 0
+    for _ in range(4):
+        digit = read(1)[0]
+        n |= (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            break
+    return first, read(n)
+
+# Protocol level 4 (3.1.1), flags 0 (clean session off), keepalive 60 s.
+sock.sendall(packet(0x10, string("MQTT") + bytes([4, 0]) + (60).to_bytes(2, "big") + string(client_id)))
+first, body = read_packet()
+if first != 0x20 or body[1] != 0:
+    sys.exit(f"CONNACK refused: {first:#x} {body.hex()}")
+print(f"session_present={body[0] & 1}")
+first, body = read_packet()
+if first >> 4 != 3:
+    sys.exit(f"expected a PUBLISH, got packet type {first >> 4}")
+qos, n = (first >> 1) & 3, int.from_bytes(body[:2], "big")
+topic, rest = body[2 : 2 + n].decode(), body[2 + n :]
+if qos:
+    sock.sendall(bytes([0x40, 2]) + rest[:2])  # PUBACK
+    rest = rest[2:]
+print(f"qos={qos} topic={topic} payload={rest.decode()}")
+sock.sendall(bytes([0xE0, 0]))  # DISCONNECT
+sock.close()
+PY
+    grep -qx "session_present=1" "$TMP/resume.out" ||
+        { sed 's/^/    | /' "$TMP/resume.out" >&2; fail "$PERSIST_ID was not resumed after the restart (no session present)"; }
+    grep -qxF "qos=1 topic=$PERSIST_TOPIC payload=queued $$" "$TMP/resume.out" ||
+        { sed 's/^/    | /' "$TMP/resume.out" >&2; fail "the message queued before the restart was not delivered"; }
+    pass "after the restart: $PERSIST_ID resumed (session present) and got its queued QoS 1 message"
+}
+
+check_restart() {
+    docker exec "$CONTAINER" mqttctl -o json sessions list --prefix "$PERSIST_ID" >"$TMP/sessions.json" 2>&1 ||
+        { cat "$TMP/sessions.json" >&2; fail "mqttctl -o json sessions list failed after the restart"; }
+    local row
+    row=$(session_row "$TMP/sessions.json" "$PERSIST_ID")
+    [ "$row" = "connected=false queued=1" ] ||
+        fail "after the restart, mqttctl sessions list shows $PERSIST_ID as '$row' (want connected=false queued=1)"
+    pass "after the restart: mqttctl sessions list shows $PERSIST_ID disconnected with 1 queued"
+    resume_session
+    mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -i "sub-retained-$$" -t "$RETAINED_TOPIC" -C 1 -W 10 \
+        >"$TMP/retained.out" 2>"$TMP/retained.err" ||
+        { sed 's/^/    | /' "$TMP/retained.err" >&2; fail "no retained message after the restart"; }
+    grep -qxF "retained $$" "$TMP/retained.out" || fail "retained message after the restart: '$(cat "$TMP/retained.out")'"
+    pass "after the restart: the retained message is delivered to a new subscriber"
+}
+
 check_compose() {
     local compose=()
     if docker compose version >/dev/null 2>&1; then compose=(docker compose)
@@ -334,6 +504,12 @@ main() {
     check_mqttctl
     check_http
     check_health
+    check_store_status
+    check_volume_owner
+    prepare_persistence
+    replace_container
+    check_store_status
+    check_restart
     check_stop
     report
     log "PASSED"

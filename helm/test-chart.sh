@@ -6,7 +6,8 @@
 # Makes a virtual environment at helm/.venv (gitignored, ~400 MB) with the
 # pinned packages below from PyPI, once; later runs reuse it.
 # Environment: PYTHON (python3), MQTTD_BIN (an mqttd binary to run
-# --check-config on rendered configs; default target/{release,debug}/mqttd).
+# --check-config on rendered configs; default {release,debug}/mqttd under
+# $CARGO_TARGET_DIR or target/).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -13,8 +13,9 @@ What is checked:
      TLS wiring, the config merge, the checksum/config annotation;
   4. bad values are rejected by values.schema.json with a message naming
      the offending key;
-  5. when an mqttd binary is around (MQTTD_BIN, or target/{release,debug}/
-     mqttd), each rendered non-TLS config passes `mqttd --check-config`.
+  5. when an mqttd binary is around (MQTTD_BIN, or {release,debug}/mqttd
+     under $CARGO_TARGET_DIR or target/), each rendered non-TLS config
+     passes `mqttd --check-config`.
 
 Exit status 0 when every check passed, 1 otherwise; a summary is printed.
 """
@@ -74,6 +75,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "service": {"type": "NodePort", "nodePorts": {"mqtt": 31883, "ws": 31083}},
     },
     "persistence-off": {"persistence": {"enabled": False}},
+    "persistence-off-memory": {
+        "persistence": {"enabled": False},
+        "config": {"storage": {"durability": "memory"}},
+    },
+    "data-dir-moved": {
+        "config": {"storage": {"data_dir": "/data/mqttd", "durability": "sync", "max_disk_bytes": 900000000}},
+        "persistence": {"size": "2Gi", "storageClass": "fast"},
+    },
     "servicemonitor": {
         "metrics": {
             "serviceMonitor": {"enabled": True, "namespace": "monitoring", "labels": {"release": "prom"}},
@@ -343,12 +352,8 @@ def check_defaults(docs: list[dict[str, Any]]) -> None:
     sts, pod, c = pod_parts(docs)
     expect(sts["spec"]["serviceName"] == f"{FULLNAME}-headless", "StatefulSet serviceName")
     find(docs, "Service", f"{FULLNAME}-headless")
-    vct = sts["spec"].get("volumeClaimTemplates") or []
-    expect([v["metadata"]["name"] for v in vct] == ["data"], "no PVC template named data")
-    expect(vct[0]["spec"]["resources"]["requests"]["storage"] == "1Gi", "PVC size")
-    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    expect(mounts.get("/var/lib/mqttd") == "data", "/var/lib/mqttd not on the data volume")
-    expect("data" not in {v["name"] for v in pod["spec"]["volumes"]}, "data volume shadows the PVC")
+    check_data_on_pvc(docs)
+    expect("durability" not in cfg["storage"], "the chart sets a durability: the broker's default (batched) should apply")
     pdb = find(docs, "PodDisruptionBudget")
     expect(pdb["spec"].get("maxUnavailable") == 1, "PDB maxUnavailable")
     expect(c["image"] == "mqttd:0.1.0", f"image {c['image']}")
@@ -405,11 +410,46 @@ def check_nodeport(docs: list[dict[str, Any]]) -> None:
     expect(ports == {"mqtt": 31883, "ws": 31083}, f"node ports {ports}")
 
 
-def check_persistence_off(docs: list[dict[str, Any]]) -> None:
-    sts, pod, _ = pod_parts(docs)
-    expect(not sts["spec"].get("volumeClaimTemplates"), "PVC template rendered with persistence off")
+def data_volume(docs: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Where the data volume is mounted, its pod volume (None for a PVC), and the PVC templates."""
+    sts, pod, c = pod_parts(docs)
+    mounts = [m for m in c["volumeMounts"] if m["name"] == "data"]
+    expect(len(mounts) == 1, f"data volume mounted {len(mounts)} times")
+    expect(not mounts[0].get("readOnly"), "data volume mounted read-only")
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    expect("emptyDir" in volumes.get("data", {}), "data is not an emptyDir")
+    return mounts[0]["mountPath"], volumes.get("data"), sts["spec"].get("volumeClaimTemplates") or []
+
+
+def check_data_on_pvc(docs: list[dict[str, Any]], size: str = "1Gi") -> None:
+    """persistence.enabled: the store's directory is a PVC per pod."""
+    path, volume, vct = data_volume(docs)
+    cfg = broker_config(docs)
+    expect(path == cfg["storage"]["data_dir"], f"data volume at {path}, store at {cfg['storage']['data_dir']}")
+    expect(volume is None, f"a pod volume named data shadows the PVC: {volume}")
+    expect([v["metadata"]["name"] for v in vct] == ["data"], "no PVC template named data")
+    expect(vct[0]["spec"]["resources"]["requests"]["storage"] == size, f"PVC size, want {size}")
+    expect(vct[0]["spec"]["accessModes"] == ["ReadWriteOnce"], "PVC access modes")
+
+
+def check_persistence_off(docs: list[dict[str, Any]]) -> None:
+    """persistence.enabled false: an emptyDir at the store's directory, no PVC."""
+    path, volume, vct = data_volume(docs)
+    expect(not vct, "PVC template rendered with persistence off")
+    expect(volume is not None and "emptyDir" in volume, f"data is not an emptyDir: {volume}")
+    expect(path == broker_config(docs)["storage"]["data_dir"] == "/var/lib/mqttd", f"data volume at {path}")
+
+
+def check_memory_durability(docs: list[dict[str, Any]]) -> None:
+    expect(broker_config(docs)["storage"]["durability"] == "memory", "durability memory lost in the merge")
+
+
+def check_data_dir_moved(docs: list[dict[str, Any]]) -> None:
+    """config.storage.data_dir moves the mount with it; other storage keys pass through."""
+    storage = broker_config(docs)["storage"]
+    expect(storage == {"data_dir": "/data/mqttd", "durability": "sync", "max_disk_bytes": 900000000}, f"storage {storage}")
+    check_data_on_pvc(docs, size="2Gi")
+    sts, _, _ = pod_parts(docs)
+    expect(sts["spec"]["volumeClaimTemplates"][0]["spec"].get("storageClassName") == "fast", "storageClass")
 
 
 def check_servicemonitor(docs: list[dict[str, Any]]) -> None:
@@ -461,6 +501,26 @@ def check_notes(rendered: dict[str, str]) -> None:
     expect("mosquitto_sub -h" in notes, "NOTES lacks how to connect")
 
 
+# What NOTES.txt must say of the store, per value set.
+NOTES_EXPECT: dict[str, list[str]] = {
+    "defaults": ["Store: /var/lib/mqttd, storage.durability batched on a PersistentVolumeClaim per pod (1Gi)."],
+    "persistence-off": [
+        "Store: /var/lib/mqttd, storage.durability batched on an emptyDir.",
+        "survive a container restart but are lost when the pod is deleted or rescheduled",
+    ],
+    "persistence-off-memory": ["durability is memory: nothing is written to the volume"],
+    "data-dir-moved": ["Store: /data/mqttd, storage.durability sync on a PersistentVolumeClaim per pod (2Gi)."],
+}
+
+
+def check_notes_store(name: str, rendered: dict[str, str]) -> None:
+    notes = next(t for p, t in rendered.items() if p.endswith("NOTES.txt"))
+    for text in NOTES_EXPECT.get(name, []):
+        expect(text in notes, f"NOTES lacks {text!r}:\n{notes}")
+    if name != "persistence-off-memory":
+        expect("durability is memory" not in notes, "NOTES warns of memory durability")
+
+
 def check_config_keys(docs: list[dict[str, Any]]) -> None:
     """The chart only writes top-level keys the image's default config has."""
     known = set(yaml.safe_load((ROOT / "docker" / "mqttd.yaml").read_text()))
@@ -475,6 +535,8 @@ SET_CHECKS: dict[str, list[Callable[[list[dict[str, Any]]], None]]] = {
     "loadbalancer": [check_loadbalancer],
     "nodeport": [check_nodeport],
     "persistence-off": [check_persistence_off, check_security],
+    "persistence-off-memory": [check_persistence_off, check_memory_durability],
+    "data-dir-moved": [check_data_dir_moved, check_config_keys],
     "servicemonitor": [check_servicemonitor],
     "networkpolicy": [check_networkpolicy],
     "custom-config": [check_custom_config, check_config_keys],
@@ -505,8 +567,9 @@ def mqttd_binary() -> Path | None:
     env = os.environ.get("MQTTD_BIN")
     if env:
         return Path(env)
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     for profile in ("release", "debug"):
-        candidate = ROOT / "target" / profile / "mqttd"
+        candidate = target / profile / "mqttd"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -538,12 +601,13 @@ def main() -> int:
     for name, values in VALUE_SETS.items():
         results.check(f"lint [{name}]", lambda v=values: lint(v))
 
-        def render_and_validate(v: dict[str, Any] = values) -> list[dict[str, Any]]:
+        def render_and_validate(v: dict[str, Any] = values, n: str = name) -> list[dict[str, Any]]:
             rendered = render(v)
             docs = documents(rendered)
             validate_all(docs)
             check_selectors(docs)
             check_notes(rendered)
+            check_notes_store(n, rendered)
             return docs
 
         docs = results.check(f"render + validate against Kubernetes {KUBE_VERSION} [{name}]", render_and_validate)
@@ -562,7 +626,7 @@ def main() -> int:
     if binary is None:
         print("skip mqttd --check-config on rendered configs: no mqttd binary (set MQTTD_BIN or build it)")
     else:
-        for name in ("defaults", "custom-config", "persistence-off"):
+        for name in ("defaults", "custom-config", "persistence-off", "persistence-off-memory", "data-dir-moved"):
             if name in rendered_sets:
                 results.check(f"mqttd --check-config [{name}]", lambda d=rendered_sets[name]: check_config_with_mqttd(binary, d))
 

@@ -58,6 +58,45 @@ pub struct Status {
     pub retained_messages: u64,
     /// Session-manager workers.
     pub pool_size: usize,
+    /// The durable store; `None` from a broker older than the store (the
+    /// field is then absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreInfo>,
+}
+
+/// Where and how the broker keeps persistent sessions, their queued
+/// messages and retained messages (`storage.*` in its configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// The storage engine and its major version (`fjall 3`), or `none`
+    /// when nothing is kept on disk (`memory`).
+    pub engine: String,
+    /// The data directory; `None` with `memory`.
+    pub path: Option<String>,
+    /// `storage.durability`: `sync`, `batched` or `memory`. A string, not
+    /// an enum, so that an older `mqttctl` shows a mode it does not know.
+    pub durability: String,
+    /// Bytes the store takes on disk.
+    pub disk_bytes: u64,
+    /// When the journal was last fsynced (Unix seconds); `None` if never
+    /// since start (or `memory`).
+    pub last_fsync_at: Option<u64>,
+    /// What the broker moved aside at start-up because it could not read
+    /// it, oldest first.
+    #[serde(default)]
+    pub recoveries: Vec<StoreRecovery>,
+}
+
+/// A store (or records of one) the broker could not read at start-up and
+/// moved to a quarantine directory instead of deleting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRecovery {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Where it was moved.
+    pub path: String,
+    /// Why it could not be read.
+    pub reason: String,
 }
 
 /// One MQTT listener.
@@ -315,6 +354,47 @@ mod tests {
         assert!(ResizeRequest { size: 1024 }.validate().is_ok());
         let err = ResizeRequest { size: 1025 }.validate().unwrap_err();
         assert!(err.contains("between 1 and 1024"), "{err}");
+    }
+
+    #[test]
+    fn status_without_store_parses() {
+        // What a broker older than the store answers.
+        let old = r#"{"version":"0.1.0","uptime_secs":5,"ready":true,"listeners":[],
+            "connections":0,"sessions":0,"subscriptions":0,"retained_messages":0,"pool_size":2}"#;
+        let s: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(s.store, None);
+        assert!(serde_json::to_value(&s).unwrap().get("store").is_none());
+    }
+
+    #[test]
+    fn status_store_round_trips() {
+        let s = Status {
+            version: "0.1.0".into(),
+            uptime_secs: 5,
+            ready: true,
+            listeners: vec![],
+            connections: 0,
+            sessions: 0,
+            subscriptions: 0,
+            retained_messages: 0,
+            pool_size: 2,
+            store: Some(StoreInfo {
+                engine: "fjall 3".into(),
+                path: Some("/var/lib/mqttd".into()),
+                durability: "batched".into(),
+                disk_bytes: 4096,
+                last_fsync_at: Some(1_704_067_200),
+                recoveries: vec![StoreRecovery {
+                    at: 1_704_067_100,
+                    path: "/var/lib/mqttd/quarantine/x/store".into(),
+                    reason: "damaged".into(),
+                }],
+            }),
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["store"]["durability"], "batched");
+        assert_eq!(v["store"]["recoveries"][0]["at"], 1_704_067_100);
+        assert_eq!(serde_json::from_value::<Status>(v).unwrap(), s);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use mqttd_api::{
     ListenerInfo, PoolInfo, SessionDetail, SessionPage, SessionQuery, SessionSummary, Status,
-    SubscriptionInfo,
+    StoreInfo, StoreRecovery, SubscriptionInfo,
 };
 use tokio::sync::oneshot;
 
@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::session::manager::ManagerError;
 use crate::session::table::PageQuery;
 use crate::session::{CloseReason, SessionEntry, SessionMsg};
+use crate::store::StoreStatus;
 use crate::types::ClientId;
 
 /// How long `sessions show` waits for a session's owner to describe it.
@@ -31,6 +32,27 @@ pub struct Admin(pub Arc<Broker>);
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The store as `GET /v1/status` reports it (times in Unix seconds, as
+/// everywhere in the API).
+fn store_info(s: StoreStatus) -> StoreInfo {
+    StoreInfo {
+        engine: s.engine.to_string(),
+        path: s.path.map(|p| p.display().to_string()),
+        durability: s.durability.as_str().to_string(),
+        disk_bytes: s.disk_bytes,
+        last_fsync_at: s.last_fsync_ms.map(|ms| ms / 1000),
+        recoveries: s
+            .recoveries
+            .into_iter()
+            .map(|r| StoreRecovery {
+                at: r.at_ms / 1000,
+                path: r.path.display().to_string(),
+                reason: r.reason,
+            })
+            .collect(),
+    }
 }
 
 fn summary(e: &SessionEntry) -> SessionSummary {
@@ -135,6 +157,9 @@ impl ControlBackend for Admin {
             subscriptions: b.ctx.router.subscription_count() as u64,
             retained_messages: b.ctx.retained.len() as u64,
             pool_size: b.manager.snapshot().size,
+            // A few `stat`s of the journal files at most: cheap enough
+            // to do inline.
+            store: Some(store_info(b.ctx.store.status())),
         };
         async move { status }.boxed()
     }

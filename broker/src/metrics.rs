@@ -8,7 +8,11 @@
 //!
 //! Authentication figures live in [`AuthMetrics`], owned by the auth
 //! layer (which exists before the broker's context) and attached with
-//! [`Metrics::attach_auth`].
+//! [`Metrics::attach_auth`]. The durable store's live in
+//! [`StoreMetrics`], owned by the store and attached with
+//! [`Metrics::attach_store`] (not at all with `storage.durability:
+//! memory`, so that no `mqttd_store_*` family claims a store that does
+//! not exist).
 //!
 //! [`Metrics::render`] writes the Prometheus text exposition format 0.0.4
 //! (`# HELP` / `# TYPE` then samples) served on `GET /metrics`. It is
@@ -734,6 +738,60 @@ mod tests {
         assert_eq!(s["mqttd_auth_throttled_total{reason=\"username\"}"], 1.0);
         assert_eq!(s["mqttd_auth_throttled_total{reason=\"address\"}"], 0.0);
         assert_eq!(s["mqttd_auth_failure_tracked{by=\"address\"}"], 0.0);
+    }
+
+    #[test]
+    fn store_figures_render_once_attached() {
+        let m = Metrics::new();
+        let before = parse(&m.render());
+        assert!(
+            !before.keys().any(|k| k.starts_with("mqttd_store_")),
+            "store families without a store"
+        );
+        let store = Arc::new(StoreMetrics::default());
+        m.attach_store(store.clone());
+        store.writes.add(7);
+        store.fsyncs.add(2);
+        store.fsync_micros.add(1500);
+        store.fsync_max_micros.set(900);
+        store
+            .last_fsync_ms
+            .store(1_704_067_200_999, Ordering::Relaxed);
+        store.disk_bytes.set(65_536);
+        store.recovered_sessions.add(3);
+        store.recovered_messages.add(12);
+        store.dropped_disk_full.add(4);
+        store.quarantined.inc();
+        let s = parse(&m.render());
+        assert_eq!(s["mqttd_store_writes_total"], 7.0);
+        assert_eq!(s["mqttd_store_write_errors_total"], 0.0);
+        assert_eq!(s["mqttd_store_fsyncs_total"], 2.0);
+        assert_eq!(s["mqttd_store_fsync_microseconds_total"], 1500.0);
+        assert_eq!(s["mqttd_store_fsync_max_microseconds"], 900.0);
+        // Milliseconds rendered as whole seconds.
+        assert_eq!(
+            s["mqttd_store_last_fsync_timestamp_seconds"],
+            1_704_067_200.0
+        );
+        assert_eq!(s["mqttd_store_disk_bytes"], 65_536.0);
+        assert_eq!(s["mqttd_store_quarantined_total"], 1.0);
+        assert_eq!(s["mqttd_store_recovered_total{kind=\"session\"}"], 3.0);
+        assert_eq!(s["mqttd_store_recovered_total{kind=\"message\"}"], 12.0);
+        assert_eq!(s["mqttd_store_recovered_total{kind=\"retained\"}"], 0.0);
+        for reason in ["expired_session", "expired_message", "orphan", "unreadable"] {
+            let series = format!("mqttd_store_dropped_total{{reason=\"{reason}\"}}");
+            assert_eq!(s[&series], 0.0, "{series}");
+        }
+        assert_eq!(s["mqttd_store_dropped_total{reason=\"disk_full\"}"], 4.0);
+        let families = s
+            .keys()
+            .filter(|k| k.starts_with("mqttd_store_"))
+            .map(|k| k.split('{').next().unwrap_or(k))
+            .collect::<HashSet<_>>();
+        assert_eq!(families.len(), 10, "{families:?}");
+        // Attached once: a second store is ignored.
+        m.attach_store(Arc::new(StoreMetrics::default()));
+        assert_eq!(parse(&m.render())["mqttd_store_writes_total"], 7.0);
     }
 
     #[test]

@@ -89,6 +89,22 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// A byte count for people, in powers of 1024: `512 B`, `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    // f64 is exact enough for one decimal.
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// How long ago `at` (Unix seconds) was, relative to `now`.
 pub fn age(at: u64, now: u64) -> String {
     duration(now.saturating_sub(at))
@@ -137,6 +153,16 @@ mod tests {
         assert_eq!(duration(4 * 86_400 + 7 * 3600), "4d7h");
         assert_eq!(duration(400 * 86_400 + 7 * 3600), "400d");
         assert_eq!(age(100, 40), "0s");
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(1_572_864), "1.5 MiB");
+        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
     }
 
     #[test]

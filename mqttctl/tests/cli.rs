@@ -6,7 +6,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqttd::control::fake::{sample_session, FakeBackend};
+use mqttd::control::fake::{sample_recovery, sample_session, sample_store, FakeBackend};
 use mqttd::control::{serve_control, ControlBackend, ControlConfig, ControlServer, TcpApiConfig};
 use mqttd_api::{PoolInfo, SessionDetail, SessionPage, Status};
 use tokio_util::sync::CancellationToken;
@@ -119,8 +119,74 @@ async fn status_table_and_json() {
         r.stdout
     );
 
+    for line in [
+        "store:         fjall 3\n",
+        "durability:    batched\n",
+        "data dir:      /var/lib/mqttd\n",
+        "disk:          1.5 MiB\n",
+        "last fsync:    2023-12-31T23:59:55Z (",
+        "recoveries:    none\n",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} in\n{}", r.stdout);
+    }
+
     let s: Status = b.ctl(&["status", "-o", "json"]).await.json();
     assert_eq!((s.sessions, s.connections, s.pool_size), (6, 3, 4));
+    assert_eq!(s.store, Some(sample_store()));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn status_shows_store_recoveries_and_memory_mode() {
+    let b = Broker::start(None).await;
+    let mut store = sample_store();
+    store.recoveries.push(sample_recovery());
+    b.backend.set_store(Some(store));
+    let r = b.ctl(&["status"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let recovery = sample_recovery();
+    assert!(
+        r.stdout
+            .contains("recoveries:    1 (moved aside at start-up, see below)\n"),
+        "{}",
+        r.stdout
+    );
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("2024-01-01T00:00:00Z"))
+        .unwrap_or_else(|| panic!("no recovery row in\n{}", r.stdout));
+    assert!(
+        row.contains(&recovery.path) && row.ends_with(&recovery.reason),
+        "{row}"
+    );
+    let s: Status = b.ctl(&["-o", "json", "status"]).await.json();
+    assert_eq!(s.store.unwrap().recoveries, [recovery]);
+
+    b.backend.set_store(Some(mqttd_api::StoreInfo {
+        engine: "none".into(),
+        path: None,
+        durability: "memory".into(),
+        disk_bytes: 0,
+        last_fsync_at: None,
+        recoveries: vec![],
+    }));
+    let r = b.ctl(&["status"]).await;
+    assert!(r.stdout.contains("store:         none\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("durability:    memory ("), "{}", r.stdout);
+    assert!(r.stdout.contains("recoveries:    none\n"), "{}", r.stdout);
+
+    // A broker older than the store: no `store` field at all.
+    b.backend.set_store(None);
+    let r = b.ctl(&["status"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("store:         not reported"),
+        "{}",
+        r.stdout
+    );
+    let raw: serde_json::Value = b.ctl(&["status", "-o", "json"]).await.json();
+    assert!(raw.get("store").is_none(), "{raw}");
     b.stop().await;
 }
 

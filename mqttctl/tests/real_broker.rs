@@ -35,7 +35,10 @@ struct Broker {
     mqtt: SocketAddr,
     http: SocketAddr,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The broker's `--data-dir`, inside `dir`.
+    data: PathBuf,
+    /// `None` once [`Broker::stop`] handed it back.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Broker {
@@ -46,10 +49,17 @@ impl Drop for Broker {
 }
 
 async fn start() -> Broker {
-    let dir = tempfile::tempdir().expect("temp dir");
+    start_in(tempfile::tempdir().expect("temp dir"), &[]).await
+}
+
+/// Starts mqttd with its socket, config and `--data-dir` in `dir` (what a
+/// previous broker left there is kept), on fresh ports, with `extra`
+/// flags.
+async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
     let (mqtt_port, http_port) = (free_port(), free_port());
     let socket = dir.path().join("mqttd.sock");
     let config = dir.path().join("mqttd.yaml");
+    let data = dir.path().join("data");
     std::fs::write(
         &config,
         format!(
@@ -64,7 +74,8 @@ async fn start() -> Broker {
         .arg("--control-socket")
         .arg(&socket)
         .arg("--data-dir")
-        .arg(socket.with_file_name("data"))
+        .arg(&data)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -83,11 +94,35 @@ async fn start() -> Broker {
         mqtt,
         http: SocketAddr::from(([127, 0, 0, 1], http_port)),
         socket,
-        _dir: dir,
+        data,
+        dir: Some(dir),
     }
 }
 
 impl Broker {
+    /// SIGTERM, then waits (at most 10 s) for a clean exit; returns the
+    /// directory for a next broker.
+    async fn stop(mut self) -> tempfile::TempDir {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM failed");
+        let stopped = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "mqttd exited with {status}");
+                break;
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(10),
+                "mqttd did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.dir.take().expect("the directory is still there")
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         Command::new(MQTTCTL)
             .arg("--socket")
@@ -113,6 +148,21 @@ async fn client(
     clean: bool,
     user: Option<&str>,
 ) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<Packet>) {
+    let (c, rx, _) = connect(addr, id, clean, user).await;
+    (c, rx)
+}
+
+/// [`client`], and whether the CONNACK said a session was present.
+async fn connect(
+    addr: SocketAddr,
+    id: &str,
+    clean: bool,
+    user: Option<&str>,
+) -> (
+    AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<Packet>,
+    bool,
+) {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_clean_session(clean);
     if let Some(u) = user {
@@ -132,8 +182,27 @@ async fn client(
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("CONNACK in time");
-    assert!(matches!(first, Some(Packet::ConnAck(_))));
-    (c, rx)
+    let Some(Packet::ConnAck(ack)) = first else {
+        panic!("expected a CONNACK, got {first:?}")
+    };
+    (c, rx, ack.session_present)
+}
+
+/// Waits (at most 5 s) for the next packet `want` accepts.
+async fn next_matching<T>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Packet>,
+    mut want: impl FnMut(Packet) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let p = rx.recv().await.expect("the connection is open");
+            if let Some(t) = want(p) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("packet in time")
 }
 
 async fn eventually(mut f: impl FnMut() -> bool) {
@@ -244,6 +313,150 @@ async fn status_sessions_pool_against_the_real_broker() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1024"));
 }
 
+/// The store as `mqttctl status` shows it: a broker with a data dir in
+/// the default `batched` mode reports the engine, its directory, bytes on
+/// disk and, once something was written, an fsync.
+#[tokio::test]
+async fn status_shows_the_store_of_a_data_dir() {
+    let b = start().await;
+    let (c, mut rx) = client(b.mqtt, "retainer", true, None).await;
+    c.publish("keep/me", QoS::AtLeastOnce, true, "kept")
+        .await
+        .expect("publish");
+    next_matching(&mut rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+
+    let status = b.json(&["status"]);
+    let store = &status["store"];
+    assert_eq!(store["engine"], "fjall 3", "{status}");
+    assert_eq!(store["durability"], "batched");
+    assert_eq!(store["path"], b.data.display().to_string());
+    assert!(
+        store["disk_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{store}"
+    );
+    assert_eq!(store["recoveries"], serde_json::json!([]));
+    // `batched` fsyncs within flush_interval_ms (1 s) of a write.
+    eventually(|| b.json(&["status"])["store"]["last_fsync_at"].is_u64()).await;
+
+    let out = b.ctl(&["status"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "store:         fjall 3\n".to_string(),
+        "durability:    batched\n".to_string(),
+        format!("data dir:      {}\n", b.data.display()),
+        "recoveries:    none\n".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in\n{text}");
+    }
+    assert!(!text.contains("last fsync:    -"), "{text}");
+}
+
+/// `--durability memory`: no store, nothing on disk, and `status` says so.
+#[tokio::test]
+async fn status_shows_memory_mode() {
+    let b = start_in(
+        tempfile::tempdir().expect("temp dir"),
+        &["--durability", "memory"],
+    )
+    .await;
+    let store = b.json(&["status"])["store"].clone();
+    assert_eq!(
+        store,
+        serde_json::json!({
+            "engine": "none",
+            "path": null,
+            "durability": "memory",
+            "disk_bytes": 0,
+            "last_fsync_at": null,
+            "recoveries": [],
+        })
+    );
+    assert!(!b.data.exists(), "memory mode created {}", b.data.display());
+    let out = b.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("store:         none\n"), "{text}");
+    assert!(text.contains("durability:    memory ("), "{text}");
+    let (_, body) = http_get(b.http, "/metrics").await;
+    assert!(
+        !body.contains("mqttd_store_"),
+        "memory mode exports store metrics"
+    );
+}
+
+/// A persistent session with messages queued while its client was away
+/// comes back after a restart: `sessions list` shows it disconnected with
+/// its queue, and the client resumes it and gets the messages.
+#[tokio::test]
+async fn restored_session_is_listed_with_its_queue() {
+    const ID: &str = "restored-1";
+    let b = start().await;
+    let (sub, mut sub_rx) = client(b.mqtt, ID, false, None).await;
+    sub.subscribe("restore/t", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    next_matching(&mut sub_rx, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    sub.disconnect().await.expect("disconnect");
+    eventually(|| b.json(&["sessions", "list", "--disconnected"])["total"] == 1).await;
+
+    let (publisher, mut pub_rx) = client(b.mqtt, "restore-publisher", true, None).await;
+    for i in 0..3 {
+        publisher
+            .publish("restore/t", QoS::AtLeastOnce, false, format!("m{i}"))
+            .await
+            .expect("publish");
+        // Each PUBACK follows the store's write of the message.
+        next_matching(&mut pub_rx, |p| {
+            matches!(p, Packet::PubAck(_)).then_some(())
+        })
+        .await;
+    }
+    eventually(|| {
+        let page = b.json(&["sessions", "list", "--prefix", ID]);
+        page["sessions"][0]["queued"] == 3
+    })
+    .await;
+    drop((publisher, pub_rx));
+
+    let b = start_in(b.stop().await, &[]).await;
+    let page = b.json(&["sessions", "list"]);
+    let row = page["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["client_id"] == ID)
+        .unwrap_or_else(|| panic!("{ID} not restored: {page}"))
+        .clone();
+    assert_eq!(row["connected"], false, "{row}");
+    assert_eq!(row["persistent"], true, "{row}");
+    assert_eq!(row["subscriptions"], 1, "{row}");
+    assert_eq!(row["queued"], 3, "{row}");
+    let show = b.json(&["sessions", "show", ID]);
+    assert_eq!(show["queued"], 3, "{show}");
+    assert_eq!(show["subscription_list"][0]["filter"], "restore/t");
+    let status = b.json(&["status"]);
+    assert_eq!(status["sessions"], 1, "{status}");
+
+    let (_sub, mut sub_rx, present) = connect(b.mqtt, ID, false, None).await;
+    assert!(present, "the restored session is resumed");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(
+            next_matching(&mut sub_rx, |p| match p {
+                Packet::Publish(p) => Some(String::from_utf8_lossy(&p.payload).into_owned()),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    eventually(|| b.json(&["sessions", "list", "--prefix", ID])["sessions"][0]["queued"] == 0)
+        .await;
+}
+
 #[tokio::test]
 async fn health_and_metrics_over_http() {
     let b = start().await;
@@ -283,6 +496,18 @@ async fn health_and_metrics_over_http() {
     assert_eq!(value("mqttd_messages_sent_total{qos=\"1\"}"), 1.0);
     assert_eq!(value("mqttd_delivery_backlog"), 0.0);
     assert_eq!(value("mqttd_publisher_pauses_total"), 0.0);
+    // The broker has a data dir: the store's families are there.
+    assert!(value("mqttd_store_disk_bytes") > 0.0);
+    assert!(value("mqttd_store_writes_total") >= 0.0);
+    assert_eq!(value("mqttd_store_write_errors_total"), 0.0);
+    assert!(value("mqttd_store_fsyncs_total") >= 0.0);
+    assert!(value("mqttd_store_last_fsync_timestamp_seconds") >= 0.0);
+    assert_eq!(value("mqttd_store_recovered_total{kind=\"session\"}"), 0.0);
+    assert_eq!(
+        value("mqttd_store_dropped_total{reason=\"disk_full\"}"),
+        0.0
+    );
+    assert_eq!(value("mqttd_store_quarantined_total"), 0.0);
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use futures::future::{BoxFuture, FutureExt};
 use mqttd_api::{
     ListenerInfo, PoolInfo, SessionDetail, SessionPage, SessionQuery, SessionSummary, Status,
-    SubscriptionInfo,
+    StoreInfo, StoreRecovery, SubscriptionInfo,
 };
 
 use super::backend::{BackendError, ControlBackend};
@@ -24,6 +24,7 @@ pub const FAKE_EPOCH_SECS: u64 = 1_704_067_200;
 pub struct FakeBackend {
     sessions: Mutex<BTreeMap<String, SessionDetail>>,
     ready: AtomicBool,
+    store: Mutex<Option<StoreInfo>>,
     metrics: Metrics,
 }
 
@@ -35,6 +36,7 @@ impl FakeBackend {
         FakeBackend {
             sessions: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(true),
+            store: Mutex::new(Some(sample_store())),
             metrics,
         }
     }
@@ -47,6 +49,12 @@ impl FakeBackend {
     /// Sets what `ready()` answers.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Sets what `status()` reports of the store (`None`: like a broker
+    /// older than the store).
+    pub fn set_store(&self, store: Option<StoreInfo>) {
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = store;
     }
 
     /// Client ids present, in order.
@@ -115,6 +123,30 @@ pub fn sample_session(client_id: &str, connected: bool, username: Option<&str>) 
     }
 }
 
+/// A `batched` store at `/var/lib/mqttd`, fsynced 5 s before
+/// [`FAKE_EPOCH_SECS`] (what `status` reports until
+/// [`FakeBackend::set_store`]).
+pub fn sample_store() -> StoreInfo {
+    StoreInfo {
+        engine: "fjall 3".into(),
+        path: Some("/var/lib/mqttd".into()),
+        durability: "batched".into(),
+        disk_bytes: 1_572_864,
+        last_fsync_at: Some(FAKE_EPOCH_SECS - 5),
+        recoveries: Vec::new(),
+    }
+}
+
+/// A store moved aside at [`FAKE_EPOCH_SECS`] because it could not be
+/// opened.
+pub fn sample_recovery() -> StoreRecovery {
+    StoreRecovery {
+        at: FAKE_EPOCH_SECS,
+        path: "/var/lib/mqttd/quarantine/20240101T000000Z-000/store".into(),
+        reason: "journal checksum mismatch".into(),
+    }
+}
+
 impl ControlBackend for FakeBackend {
     fn status(&self) -> BoxFuture<'_, Status> {
         let sessions = self.lock();
@@ -136,6 +168,7 @@ impl ControlBackend for FakeBackend {
                 .sum(),
             retained_messages: 0,
             pool_size: self.metrics.workers().len(),
+            store: self.store.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         };
         async move { status }.boxed()
     }

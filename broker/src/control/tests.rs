@@ -62,6 +62,29 @@ async fn status_reports_counts() {
     let (code, s): (_, Status) = get_json(&b, "/v1/status").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!((s.sessions, s.connections, s.pool_size), (3, 2, 4));
+    let store = s.store.expect("the fake reports a store");
+    assert_eq!(
+        (store.engine.as_str(), store.durability.as_str()),
+        ("fjall 3", "batched")
+    );
+}
+
+#[tokio::test]
+async fn status_without_store_omits_the_field() {
+    let b = backend_with(&["a"]);
+    b.set_store(None);
+    let (code, body) = call(
+        routes::api_router(b.clone()),
+        Method::GET,
+        "/v1/status",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v.get("store").is_none(), "{v}");
+    let s: Status = serde_json::from_value(v).unwrap();
+    assert_eq!(s.store, None);
 }
 
 #[tokio::test]
