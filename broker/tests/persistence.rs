@@ -182,3 +182,54 @@ fn ended_sessions_and_memory_mode_leave_nothing() {
         b.server.shutdown().await;
     });
 }
+
+/// A session's queue longer than what start-up reads into memory
+/// (`store::load::READ_AHEAD`) comes back whole and in order: the rest is
+/// read from disk as the queue drains, and messages published after the
+/// restart come after it.
+#[test]
+fn long_queue_comes_back_whole_and_in_order() {
+    const QUEUED: usize = 3 * mqttd::store::load::READ_AHEAD + 5;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "batched")).await;
+        let (mut sub, _) = persistent(b.addr, "backlog").await;
+        sub.subscribe("q/#", QoS::AtLeastOnce).await;
+        sub.disconnect().await;
+        let mut publisher = connect_id(b.addr, "publisher").await;
+        for i in 0..QUEUED {
+            publish_acked(
+                &mut publisher,
+                "q/x",
+                QoS::AtLeastOnce,
+                false,
+                &format!("{i}"),
+            )
+            .await;
+        }
+        publisher.disconnect().await;
+        b.server.shutdown().await;
+    });
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "batched")).await;
+        let mut publisher = connect_id(b.addr, "publisher").await;
+        publish_acked(&mut publisher, "q/x", QoS::AtLeastOnce, false, "after").await;
+        let (mut sub, present) = persistent(b.addr, "backlog").await;
+        assert!(present);
+        let mut got = Vec::new();
+        for _ in 0..=QUEUED {
+            let p = sub.publish().await;
+            got.push(String::from_utf8_lossy(&p.payload).to_string());
+        }
+        let want: Vec<String> = (0..QUEUED)
+            .map(|i| i.to_string())
+            .chain(["after".to_string()])
+            .collect();
+        assert_eq!(got, want, "the whole queue, in order, then the new message");
+        sub.no_publish(Duration::from_millis(200)).await;
+        sub.disconnect().await;
+        publisher.disconnect().await;
+        b.server.shutdown().await;
+    });
+}

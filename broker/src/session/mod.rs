@@ -10,6 +10,8 @@
 //!   offline queue, incoming QoS 2 ids, will) and what its owner calls;
 //! - `holder`: the owner of a session without a connection;
 //! - `outgoing`: the in-flight window and queue of messages to the client;
+//! - `disk_tail`: the part of a restored session's queue left on disk,
+//!   read back as the queue drains;
 //! - `qos0`: the budget of QoS 0 messages handed to the connection and not
 //!   yet written;
 //! - `table`: the shared session table (client id → entry);
@@ -20,6 +22,7 @@
 //! - `stopping`: closing every session's connection when the broker stops,
 //!   wills first.
 
+mod disk_tail;
 pub mod holder;
 pub mod inbox;
 pub mod manager;

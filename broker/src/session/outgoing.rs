@@ -275,6 +275,24 @@ impl Outgoing {
         self.lists_mut().queue.push_back(pending);
     }
 
+    /// Puts messages read from the store ahead of the queue, in order,
+    /// whatever its bound (see `super::disk_tail`).
+    pub fn push_front(&mut self, read: Vec<Pending>) {
+        if read.is_empty() {
+            return;
+        }
+        let queue = &mut self.lists_mut().queue;
+        for p in read.into_iter().rev() {
+            queue.push_front(p);
+        }
+    }
+
+    /// The store sequence number of the first queued message: `None` if
+    /// the queue is empty.
+    pub fn front_seq(&self) -> Option<Option<u64>> {
+        Some(self.lists.as_ref()?.queue.front()?.seq)
+    }
+
     /// The packets that resume the window on a new connection, in order:
     /// PUBLISH with DUP for unacknowledged messages, PUBREL for released
     /// ones [MQTT-4.4.0-1]; at most as many as the window holds, the

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::disk_tail::DiskTail;
 use super::inbox::Inbox;
 use super::outgoing::{Outgoing, Pending, RecOutcome};
 use super::qos0::{Qos0Budget, Qos0Limit};
@@ -133,6 +134,8 @@ struct Cold {
     /// that stays full logs one line per [`DROP_LOG_INTERVAL`].
     drop_logged_at: Option<Instant>,
     dropped_unlogged: u64,
+    /// The part of its queue a restart left on disk.
+    disk_tail: Option<DiskTail>,
 }
 
 impl Session {
@@ -231,6 +234,7 @@ impl Session {
         for id in loaded.incoming_qos2 {
             session.incoming_qos2.insert(id);
         }
+        let in_memory = loaded.messages.len() as u64;
         for m in loaded.messages {
             let pending = Pending {
                 msg: m.record.msg,
@@ -244,6 +248,10 @@ impl Session {
                 Some(SentStage::Released(id)) => session.out.restore_inflight(id, pending, true),
                 None => session.out.restore_queued(pending),
             }
+        }
+        if let Some(from) = loaded.tail_from {
+            let left = loaded.queued.saturating_sub(in_memory);
+            session.cold().disk_tail = Some(DiskTail::new(from, loaded.tail_end, left));
         }
         session.publish_counters();
         (session, entry)
@@ -381,8 +389,7 @@ impl Session {
             .store(count(self.subscriptions.len()), Ordering::Relaxed);
         s.inflight
             .store(count(self.out.inflight_len()), Ordering::Relaxed);
-        s.queued
-            .store(count(self.out.queued_len()), Ordering::Relaxed);
+        s.queued.store(count(self.queued_len()), Ordering::Relaxed);
     }
 
     /// When the holder must wake: a delayed will or the expiry.
@@ -422,6 +429,9 @@ impl Session {
         }
         if removed.is_empty() {
             return;
+        }
+        if let Some(tail) = self.cold.as_mut().and_then(|c| c.disk_tail.as_mut()) {
+            tail.prune();
         }
         if self.saved {
             let filters = removed.iter().map(|f| f.as_str());
@@ -966,10 +976,12 @@ impl Session {
             self.drop_pending(&pending);
             return;
         }
-        let behind_queue = self.conn.is_some() && self.out.queued_len() > 0;
+        // Messages left on disk at a restart go first.
+        let tail = self.disk_tail().is_some();
+        let behind_queue = self.conn.is_some() && (self.out.queued_len() > 0 || tail);
         if qos == QoS::AtMostOnce && !behind_queue {
             self.deliver_qos0(pending);
-        } else if qos != QoS::AtMostOnce && self.conn.is_some() && self.out.has_room() {
+        } else if qos != QoS::AtMostOnce && self.conn.is_some() && self.out.has_room() && !tail {
             self.send_window(pending);
         } else {
             self.enqueue(pending);
@@ -1048,7 +1060,11 @@ impl Session {
         for out in self.out.resend_ready() {
             self.send_out(out);
         }
-        while let Some(next) = self.out.next_queued() {
+        loop {
+            self.read_disk_tail();
+            let Some(next) = self.out.next_queued() else {
+                break;
+            };
             match next {
                 Err(expired) => self.drop_pending(&expired),
                 Ok(pending) if pending.qos == QoS::AtMostOnce => self.deliver_qos0(pending),
@@ -1057,6 +1073,46 @@ impl Session {
         }
         if self.replaying() {
             self.feed_replay();
+        }
+    }
+
+    fn disk_tail(&self) -> Option<&DiskTail> {
+        self.cold.as_ref()?.disk_tail.as_ref()
+    }
+
+    /// Queued messages, in memory and left on disk.
+    fn queued_len(&self) -> usize {
+        let on_disk = self.disk_tail().map_or(0, DiskTail::left);
+        self.out
+            .queued_len()
+            .saturating_add(usize::try_from(on_disk).unwrap_or(usize::MAX))
+    }
+
+    /// Reads the next part of the queue left on disk at a restart, when
+    /// the window can take it (see [`super::disk_tail`]).
+    fn read_disk_tail(&mut self) {
+        loop {
+            let Some(tail) = self.cold.as_mut().and_then(|c| c.disk_tail.as_mut()) else {
+                return;
+            };
+            let subs = &self.subscriptions;
+            let keep = |p: &Pending| {
+                subs.keys()
+                    .any(|f| covers(strip_share(f.as_str()), p.msg.topic.as_str()))
+            };
+            let client_id = self.entry.client_id.as_str();
+            let Some(refill) = tail.refill(&self.ctx.store, client_id, &mut self.out, keep) else {
+                return;
+            };
+            if refill.done {
+                self.cold().disk_tail = None;
+            }
+            for p in &refill.pruned {
+                self.drop_pending(p);
+            }
+            if refill.done || refill.queued > 0 {
+                return;
+            }
         }
     }
 
@@ -1073,7 +1129,7 @@ impl Session {
         SessionDetail {
             subscriptions,
             inflight: self.out.inflight_len(),
-            queued: self.out.queued_len(),
+            queued: self.queued_len(),
         }
     }
 }

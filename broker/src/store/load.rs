@@ -46,6 +46,9 @@ pub struct LoadedSession {
     /// The first sequence number left on disk, if the queue is longer
     /// than what was read.
     pub tail_from: Option<u64>,
+    /// The first sequence number of this broker's life: the tail left on
+    /// disk ends before it (see `session::disk_tail`).
+    pub tail_end: u64,
     /// Queued messages in all, read or not.
     pub queued: u64,
     pub incoming_qos2: Vec<PacketId>,
@@ -118,6 +121,7 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
                         subscriptions: Vec::new(),
                         messages: Vec::new(),
                         tail_from: None,
+                        tail_end: 0,
                         queued: 0,
                         incoming_qos2: Vec::new(),
                     },
@@ -239,6 +243,9 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
     });
     e.next_seq
         .store(max_seq + 1, std::sync::atomic::Ordering::Relaxed);
+    for s in sessions.values_mut() {
+        s.tail_end = max_seq + 1;
+    }
     // Deletions, in one write.
     let mut batch = e.db.batch();
     for (ks, key) in std::mem::take(&mut c.deletes) {

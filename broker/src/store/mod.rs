@@ -306,7 +306,7 @@ impl Store {
     }
 
     /// Reads up to `max` queued messages of `client_id` from `from_seq` on
-    /// (a session's disk tail, see `session::outgoing`).
+    /// (a restored session's disk tail, see `session::disk_tail`).
     pub fn read_queued(
         &self,
         client_id: &str,
