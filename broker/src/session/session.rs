@@ -253,6 +253,12 @@ impl Session {
             let left = loaded.queued.saturating_sub(in_memory);
             session.cold().disk_tail = Some(DiskTail::new(from, loaded.tail_end, left));
         }
+        if rec.disconnected_at_ms.is_none() {
+            // Its expiry (and a delayed will) now count from this start:
+            // written down, or every later restart would count afresh and
+            // a broker that keeps crashing would keep the session forever.
+            session.save_meta();
+        }
         session.publish_counters();
         (session, entry)
     }
