@@ -233,3 +233,35 @@ fn long_queue_comes_back_whole_and_in_order() {
         b.server.shutdown().await;
     });
 }
+
+/// With `sync`, a clean start that ends a stored session is answered only
+/// once the session's deletion is on disk: an fsync comes between the
+/// CONNECT and its CONNACK, as for any acknowledgement.
+#[test]
+fn sync_clean_start_is_acknowledged_after_an_fsync() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "sync")).await;
+        let (mut c, _) = persistent(b.addr, "replaced").await;
+        c.subscribe("t/#", QoS::AtLeastOnce).await;
+        c.disconnect().await;
+        let store = &b.server.broker().ctx.store;
+        let fsyncs = &store.metrics().expect("a durable store").fsyncs;
+        // Everything written so far is on disk.
+        store.wait_durable(store.ticket()).await;
+        let before = fsyncs.get();
+        let clean = connect_id(b.addr, "replaced").await;
+        assert!(
+            fsyncs.get() > before,
+            "CONNACK before the deletion was fsynced"
+        );
+        clean.disconnect().await;
+        b.server.shutdown().await;
+    });
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "sync")).await;
+        assert!(b.server.broker().ctx.table.get("replaced").is_none());
+        b.server.shutdown().await;
+    });
+}
