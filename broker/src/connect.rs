@@ -313,6 +313,9 @@ where
         conn,
         revoked,
     };
+    // Writes from here on are this start's (a stored session it ends, or
+    // the new one saved), unless another connection's land meanwhile.
+    let ticket = ctx.store.ticket();
     let started = match broker.manager.start_session(request).await {
         Ok(s) => s,
         Err(e) => {
@@ -338,8 +341,12 @@ where
         fit_connack(&mut ack, c.properties.maximum_packet_size);
     }
     // With `storage.durability: sync`, a persistent session is on disk
-    // before the client hears it exists.
-    if ctx.store.acks_wait() && started.session.is_stored() {
+    // before the client hears it exists, and a stored session this start
+    // ended (a clean start, or a resume without expiry) is gone from the
+    // disk before the client hears so: a power cut must not bring it
+    // back. (Another connection's write in between only costs a wait for
+    // the fsync it needs anyway.)
+    if ctx.store.acks_wait() && (started.session.is_stored() || ctx.store.ticket() > ticket) {
         ctx.store.wait_durable(ctx.store.ticket()).await;
     }
     if framed.send(&Packet::ConnAck(ack), version).await.is_err() {

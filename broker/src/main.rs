@@ -113,21 +113,35 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Before the broker starts: from the moment it accepts clients, a
+    // SIGTERM must stop it cleanly, not kill it by the default action.
+    let signals = Signals::install().context("cannot install signal handlers")?;
     let server = Server::start(config).await?;
-    wait_for_signal()
-        .await
-        .context("cannot install signal handlers")?;
+    signals.wait().await;
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from when they are installed (a signal
+/// that arrives before [`Signals::wait`] is kept for it).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

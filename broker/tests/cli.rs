@@ -160,3 +160,24 @@ async fn sigterm_delivers_wills_to_connected_subscribers() {
     );
     assert_exits_cleanly(child, Duration::from_secs(20)).await;
 }
+
+/// A SIGTERM as soon as the broker accepts clients stops it cleanly (exit
+/// status 0), not by the signal's default action: its handlers are in
+/// place before it starts.
+#[test]
+fn sigterm_as_soon_as_it_is_ready_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let spec = common::process::Spec {
+        dir: dir.path(),
+        data_dir: &data,
+        durability: None,
+        extra_yaml: "",
+        log_level: common::process::QUIET,
+    };
+    for _ in 0..10 {
+        let broker = common::process::Mqttd::start(&spec).running();
+        let (status, log) = broker.terminate();
+        assert!(status.success(), "exit status {status}:\n{log}");
+    }
+}

@@ -213,3 +213,85 @@ fn a_forced_stop_keeps_persistent_sessions() {
         b.server.shutdown().await;
     });
 }
+
+/// A long queue comes back whole and in order (its messages are read
+/// from disk as they are sent), and messages published after the restart
+/// come after it.
+#[test]
+fn long_queue_comes_back_whole_and_in_order() {
+    const QUEUED: usize = 197;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "batched")).await;
+        let (mut sub, _) = persistent(b.addr, "backlog").await;
+        sub.subscribe("q/#", QoS::AtLeastOnce).await;
+        sub.disconnect().await;
+        let mut publisher = connect_id(b.addr, "publisher").await;
+        for i in 0..QUEUED {
+            publish_acked(
+                &mut publisher,
+                "q/x",
+                QoS::AtLeastOnce,
+                false,
+                &format!("{i}"),
+            )
+            .await;
+        }
+        publisher.disconnect().await;
+        b.server.shutdown().await;
+    });
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "batched")).await;
+        let mut publisher = connect_id(b.addr, "publisher").await;
+        publish_acked(&mut publisher, "q/x", QoS::AtLeastOnce, false, "after").await;
+        let (mut sub, present) = persistent(b.addr, "backlog").await;
+        assert!(present);
+        let mut got = Vec::new();
+        for _ in 0..=QUEUED {
+            let p = sub.publish().await;
+            got.push(String::from_utf8_lossy(&p.payload).to_string());
+        }
+        let want: Vec<String> = (0..QUEUED)
+            .map(|i| i.to_string())
+            .chain(["after".to_string()])
+            .collect();
+        assert_eq!(got, want, "the whole queue, in order, then the new message");
+        sub.no_publish(Duration::from_millis(200)).await;
+        sub.disconnect().await;
+        publisher.disconnect().await;
+        b.server.shutdown().await;
+    });
+}
+
+/// With `sync`, a clean start that ends a stored session is answered only
+/// once the session's deletion is on disk: an fsync comes between the
+/// CONNECT and its CONNACK, as for any acknowledgement.
+#[test]
+fn sync_clean_start_is_acknowledged_after_an_fsync() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "sync")).await;
+        let (mut c, _) = persistent(b.addr, "replaced").await;
+        c.subscribe("t/#", QoS::AtLeastOnce).await;
+        c.disconnect().await;
+        let store = &b.server.broker().ctx.store;
+        let fsyncs = &store.metrics().expect("a durable store").fsyncs;
+        // Everything written so far is on disk.
+        store.wait_durable(store.ticket()).await;
+        let before = fsyncs.get();
+        let clean = connect_id(b.addr, "replaced").await;
+        assert!(
+            fsyncs.get() > before,
+            "CONNACK before the deletion was fsynced"
+        );
+        clean.disconnect().await;
+        b.server.shutdown().await;
+    });
+    lifetime(|| async {
+        let b = start_broker(&storage(&data, "sync")).await;
+        assert!(b.server.broker().ctx.table.get("replaced").is_none());
+        b.server.shutdown().await;
+    });
+}

@@ -236,7 +236,7 @@ pub fn properties(version: ProtocolVersion, place: In) -> BoxedStrategy<Properti
     }
 }
 
-fn will(v: ProtocolVersion) -> impl Strategy<Value = LastWill> {
+pub fn will(v: ProtocolVersion) -> impl Strategy<Value = LastWill> {
     (
         topic_name(),
         bytes(),

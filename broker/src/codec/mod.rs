@@ -19,8 +19,9 @@ pub mod properties;
 mod props;
 mod wire;
 
+/// Proptest strategies for valid packets (also used by the store's tests).
 #[cfg(test)]
-mod arbitrary;
+pub(crate) mod arbitrary;
 #[cfg(test)]
 mod tests;
 

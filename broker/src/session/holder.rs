@@ -33,7 +33,9 @@ async fn hold(mut session: Box<Session>) {
     loop {
         let deadline = session.next_deadline();
         let event = tokio::select! {
-            event = session.next_event() => event,
+            // A due expiry wins over a resume that arrives at the same
+            // time: an expired session is never handed out.
+            biased;
             _ = sleep_until(deadline) => {
                 if session.on_timer() == Flow::Stop {
                     session.end();
@@ -41,6 +43,7 @@ async fn hold(mut session: Box<Session>) {
                 }
                 continue;
             }
+            event = session.next_event() => event,
         };
         match event {
             Event::Delivery(d) => session.deliver(d),

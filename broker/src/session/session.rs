@@ -249,6 +249,12 @@ impl Session {
                 LoadedMessage::Queued { seq, size } => session.out.restore_queued(seq, size),
             }
         }
+        if rec.disconnected_at_ms.is_none() {
+            // Its expiry (and a delayed will) now count from this start:
+            // written down, or every later restart would count afresh and
+            // a broker that keeps crashing would keep the session forever.
+            session.save_meta();
+        }
         session.publish_counters();
         (session, entry)
     }

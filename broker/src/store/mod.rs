@@ -8,7 +8,9 @@
 //! - `open`: opening, format versions, quarantine of what cannot be read;
 //! - `syncer`: the fsync thread (group commit for `sync`, the interval
 //!   for `batched`);
-//! - `load`: reading everything back at start-up.
+//! - `load`: reading everything back at start-up;
+//! - `proptests` (tests): the records' encodings round-trip, and no bytes
+//!   make a decoder panic.
 //!
 //! Every write goes through fjall's journal, which hands it to the OS
 //! before the call returns (fjall's default), so a process crash loses
@@ -24,6 +26,8 @@
 mod keys;
 pub mod load;
 mod open;
+#[cfg(test)]
+mod proptests;
 pub mod record;
 mod syncer;
 

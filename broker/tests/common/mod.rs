@@ -332,5 +332,10 @@ pub async fn raw_connect(addr: SocketAddr, id: &str, flags: u8) -> (Raw, bool) {
 }
 pub mod v5;
 
+/// The real binary as a child process (kill, restart, logs, metrics).
+pub mod process;
+/// Raw MQTT over a buffered connection (cancel-safe reads).
+pub mod wire;
+
 /// TLS and WebSocket helpers (certificates, rumqttc TLS options).
 pub mod tls;
