@@ -587,7 +587,7 @@ async fn scenario(s: Scenario) {
         allow_anonymous: None,
         auth: auth.clone(),
     });
-    let broker = Broker::new(config, auth, Vec::new());
+    let broker = Broker::new(config, auth, mqttd::store::Store::memory(), Vec::new());
     let mut slots: [Option<Conn>; 2] = [None, None];
     let mut ended: Vec<JoinHandle<()>> = Vec::new();
     let mut port = 1;
