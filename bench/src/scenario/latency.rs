@@ -76,6 +76,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
         publishers: args.publishers,
         subscribers: args.subscribers,
         qos: args.qos,
+        persistent: false,
         payload: args.payload,
         duration: args.duration,
         count: None,

@@ -37,6 +37,10 @@ pub struct FlowSpec {
     pub publishers: u32,
     pub subscribers: u32,
     pub qos: QoS,
+    /// Subscribers keep persistent sessions (3.1.1 clean_session=0; 5.0
+    /// clean start 0 with a session expiry), so a broker that stores
+    /// such sessions' messages does so on this flow's path.
+    pub persistent: bool,
     /// Payload bytes per message (at least the stamp's 20).
     pub payload: usize,
     pub duration: Duration,
@@ -166,7 +170,7 @@ async fn connect_subscribers(
 ) -> anyhow::Result<Vec<Client>> {
     let mut subs = Vec::new();
     for i in 0..spec.subscribers {
-        let opts = ctx.connect_opts(format!("{}-sub-{i}", ctx.run_id), true);
+        let opts = ctx.connect_opts(format!("{}-sub-{i}", ctx.run_id), !spec.persistent);
         let (mut client, _) = Client::connect(&ctx.target, &opts).await?;
         client.subscribe(topic.as_str(), spec.qos).await?;
         subs.push(client);

@@ -281,6 +281,7 @@ mod tests {
             publishers: 1,
             subscribers: 1,
             qos: QoS::AtMostOnce,
+            persistent: false,
             payload: 64,
             duration: Duration::from_secs(1),
             count: None,
