@@ -186,6 +186,16 @@ impl Client {
     /// Dials `target`, sends CONNECT and waits for a successful CONNACK.
     pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<(Client, ConnAck)> {
         let (rd, wr) = target.dial().await?;
+        Client::handshake(rd, wr, opts).await
+    }
+
+    /// Sends CONNECT on an established byte stream and waits for a
+    /// successful CONNACK.
+    pub async fn handshake(
+        rd: BoxRead,
+        wr: BoxWrite,
+        opts: &ConnectOpts,
+    ) -> anyhow::Result<(Client, ConnAck)> {
         let mut client = Client::from_halves(rd, wr, opts.version);
         client.send(&connect_packet(opts)).await?;
         match client.reader.recv().await? {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use mqttd::types::QoS;
 
-use super::flow::{self, FlowOutcome, FlowSpec};
+use super::flow::{self, FlowOutcome, FlowSpec, Topics};
 use super::{parse_duration, parse_qos};
 use crate::ctx::Ctx;
 use crate::payload::STAMP_LEN;
@@ -78,6 +78,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
         subscribers: args.subscribers,
         qos: args.qos,
         persistent: args.persistent,
+        topics: Topics::One,
         payload: args.payload,
         duration: args.duration,
         count: args.count,

@@ -31,6 +31,17 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// Delay between connecting the last client and the common start instant.
 const START_DELAY: Duration = Duration::from_millis(100);
 
+/// Where publishers send their messages.
+#[derive(Debug, Clone)]
+pub enum Topics {
+    /// The flow's own topic, which every subscriber receives.
+    One,
+    /// Message k of the whole flow (k = seq × publishers + publisher
+    /// index) to topic k mod len: the topics take turns, each getting the
+    /// same share. `fill` queues messages for many offline sessions so.
+    Spread(Arc<[TopicName]>),
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FlowSpec {
@@ -41,6 +52,7 @@ pub struct FlowSpec {
     /// clean start 0 with a session expiry), so a broker that stores
     /// such sessions' messages does so on this flow's path.
     pub persistent: bool,
+    pub topics: Topics,
     /// Payload bytes per message (at least the stamp's 20).
     pub payload: usize,
     pub duration: Duration,

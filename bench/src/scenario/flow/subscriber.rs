@@ -282,6 +282,7 @@ mod tests {
             subscribers: 1,
             qos: QoS::AtMostOnce,
             persistent: false,
+            topics: crate::scenario::flow::Topics::One,
             payload: 64,
             duration: Duration::from_secs(1),
             count: None,
