@@ -10,9 +10,16 @@
 # side with the ratios mqttd/Mosquitto and mqttd/rumqttd, every broker's
 # lost messages and the target verdicts.
 #
+# The persistence cases run mqttd once per durability mode (batched, sync,
+# memory) beside Mosquitto with `persistence true`, with persistent
+# subscribers; the start-up case fills mqttd (batched) and Mosquitto with
+# 100,000 offline sessions and 1,000,000 queued messages, stops each with
+# SIGTERM, measures the data directory and times the restart. rumqttd keeps
+# nothing on disk and is left out of those.
+#
 # The brokers listen on private loopback ports with generated configs (see
-# bench/README.md for the settings and why). Total time: about 6 minutes,
-# about a minute of measuring with --quick (plus the build).
+# bench/README.md for the settings and why). Total time: about 10 minutes,
+# about two minutes of measuring with --quick (plus the build).
 #
 # Usage: scripts/bench-compare.sh [--quick] [--out FILE] [--keep]
 set -euo pipefail
@@ -26,7 +33,8 @@ usage() {
     cat <<'EOF'
 Usage: scripts/bench-compare.sh [--quick] [--out FILE] [--keep]
 
-  --quick     short runs (about a minute of measuring), smaller idle test
+  --quick     short runs (about two minutes of measuring), smaller idle and
+              start-up tests
   --out FILE  where to write the report (default BENCHMARKS.md)
   --keep      keep the work directory (configs, logs, JSON results)
 EOF
@@ -60,10 +68,11 @@ if ((${#need_apt[@]})); then
 fi
 
 log "building release binaries"
-cargo build --release --locked -p mqttd -p mqttd-bench
+cargo build --release --locked -p mqttd -p mqttd-bench -p mqttctl
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MQTTD=$TARGET_DIR/release/mqttd
 BENCH=$TARGET_DIR/release/mqttd-bench
+MQTTCTL=$TARGET_DIR/release/mqttctl
 
 # rumqttd, pinned, from crates.io, installed once into a cache under
 # target/ (not ~/.cargo/bin, which may hold another version). Without
@@ -81,7 +90,7 @@ fi
 WORK=$(mktemp -d /tmp/bench-compare.XXXXXX)
 RESULTS=$WORK/results
 LOGS=$WORK/logs
-mkdir -p "$RESULTS" "$LOGS" "$WORK/mqttd-data"
+mkdir -p "$RESULTS" "$LOGS" "$WORK/mqttd-data" "$WORK/data"
 BROKER_PID=""
 cleanup() {
     stop_broker
@@ -133,11 +142,13 @@ log "generating a test CA and server certificate"
 
 # Fairness: every broker gets a large in-flight window and queue (rumqttd's
 # knobs differ, see below), warnings only in its log, no persistence to
-# disk, TCP_NODELAY where the broker has a setting for it. mqttd's control
+# disk (mqttd: `durability: memory`, as Mosquitto's `persistence false`),
+# TCP_NODELAY where the broker has a setting for it. mqttd's control
 # socket and metrics port are private to this run.
-cat >"$WORK/mqttd.yaml" <<EOF
+mqttd_yaml() { # log-level durability-line
+    cat <<EOF
 log:
-  level: warn
+  level: "$1"
 mqtt:
   max_inflight_messages: 65535
   max_queued_messages: 1000000
@@ -147,11 +158,19 @@ session_manager:
   pool_size: 0
 storage:
   data_dir: $WORK/mqttd-data
-control:
+$2control:
   socket: $WORK/mqttd.sock
 http:
   bind: "127.0.0.1:$MQTTD_HTTP_PORT"
 EOF
+}
+mqttd_yaml warn "  durability: memory
+" >"$WORK/mqttd.yaml"
+# The persistence and start-up cases: the same settings, the durability
+# mode and a fresh data directory given on the command line
+# (--durability, --data-dir), and the store's "store loaded" line logged
+# (sessions, queued messages, millis).
+mqttd_yaml "warn,mqttd::store=info" "" >"$WORK/mqttd-store.yaml"
 # The TLS case needs TLS listeners in the file (--listen makes plain ones).
 {
     cat "$WORK/mqttd.yaml"
@@ -185,6 +204,12 @@ log_type error
 log_type warning
 user $(id -un)
 EOF
+# The persistence and start-up cases: persistence on with Mosquitto's
+# defaults (autosave_interval 1800 s, and a save at shutdown), in a
+# directory of its own emptied before each start.
+MOSQ_DATA=$WORK/data/mosquitto
+sed "s|^persistence false\$|persistence true\npersistence_location $MOSQ_DATA/|" \
+    "$WORK/mosquitto.conf" >"$WORK/mosquitto-persist.conf"
 
 # rumqttd keeps nothing on disk. What would throttle it is raised: the
 # pause after every accepted connection, the connection table (when full,
@@ -240,34 +265,58 @@ wait_port() { # port
 }
 broker_port() { # broker tls(0|1)
     case $1:$2 in
-        mqttd:0) echo "$MQTTD_PORT" ;;
+        mqttd:0 | mqttd-*:0) echo "$MQTTD_PORT" ;;
         mqttd:1) echo "$MQTTD_TLS_PORT" ;;
-        mosquitto:0) echo "$MOSQ_PORT" ;;
+        mosquitto:0 | mosquitto-persist:0) echo "$MOSQ_PORT" ;;
         mosquitto:1) echo "$MOSQ_TLS_PORT" ;;
         rumqttd:0) echo "$RUMQ_PORT" ;;
         rumqttd:1) echo "$RUMQ_TLS_PORT" ;;
         *) die "no port for $1" ;;
     esac
 }
-start_broker() { # broker tls(0|1) logfile
-    local log=$3
+# The data directory of a broker kind that keeps one (empty otherwise).
+broker_data_dir() { # broker
+    case $1 in
+        mqttd-batched | mqttd-sync | mqttd-memory) echo "$WORK/data/$1" ;;
+        mosquitto-persist) echo "$MOSQ_DATA" ;;
+        *) echo "" ;;
+    esac
+}
+# Sets BROKER_CMD to the command line starting a broker kind: mqttd,
+# mosquitto, rumqttd, or for the persistence cases mqttd-batched,
+# mqttd-sync, mqttd-memory (mqttd in that durability mode) and
+# mosquitto-persist.
+broker_cmd() { # broker tls(0|1)
     case $1 in
         mqttd)
             if (($2)); then
-                "$MQTTD" --config "$WORK/mqttd-tls.yaml" 2>>"$log" &
+                BROKER_CMD=("$MQTTD" --config "$WORK/mqttd-tls.yaml")
             else
-                "$MQTTD" --config "$WORK/mqttd.yaml" --listen "127.0.0.1:$MQTTD_PORT" \
-                    2>>"$log" &
+                BROKER_CMD=("$MQTTD" --config "$WORK/mqttd.yaml" --listen "127.0.0.1:$MQTTD_PORT")
             fi
             ;;
-        mosquitto)
-            "$MOSQUITTO" -c "$WORK/mosquitto.conf" 2>>"$log" &
+        mqttd-*)
+            BROKER_CMD=("$MQTTD" --config "$WORK/mqttd-store.yaml"
+                --listen "127.0.0.1:$MQTTD_PORT" --durability "${1#mqttd-}"
+                --data-dir "$(broker_data_dir "$1")")
             ;;
-        rumqttd)
-            # It logs to stdout; -q leaves out the banner.
-            "$RUMQTTD" -q -c "$WORK/rumqttd.toml" >>"$log" 2>&1 &
-            ;;
+        mosquitto) BROKER_CMD=("$MOSQUITTO" -c "$WORK/mosquitto.conf") ;;
+        mosquitto-persist) BROKER_CMD=("$MOSQUITTO" -c "$WORK/mosquitto-persist.conf") ;;
+        # -q leaves out the banner.
+        rumqttd) BROKER_CMD=("$RUMQTTD" -q -c "$WORK/rumqttd.toml") ;;
+        *) die "unknown broker $1" ;;
     esac
+}
+start_broker() { # broker tls(0|1) logfile
+    local log=$3 data
+    data=$(broker_data_dir "$1")
+    if [ -n "$data" ]; then
+        rm -rf "$data"
+        mkdir -p "$data"
+    fi
+    broker_cmd "$1" "$2"
+    # Every broker's output goes to the case's log (rumqttd logs to stdout).
+    "${BROKER_CMD[@]}" >>"$log" 2>&1 &
     BROKER_PID=$!
     wait_port "$(broker_port "$1" "$2")" || die "$1 did not start (see $log; use --keep)"
 }
@@ -287,10 +336,15 @@ stop_broker() {
 if [ "$MODE" = quick ]; then
     CONN_T=1s; PUBSUB_T=1s; LAT_T=3s; LAT_WARM=500ms; CHURN_T=1500ms
     IDLE_N=2000; IDLE_SETTLE=1s; IDLE_HOLD=500ms; DRAIN=2s
+    FILL_SESSIONS=10000; FILL_MESSAGES=100000
 else
     CONN_T=8s; PUBSUB_T=8s; LAT_T=10s; LAT_WARM=1s; CHURN_T=9s
     IDLE_N=100000; IDLE_SETTLE=2s; IDLE_HOLD=3s; DRAIN=10s
+    FILL_SESSIONS=100000; FILL_MESSAGES=1000000
 fi
+# Bound of each step of the start-up case (making the sessions, queueing
+# the messages, the stop, the restart).
+FILL_LIMIT=300s
 NOTES=$WORK/notes.md
 : >"$NOTES"
 # Each held connection costs a descriptor in the bench and one in the broker.
@@ -308,15 +362,30 @@ FANIN=8
 CASE_INDEX=0
 FAILED=0
 BROKERS=(mqttd mosquitto rumqttd)
-# run_case NAME TLS(0|1) SCENARIO ARGS...
-run_case() {
-    local name=$1 tls=$2
-    shift 2
-    local k=$((CASE_INDEX % ${#BROKERS[@]}))
-    local order=("${BROKERS[@]:k}" "${BROKERS[@]:0:k}")
+# The persistence cases: mqttd in each durability mode, Mosquitto with
+# persistence on.
+PERSIST_BROKERS=(mqttd-batched mqttd-sync mqttd-memory mosquitto-persist)
+RUMQTTD_NO_DISK="rumqttd $RUMQTTD_VERSION keeps nothing on disk (it has no persistence setting), so it has no figure with persistence on"
+LOADS=$WORK/loads.txt
+: >"$LOADS"
+# The name a broker kind's results go under: mosquitto-persist is
+# Mosquitto in the persistence cases.
+result_name() { echo "${1%-persist}"; }
+# run_case NAME TLS(0|1) SCENARIO ARGS...: against mqttd, Mosquitto, rumqttd.
+run_case() { run_case_on BROKERS "$@"; }
+# run_case_on BROKER_ARRAY NAME TLS(0|1) SCENARIO ARGS...
+run_case_on() {
+    local -n kinds=$1
+    local name=$2 tls=$3
+    shift 3
+    local k=$((CASE_INDEX % ${#kinds[@]}))
+    local order=("${kinds[@]:k}" "${kinds[@]:0:k}")
     CASE_INDEX=$((CASE_INDEX + 1))
-    for broker in "${order[@]}"; do
-        if [ "$broker" = mqttd ] && ((tls && !MQTTD_TLS)); then
+    echo "$name $(cut -d' ' -f1 /proc/loadavg)" >>"$LOADS"
+    for kind in "${order[@]}"; do
+        local broker
+        broker=$(result_name "$kind")
+        if [ "$kind" = mqttd ] && ((tls && !MQTTD_TLS)); then
             log "$name: skipped for mqttd (its TLS listener config was refused)"
             echo "this mqttd build refused a TLS listener (\`mqttd --check-config\`:" \
                 "$(tail -n 1 "$WORK/mqttd-tls-check.log" | sed "s|$WORK/||g"))" \
@@ -324,21 +393,75 @@ run_case() {
             continue
         fi
         local port log=$LOGS/$name.$broker.log
-        port=$(broker_port "$broker" "$tls")
-        start_broker "$broker" "$tls" "$log"
+        port=$(broker_port "$kind" "$tls")
+        start_broker "$kind" "$tls" "$log"
         local tls_args=()
         ((tls)) && tls_args=(--tls --cafile "$WORK/ca.pem" --server-name localhost)
         log "$name on $broker"
         if ! "$BENCH" -p "$port" --pid "$BROKER_PID" "${tls_args[@]}" -q -o json "$@" \
             >"$RESULTS/$name.$broker.json" 2>>"$WORK/bench.log"; then
-            rm -f "$RESULTS/$name.$broker.json"
-            tail -n 1 "$WORK/bench.log" >"$RESULTS/$name.$broker.failed"
-            echo "- \`$name\` failed on $broker: $(tail -n 1 "$WORK/bench.log")" >>"$NOTES"
-            FAILED=$((FAILED + 1))
+            case_failed "$name" "$broker"
         fi
         stop_broker
-        [ "$broker" != rumqttd ] || note_cursor_jumps "$name" "$log"
+        [ "$kind" != rumqttd ] || note_cursor_jumps "$name" "$log"
     done
+}
+case_failed() { # case broker
+    rm -f "$RESULTS/$1.$2.json"
+    tail -n 1 "$WORK/bench.log" >"$RESULTS/$1.$2.failed"
+    echo "- \`$1\` failed on $2: $(tail -n 1 "$WORK/bench.log")" >>"$NOTES"
+    FAILED=$((FAILED + 1))
+}
+
+# The start-up case, on mqttd (batched, the default) and Mosquitto with
+# persistence on: `fill` makes the persistent sessions and queues the
+# messages, then `restart` stops the broker with SIGTERM, measures its
+# data directory, starts the same command again and times it until the
+# first CONNACK (and, for mqttd, until `mqttctl status` answers), reads
+# its peak RSS, reconnects a sample of the sessions to count their
+# messages, and stops it.
+run_startup() {
+    local kinds=(mqttd-batched mosquitto-persist)
+    ((CASE_INDEX % 2)) && kinds=(mosquitto-persist mqttd-batched)
+    CASE_INDEX=$((CASE_INDEX + 1))
+    echo "startup $(cut -d' ' -f1 /proc/loadavg)" >>"$LOADS"
+    local size=(--sessions "$FILL_SESSIONS" --messages "$FILL_MESSAGES")
+    for kind in "${kinds[@]}"; do
+        local broker port log ready=()
+        broker=$(result_name "$kind")
+        port=$(broker_port "$kind" 0)
+        log=$LOGS/startup.$broker.log
+        start_broker "$kind" 0 "$log"
+        log "startup-fill on $broker ($FILL_SESSIONS sessions, $FILL_MESSAGES messages)"
+        if ! "$BENCH" -p "$port" --pid "$BROKER_PID" -q -o json fill "${size[@]}" \
+            --payload 100 --limit "$FILL_LIMIT" \
+            >"$RESULTS/startup-fill.$broker.json" 2>>"$WORK/bench.log"; then
+            case_failed startup-fill "$broker"
+            echo "restart not measured: the fill failed" >"$RESULTS/startup-restart.$broker.skipped"
+            stop_broker
+            continue
+        fi
+        broker_cmd "$kind" 0
+        [ "$kind" = mosquitto-persist ] ||
+            ready=(--ready-cmd "'$MQTTCTL' --socket '$WORK/mqttd.sock' status")
+        log "startup-restart on $broker"
+        if ! "$BENCH" -p "$port" --pid "$BROKER_PID" -q -o json restart "${size[@]}" \
+            --data-dir "$(broker_data_dir "$kind")" --log "$log" --limit "$FILL_LIMIT" \
+            "${ready[@]}" -- "${BROKER_CMD[@]}" \
+            >"$RESULTS/startup-restart.$broker.json" 2>>"$WORK/bench.log"; then
+            case_failed startup-restart "$broker"
+        fi
+        # The filled broker has exited (restart stopped it): reap it.
+        stop_broker
+        local missing
+        missing=$(metric startup-restart "$broker" verify_missing || true)
+        if [ -n "$missing" ] && [ "${missing%.*}" != 0 ]; then
+            echo "- \`startup-restart\`: **$broker lost queued messages over the restart**:" \
+                "$missing of the verified sessions' messages did not come back." >>"$NOTES"
+        fi
+    done
+    echo "$RUMQTTD_NO_DISK." >"$RESULTS/startup-fill.rumqttd.skipped"
+    echo "$RUMQTTD_NO_DISK." >"$RESULTS/startup-restart.rumqttd.skipped"
 }
 
 # rumqttd warns "Read cursor start jumped" when a subscriber's read
@@ -361,6 +484,7 @@ metric() { # case broker metric
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+UPTIME_BEFORE=$(uptime)
 START=$SECONDS
 run_case conn-plain 0 conn --count 1000000 --duration "$CONN_T" --concurrency 32
 run_case conn-tls 1 conn --count 1000000 --duration "$CONN_T" --concurrency 32
@@ -384,15 +508,42 @@ fi
 run_case idle 0 idle --connections "$IDLE_N" --concurrency 64 \
     --settle "$IDLE_SETTLE" --hold "$IDLE_HOLD" --connect-limit 300s
 run_case churn 0 churn --duration "$CHURN_T" --workers 32 --ids 1000
+
+# Persistence: persistent subscribers (clean_session=0, QoS 1), so every
+# message is stored for them before the publisher's PUBACK (mqttd batched
+# and sync); Mosquitto with persistence true snapshots its state every
+# autosave_interval and at shutdown.
+for name in persist-1to1-qos1 persist-fanin-qos1; do
+    echo "$RUMQTTD_NO_DISK." >"$RESULTS/$name.rumqttd.skipped"
+done
+run_case_on PERSIST_BROKERS persist-1to1-qos1 0 pubsub --qos 1 --persistent \
+    --duration "$PUBSUB_T" --drain "$DRAIN"
+run_case_on PERSIST_BROKERS persist-fanin-qos1 0 pubsub --qos 1 --persistent \
+    --publishers "$FANIN" --duration "$PUBSUB_T" --drain "$DRAIN"
+run_startup
 ELAPSED=$((SECONDS - START))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+UPTIME_AFTER=$(uptime)
 
 # --- report ------------------------------------------------------------------
 {
     echo "- Measuring took ${ELAPSED}s. Load average before: $LOAD_BEFORE; after: $LOAD_AFTER" \
         "(the bench, the broker and anything else on the machine share its $(nproc) CPUs)."
-    echo "- Every case starts a fresh broker; the order of the three brokers rotates from" \
-        "case to case."
+    echo "- \`uptime\` before: \`$(echo "$UPTIME_BEFORE" | xargs)\`; after: \`$(echo "$UPTIME_AFTER" | xargs)\`."
+    echo "- 1-minute load average at the start of each case:" \
+        "$(awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }' "$LOADS")" \
+        "(other work shares this machine; above $(nproc), the brokers competed for CPU)."
+    echo "- Persistence cases: Mosquitto with \`persistence true\` writes its whole state to" \
+        "\`mosquitto.db\` every \`autosave_interval\` (1800 s by default) and at shutdown, never" \
+        "per message, so a crash loses what arrived since the last save; mqttd \`batched\` writes" \
+        "each message for a persistent session to its journal before the PUBACK and fsyncs every" \
+        "\`flush_interval_ms\` (1000), \`sync\` fsyncs before the PUBACK (group commit)," \
+        "\`memory\` writes nothing. rumqttd keeps nothing on disk and is left out."
+    echo "- Start-up (\`startup-restart\`): \`startup_ms\` runs from starting the broker's process" \
+        "to the first CONNACK; disk bytes are the data directory's apparent size after the SIGTERM" \
+        "(\`du -sb\`) over the queued messages, the $FILL_SESSIONS sessions and their subscriptions included."
+    echo "- Every case starts a fresh broker; the order of the brokers (in the persistence" \
+        "cases, of mqttd's three durability modes and Mosquitto) rotates from case to case."
 } >>"$NOTES"
 MQTTD_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || MQTTD_REV="$MQTTD_REV (with uncommitted changes)"
@@ -410,10 +561,25 @@ RUMQ_VERSION=$( ("$RUMQTTD" --version 2>/dev/null || true) | sed -n '1s/^rumqttd
     sed "s|$WORK|WORKDIR|g" "$WORK/mqttd.yaml"
     echo '```'
     echo
+    echo "mqttd in the persistence and start-up cases (\`mqttd --config mqttd-store.yaml --listen"
+    echo "127.0.0.1:PORT --durability MODE --data-dir WORKDIR/data/mqttd-MODE\`, the directory emptied"
+    echo "before each start; the restart runs the same command):"
+    echo
+    echo '```yaml'
+    sed "s|$WORK|WORKDIR|g" "$WORK/mqttd-store.yaml"
+    echo '```'
+    echo
     echo "Mosquitto (\`mosquitto -c mosquitto.conf\`):"
     echo
     echo '```'
     sed "s|$WORK|WORKDIR|g; s|listener [0-9]*|listener PORT|" "$WORK/mosquitto.conf"
+    echo '```'
+    echo
+    echo "Mosquitto in the persistence and start-up cases (\`mosquitto -c mosquitto-persist.conf\`,"
+    echo "its persistence directory emptied before each start): the same, with"
+    echo
+    echo '```'
+    grep '^persistence' "$WORK/mosquitto-persist.conf" | sed "s|$WORK|WORKDIR|g"
     echo '```'
     echo
     echo "rumqttd $RUMQTTD_VERSION from crates.io (\`rumqttd -q -c rumqttd.toml\`):"

@@ -12,7 +12,8 @@ use crate::report::Output;
 use crate::scenario::{self, parse_duration};
 
 /// A load generator for MQTT brokers (any broker, not only mqttd):
-/// connection rate, throughput, latency, idle memory and session churn.
+/// connection rate, throughput, latency, idle memory, session churn, and
+/// start-up with a full store.
 /// Results go to stdout (a table, or JSON with -o json); progress to stderr.
 #[derive(Debug, Parser)]
 #[command(name = "mqttd-bench", version, about)]
@@ -73,6 +74,8 @@ pub enum Command {
     Latency(scenario::latency::Args),
     Idle(scenario::idle::Args),
     Churn(scenario::churn::Args),
+    Fill(scenario::fill::Args),
+    Restart(scenario::restart::Args),
     Compare(crate::compare::Args),
 }
 
@@ -85,6 +88,8 @@ impl Command {
             Command::Latency(a) => scenario::latency::time_limit(a),
             Command::Idle(a) => scenario::idle::time_limit(a),
             Command::Churn(a) => scenario::churn::time_limit(a),
+            Command::Fill(a) => scenario::fill::time_limit(a),
+            Command::Restart(a) => scenario::restart::time_limit(a),
             Command::Compare(_) => Duration::from_secs(60),
         }
     }
@@ -122,6 +127,32 @@ mod tests {
             ),
             "{cli:?}"
         );
+    }
+
+    #[test]
+    fn restart_takes_the_broker_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "mqttd-bench",
+            "--pid",
+            "42",
+            "restart",
+            "--data-dir",
+            "/d",
+            "--",
+            "mqttd",
+            "--config",
+            "x.yaml",
+        ]);
+        let cli = cli.map_err(|e| e.to_string());
+        assert!(
+            matches!(
+                &cli,
+                Ok(Cli { command: Command::Restart(a), global })
+                    if a.command == ["mqttd", "--config", "x.yaml"] && global.pid == Some(42)
+            ),
+            "{cli:?}"
+        );
+        assert!(Cli::try_parse_from(["mqttd-bench", "restart", "--data-dir", "/d"]).is_err());
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! - `mqtt`: a minimal client on the broker's codec; `frame`: copy-free
 //!   PUBLISH reading for the receive hot path; `payload`: the stamp each
 //!   message carries (publisher, sequence number, send time);
-//! - `scenario/`: `conn`, `pubsub`, `latency`, `idle`, `churn` (and `flow`,
-//!   the publisher/subscriber engine under `pubsub` and `latency`);
-//! - `stats/`: rates, loss accounting, latency percentiles, VmRSS;
+//! - `scenario/`: `conn`, `pubsub`, `latency`, `idle`, `churn`, `fill` and
+//!   `restart` (and `flow`, the publisher/subscriber engine under
+//!   `pubsub`, `latency` and `fill`);
+//! - `stats/`: rates, loss accounting, latency percentiles, VmRSS, disk
+//!   usage;
 //! - `report`: results as a table or JSON; `progress`: the stderr line;
 //! - `compare/`: BENCHMARKS.md from the three brokers' JSON results.
 
@@ -92,6 +94,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Latency(a) => scenario::latency::run(&ctx, a).await,
             Command::Idle(a) => scenario::idle::run(&ctx, a).await,
             Command::Churn(a) => scenario::churn::run(&ctx, a).await,
+            Command::Fill(a) => scenario::fill::run(&ctx, a).await,
+            Command::Restart(a) => scenario::restart::run(&ctx, a).await,
             Command::Compare(_) => unreachable!("compare runs without a runtime"),
         }
     };

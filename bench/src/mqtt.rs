@@ -22,6 +22,10 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 pub const SMALL_BUFFER: usize = 256;
 /// Read buffer of a connection that receives a message stream.
 pub const STREAM_BUFFER: usize = 64 * 1024;
+/// Session expiry a persistent MQTT 5.0 session asks for, in seconds (a
+/// day): clean start 0 alone keeps a 5.0 session only while connected,
+/// whereas 3.1.1's clean_session=0 keeps it until the broker drops it.
+pub const PERSISTENT_SESSION_EXPIRY_SECS: u32 = 86_400;
 
 /// The CONNECT a benchmark client sends.
 #[derive(Debug, Clone)]
@@ -134,6 +138,10 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> 
 }
 
 pub fn connect_packet(opts: &ConnectOpts) -> Packet {
+    let mut properties = Properties::default();
+    if !opts.clean && opts.version.is_v5() {
+        properties.session_expiry_interval = Some(PERSISTENT_SESSION_EXPIRY_SECS);
+    }
     Packet::Connect(Box::new(Connect {
         protocol: opts.version,
         clean_start: opts.clean,
@@ -142,7 +150,7 @@ pub fn connect_packet(opts: &ConnectOpts) -> Packet {
         will: None,
         username: None,
         password: None,
-        properties: Properties::default(),
+        properties,
     }))
 }
 
@@ -178,6 +186,16 @@ impl Client {
     /// Dials `target`, sends CONNECT and waits for a successful CONNACK.
     pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<(Client, ConnAck)> {
         let (rd, wr) = target.dial().await?;
+        Client::handshake(rd, wr, opts).await
+    }
+
+    /// Sends CONNECT on an established byte stream and waits for a
+    /// successful CONNACK.
+    pub async fn handshake(
+        rd: BoxRead,
+        wr: BoxWrite,
+        opts: &ConnectOpts,
+    ) -> anyhow::Result<(Client, ConnAck)> {
         let mut client = Client::from_halves(rd, wr, opts.version);
         client.send(&connect_packet(opts)).await?;
         match client.reader.recv().await? {
@@ -268,6 +286,27 @@ mod tests {
         assert_eq!(parse_version("3.1.1"), Ok(ProtocolVersion::V311));
         assert_eq!(parse_version("5"), Ok(ProtocolVersion::V5));
         assert!(parse_version("6").is_err());
+    }
+
+    #[test]
+    fn a_persistent_5_0_session_outlives_its_connection() {
+        let opts = |clean, version| ConnectOpts {
+            client_id: "c".into(),
+            clean,
+            keep_alive: 60,
+            version,
+        };
+        let expiry = |o: &ConnectOpts| match connect_packet(o) {
+            Packet::Connect(c) => c.properties.session_expiry_interval,
+            _ => None,
+        };
+        assert_eq!(
+            expiry(&opts(false, ProtocolVersion::V5)),
+            Some(PERSISTENT_SESSION_EXPIRY_SECS)
+        );
+        assert_eq!(expiry(&opts(true, ProtocolVersion::V5)), None);
+        // 3.1.1 has no properties: clean_session=0 is enough.
+        assert_eq!(expiry(&opts(false, ProtocolVersion::V311)), None);
     }
 
     #[test]

@@ -98,6 +98,14 @@ impl Results {
         self.cases.get(case)?.get(broker)
     }
 
+    /// Every broker the run said has no result for `case`, with the reason.
+    pub fn absences(&self, case: &str) -> impl Iterator<Item = (&str, &Absence)> {
+        self.absent
+            .get(case)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(b, a)| (b.as_str(), a)))
+    }
+
     /// Why `broker` has no result for `case`, if the run said.
     pub fn absence(&self, case: &str, broker: &str) -> Option<&Absence> {
         self.absent.get(case)?.get(broker)

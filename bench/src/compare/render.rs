@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::losses::{self, Loss};
 use super::machine::Machine;
-use super::targets::{evaluate, Rule, TARGETS};
+use super::targets::{evaluate, Rule, Target, PERSISTENCE_TARGETS, TARGETS};
 use super::{Absence, Results, BROKERS};
 use crate::report::{format_value, Better, Report};
 
@@ -19,24 +19,121 @@ pub struct Document {
     pub notes: Option<String>,
 }
 
-/// Known cases in report order, with their titles.
-const CASES: &[(&str, &str)] = &[
-    ("conn-plain", "Connection rate, plain TCP"),
-    ("conn-tls", "Connection rate, TLS"),
-    ("pubsub-1to1-qos0", "Throughput 1→1, QoS 0"),
-    ("pubsub-fanin-qos0", "Throughput fan-in (N→1), QoS 0"),
-    ("pubsub-fanout-qos0", "Throughput fan-out (1→N), QoS 0"),
-    ("pubsub-1to1-qos1", "Throughput 1→1, QoS 1"),
-    ("pubsub-fanin-qos1", "Throughput fan-in (N→1), QoS 1"),
-    ("pubsub-fanout-qos1", "Throughput fan-out (1→N), QoS 1"),
-    ("pubsub-1to1-qos2", "Throughput 1→1, QoS 2"),
+/// The results a case's table puts side by side (result name, column
+/// title) and the ratios it shows (numerator, denominator, title).
+pub struct Columns {
+    pub brokers: &'static [(&'static str, &'static str)],
+    pub ratios: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// mqttd, Mosquitto and rumqttd; mqttd over each of the others.
+const BROKER_COLUMNS: Columns = Columns {
+    brokers: &BROKERS,
+    ratios: &[
+        ("mqttd", "mosquitto", "mqttd/Mosquitto"),
+        ("mqttd", "rumqttd", "mqttd/rumqttd"),
+    ],
+};
+
+/// mqttd in each durability mode and Mosquitto with persistence on
+/// (rumqttd keeps nothing on disk).
+const PERSISTENCE_COLUMNS: Columns = Columns {
+    brokers: &[
+        ("mqttd-batched", "mqttd batched"),
+        ("mqttd-sync", "mqttd sync"),
+        ("mqttd-memory", "mqttd memory"),
+        ("mosquitto", "Mosquitto"),
+    ],
+    ratios: &[
+        ("mqttd-batched", "mosquitto", "batched/Mosquitto"),
+        ("mqttd-sync", "mqttd-batched", "sync/batched"),
+        ("mqttd-batched", "mqttd-memory", "batched/memory"),
+    ],
+};
+
+/// mqttd with its default durability, and Mosquitto with persistence on.
+const STARTUP_COLUMNS: Columns = Columns {
+    brokers: &[
+        ("mqttd-batched", "mqttd batched"),
+        ("mosquitto", "Mosquitto"),
+    ],
+    ratios: &[("mqttd-batched", "mosquitto", "mqttd/Mosquitto")],
+};
+
+/// Every result name, in the order losses are listed.
+const ALL_BROKERS: &[&str] = &[
+    "mqttd",
+    "mqttd-batched",
+    "mqttd-sync",
+    "mqttd-memory",
+    "mosquitto",
+    "rumqttd",
+];
+
+/// Known cases in report order: name, title, columns.
+const CASES: &[(&str, &str, &Columns)] = &[
+    ("conn-plain", "Connection rate, plain TCP", &BROKER_COLUMNS),
+    ("conn-tls", "Connection rate, TLS", &BROKER_COLUMNS),
+    ("pubsub-1to1-qos0", "Throughput 1→1, QoS 0", &BROKER_COLUMNS),
+    (
+        "pubsub-fanin-qos0",
+        "Throughput fan-in (N→1), QoS 0",
+        &BROKER_COLUMNS,
+    ),
+    (
+        "pubsub-fanout-qos0",
+        "Throughput fan-out (1→N), QoS 0",
+        &BROKER_COLUMNS,
+    ),
+    ("pubsub-1to1-qos1", "Throughput 1→1, QoS 1", &BROKER_COLUMNS),
+    (
+        "pubsub-fanin-qos1",
+        "Throughput fan-in (N→1), QoS 1",
+        &BROKER_COLUMNS,
+    ),
+    (
+        "pubsub-fanout-qos1",
+        "Throughput fan-out (1→N), QoS 1",
+        &BROKER_COLUMNS,
+    ),
+    ("pubsub-1to1-qos2", "Throughput 1→1, QoS 2", &BROKER_COLUMNS),
     (
         "latency-half-peak",
         "Latency at half Mosquitto's peak 1→1 rate",
+        &BROKER_COLUMNS,
     ),
-    ("idle", "Idle connections and memory"),
-    ("churn", "Session churn"),
+    ("idle", "Idle connections and memory", &BROKER_COLUMNS),
+    ("churn", "Session churn", &BROKER_COLUMNS),
+    (
+        "persist-1to1-qos1",
+        "Persistent subscriber 1→1, QoS 1, by durability",
+        &PERSISTENCE_COLUMNS,
+    ),
+    (
+        "persist-fanin-qos1",
+        "Persistent subscriber fan-in (N→1), QoS 1, by durability",
+        &PERSISTENCE_COLUMNS,
+    ),
+    (
+        "startup-fill",
+        "Filling the store: persistent sessions and queued messages",
+        &STARTUP_COLUMNS,
+    ),
+    (
+        "startup-restart",
+        "Restart with the filled store",
+        &STARTUP_COLUMNS,
+    ),
 ];
+
+/// The columns of `case`'s table (mqttd, Mosquitto, rumqttd for a case
+/// this version does not know).
+fn columns_of(case: &str) -> &'static Columns {
+    CASES
+        .iter()
+        .find(|(c, _, _)| *c == case)
+        .map_or(&BROKER_COLUMNS, |(_, _, cols)| *cols)
+}
 
 /// A figure, or "-" when missing.
 fn show(x: Option<f64>) -> String {
@@ -54,6 +151,7 @@ fn ratio(mqttd: Option<f64>, other: Option<f64>) -> String {
 fn display_name(broker: &str) -> &str {
     BROKERS
         .iter()
+        .chain(PERSISTENCE_COLUMNS.brokers)
         .find(|(b, _)| *b == broker)
         .map_or(broker, |(_, name)| name)
 }
@@ -63,14 +161,19 @@ pub fn render(doc: &Document, results: &Results) -> String {
     let cases = ordered_cases(results);
     header(&mut out, doc);
     targets(&mut out, results);
-    let brokers: Vec<&str> = BROKERS.iter().map(|(b, _)| *b).collect();
-    losses_section(&mut out, &losses::all(results, &cases, &brokers));
+    if PERSISTENCE_TARGETS
+        .iter()
+        .any(|t| cases.iter().any(|c| c == t.case))
+    {
+        persistence_targets(&mut out, results);
+    }
+    losses_section(&mut out, &losses::all(results, &cases, ALL_BROKERS));
     let _ = writeln!(out, "## Results\n");
     let _ = writeln!(
         out,
-        "Ratios are mqttd's figure over Mosquitto's and over rumqttd's; ↑ marks figures \
-         where higher is better, ↓ lower. n/a: no result for that broker (the reason \
-         follows the table).\n"
+        "Ratios are mqttd's figure over Mosquitto's and over rumqttd's (in the persistence \
+         cases, as each column says); ↑ marks figures where higher is better, ↓ lower. \
+         n/a: no result for that broker (the reason follows the table).\n"
     );
     for case in &cases {
         case_section(&mut out, results, case);
@@ -127,20 +230,63 @@ fn targets(out: &mut String, results: &Results) {
             Rule::AtLeast(_) => ("-".to_string(), "-".to_string()),
             _ => (ratio(v.mqttd, v.mosquitto), ratio(v.mqttd, v.rumqttd)),
         };
-        let met = match v.met {
-            Some(true) => "**met**",
-            Some(false) => "**not met**",
-            None => "not measured",
-        };
         let _ = writeln!(
             out,
-            "| {} (`{}` {}) | {} | {} | {} | {to_mosquitto} | {to_rumqttd} | {met} |",
+            "| {} (`{}` {}) | {} | {} | {} | {to_mosquitto} | {to_rumqttd} | {} |",
             t.name,
             t.case,
             t.metric,
             show(v.mqttd),
             show(v.mosquitto),
             show(v.rumqttd),
+            verdict(t, &v),
+        );
+    }
+    out.push('\n');
+}
+
+/// The Met column of a target.
+fn verdict(t: &Target, v: &super::targets::Verdict) -> String {
+    match (v.met, t.rule) {
+        (Some(true), _) => "**met**".to_string(),
+        (Some(false), _) => "**not met**".to_string(),
+        (None, Rule::Reported) => "reported".to_string(),
+        (None, _) if !v.short_of.is_empty() => {
+            format!("not measured at this load ({})", v.short_of.join(", "))
+        }
+        (None, _) => "not measured".to_string(),
+    }
+}
+
+/// The persistence targets: each names the results it compares.
+fn persistence_targets(out: &mut String, results: &Results) {
+    let _ = writeln!(out, "### Persistence targets\n");
+    let _ = writeln!(
+        out,
+        "mqttd's durability modes (`storage.durability`) against Mosquitto with `persistence \
+         true` and against each other; rumqttd keeps nothing on disk and is left out.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Target | Figure | Against | Ratio | Met |\n|---|---:|---:|---:|---|"
+    );
+    for t in PERSISTENCE_TARGETS {
+        let v = evaluate(t, results);
+        let ratio = match t.rule {
+            Rule::RatioAtLeast(_) | Rule::Reported => ratio(v.mqttd, v.mosquitto),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} (`{}` {}) | {} ({}) | {} ({}) | {ratio} | {} |",
+            t.name,
+            t.case,
+            t.metric,
+            show(v.mqttd),
+            display_name(t.subject),
+            show(v.mosquitto),
+            display_name(t.reference),
+            verdict(t, &v),
         );
     }
     out.push('\n');
@@ -188,11 +334,11 @@ fn ordered_cases(results: &Results) -> Vec<String> {
     let present = results.case_names();
     let mut cases: Vec<String> = CASES
         .iter()
-        .filter(|(c, _)| present.contains(c))
-        .map(|(c, _)| c.to_string())
+        .filter(|(c, _, _)| present.contains(c))
+        .map(|(c, _, _)| c.to_string())
         .collect();
     for c in present {
-        if !CASES.iter().any(|(k, _)| *k == c) {
+        if !CASES.iter().any(|(k, _, _)| *k == c) {
             cases.push(c.to_string());
         }
     }
@@ -202,10 +348,15 @@ fn ordered_cases(results: &Results) -> Vec<String> {
 fn case_section(out: &mut String, results: &Results, case: &str) {
     let title = CASES
         .iter()
-        .find(|(c, _)| *c == case)
-        .map_or(case, |(_, t)| t);
+        .find(|(c, _, _)| *c == case)
+        .map_or(case, |(_, t, _)| t);
+    let columns = columns_of(case);
     let _ = writeln!(out, "### {title} (`{case}`)\n");
-    let reports: Vec<Option<&Report>> = BROKERS.iter().map(|(b, _)| results.get(case, b)).collect();
+    let reports: Vec<Option<&Report>> = columns
+        .brokers
+        .iter()
+        .map(|(b, _)| results.get(case, b))
+        .collect();
     if let Some(r) = reports.iter().flatten().next() {
         let params: Vec<String> = r
             .params
@@ -215,11 +366,19 @@ fn case_section(out: &mut String, results: &Results, case: &str) {
             .collect();
         let _ = writeln!(out, "Parameters: `{}`\n", params.join(" "));
     }
+    let titles: Vec<&str> = columns
+        .brokers
+        .iter()
+        .map(|(_, t)| *t)
+        .chain(columns.ratios.iter().map(|(_, _, t)| *t))
+        .collect();
     let _ = writeln!(
         out,
-        "| Metric | mqttd | Mosquitto | rumqttd | mqttd/Mosquitto | mqttd/rumqttd | |\n\
-         |---|---:|---:|---:|---:|---:|---|"
+        "| Metric | {} | |\n|---|{}---|",
+        titles.join(" | "),
+        "---:|".repeat(titles.len())
     );
+    let index_of = |broker: &str| columns.brokers.iter().position(|(b, _)| *b == broker);
     for (name, unit, better) in metric_names(&reports) {
         let vals: Vec<Option<f64>> = reports
             .iter()
@@ -243,18 +402,23 @@ fn case_section(out: &mut String, results: &Results, case: &str) {
         } else {
             format!(" ({unit})")
         };
+        let ratios: Vec<String> = columns
+            .ratios
+            .iter()
+            .map(|(a, b, _)| {
+                let val = |x: &str| index_of(x).and_then(|i| vals[i]);
+                ratio(val(a), val(b))
+            })
+            .collect();
         let _ = writeln!(
             out,
-            "| {name}{unit} | {} | {} | {} | {} | {} | {arrow} |",
-            cells[0],
-            cells[1],
-            cells[2],
-            ratio(vals[0], vals[1]),
-            ratio(vals[0], vals[2]),
+            "| {name}{unit} | {} | {} | {arrow} |",
+            cells.join(" | "),
+            ratios.join(" | "),
         );
     }
     out.push('\n');
-    for ((broker, name), r) in BROKERS.iter().zip(&reports) {
+    for ((broker, name), r) in columns.brokers.iter().zip(&reports) {
         match r {
             None => {
                 let why = match results.absence(case, broker) {
@@ -278,6 +442,16 @@ fn case_section(out: &mut String, results: &Results, case: &str) {
                     let _ = writeln!(out, "- {name}: first error: `{e}`");
                 }
             }
+        }
+    }
+    // Results left out of this case's columns on purpose, with the reason.
+    for (broker, absence) in results.absences(case) {
+        if index_of(broker).is_none() {
+            let why = match absence {
+                Absence::Skipped(reason) => format!("**not run**: {reason}"),
+                Absence::Failed(reason) => format!("**failed**: {reason}"),
+            };
+            let _ = writeln!(out, "- {}: {why}", display_name(broker));
         }
     }
     if !out.ends_with("\n\n") {
@@ -395,6 +569,63 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- Mosquitto: **failed**: timed out"), "{md}");
+    }
+
+    #[test]
+    fn persistence_cases_compare_durability_modes() {
+        let mut results = Results::default();
+        for (broker, rate) in [
+            ("mqttd-batched", 300.0),
+            ("mqttd-sync", 60.0),
+            ("mqttd-memory", 600.0),
+            ("mosquitto", 100.0),
+        ] {
+            results.insert("persist-1to1-qos1", broker, flow(rate, 10.0, 10.0));
+        }
+        results.insert_absence(
+            "persist-1to1-qos1",
+            "rumqttd",
+            Absence::Skipped("keeps nothing on disk".into()),
+        );
+        let md = render(&doc(), &results);
+        assert!(
+            md.contains(
+                "| Metric | mqttd batched | mqttd sync | mqttd memory | Mosquitto | \
+                 batched/Mosquitto | sync/batched | batched/memory | |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| received_per_sec (msg/s) | 300 | 60 | 600 | 100 | 3.00 | 0.20 | 0.50 | ↑ |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("- rumqttd: **not run**: keeps nothing on disk"),
+            "{md}"
+        );
+        assert!(md.contains("### Persistence targets"), "{md}");
+        assert!(
+            md.contains("| 300 (mqttd batched) | 100 (Mosquitto) | 3.00 | **met** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 60 (mqttd sync) | 300 (mqttd batched) | 0.20 | **not met** |"),
+            "{md}"
+        );
+        // No start-up result: its target is not measured, the rest stays.
+        assert!(
+            md.contains("`startup-restart` startup_ms) | - (mqttd batched)"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn no_persistence_targets_without_persistence_cases() {
+        let mut results = Results::default();
+        results.insert("pubsub-fanin-qos0", "mqttd", flow(300.0, 10.0, 10.0));
+        assert!(!render(&doc(), &results).contains("Persistence targets"));
     }
 
     #[test]

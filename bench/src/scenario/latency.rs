@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use mqttd::types::QoS;
 
-use super::flow::{self, FlowSpec};
+use super::flow::{self, FlowSpec, Topics};
 use super::pubsub::flow_metrics;
 use super::{parse_duration, parse_qos};
 use crate::ctx::Ctx;
@@ -76,6 +76,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
         publishers: args.publishers,
         subscribers: args.subscribers,
         qos: args.qos,
+        persistent: false,
+        topics: Topics::One,
         payload: args.payload,
         duration: args.duration,
         count: None,

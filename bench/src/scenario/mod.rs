@@ -5,10 +5,12 @@
 
 pub mod churn;
 pub mod conn;
+pub mod fill;
 pub mod flow;
 pub mod idle;
 pub mod latency;
 pub mod pubsub;
+pub mod restart;
 
 use mqttd::types::QoS;
 

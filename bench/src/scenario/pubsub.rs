@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use mqttd::types::QoS;
 
-use super::flow::{self, FlowOutcome, FlowSpec};
+use super::flow::{self, FlowOutcome, FlowSpec, Topics};
 use super::{parse_duration, parse_qos};
 use crate::ctx::Ctx;
 use crate::payload::STAMP_LEN;
@@ -29,6 +29,12 @@ pub struct Args {
     /// QoS of the messages and the subscriptions: 0, 1 or 2.
     #[arg(long, default_value = "0", value_parser = parse_qos)]
     pub qos: QoS,
+    /// Subscribers keep persistent sessions: clean_session=0 (5.0: clean
+    /// start 0 and a day's session expiry) under a client id fixed for
+    /// the run (RUN-sub-N), so a broker that stores such sessions' QoS 1/2
+    /// messages does so before acknowledging them to the publisher.
+    #[arg(long)]
+    pub persistent: bool,
     /// Payload bytes per message (at least 20: publisher, sequence, time).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
@@ -71,6 +77,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
         publishers: args.publishers,
         subscribers: args.subscribers,
         qos: args.qos,
+        persistent: args.persistent,
+        topics: Topics::One,
         payload: args.payload,
         duration: args.duration,
         count: args.count,
@@ -85,6 +93,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<Report> {
     r.param("publishers", args.publishers)
         .param("subscribers", args.subscribers)
         .param("qos", args.qos as u8)
+        .param("persistent", args.persistent)
         .param("payload_bytes", args.payload)
         .param("duration_secs", args.duration.as_secs_f64())
         .param("rate", args.rate)

@@ -31,12 +31,28 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// Delay between connecting the last client and the common start instant.
 const START_DELAY: Duration = Duration::from_millis(100);
 
+/// Where publishers send their messages.
+#[derive(Debug, Clone)]
+pub enum Topics {
+    /// The flow's own topic, which every subscriber receives.
+    One,
+    /// Message k of the whole flow (k = seq × publishers + publisher
+    /// index) to topic k mod len: the topics take turns, each getting the
+    /// same share. `fill` queues messages for many offline sessions so.
+    Spread(Arc<[TopicName]>),
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FlowSpec {
     pub publishers: u32,
     pub subscribers: u32,
     pub qos: QoS,
+    /// Subscribers keep persistent sessions (3.1.1 clean_session=0; 5.0
+    /// clean start 0 with a session expiry), so a broker that stores
+    /// such sessions' messages does so on this flow's path.
+    pub persistent: bool,
+    pub topics: Topics,
     /// Payload bytes per message (at least the stamp's 20).
     pub payload: usize,
     pub duration: Duration,
@@ -166,7 +182,7 @@ async fn connect_subscribers(
 ) -> anyhow::Result<Vec<Client>> {
     let mut subs = Vec::new();
     for i in 0..spec.subscribers {
-        let opts = ctx.connect_opts(format!("{}-sub-{i}", ctx.run_id), true);
+        let opts = ctx.connect_opts(format!("{}-sub-{i}", ctx.run_id), !spec.persistent);
         let (mut client, _) = Client::connect(&ctx.target, &opts).await?;
         client.subscribe(topic.as_str(), spec.qos).await?;
         subs.push(client);

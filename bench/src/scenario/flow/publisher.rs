@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{interval, sleep, sleep_until, MissedTickBehavior};
 
-use super::{FlowSpec, Shared};
+use super::{FlowSpec, Shared, Topics};
 use crate::mqtt::{self, Client, Incoming, Reader};
 use crate::net::BoxWrite;
 use crate::payload::{now_ns, ns_since_epoch, Stamp};
@@ -155,7 +155,7 @@ async fn publish_loop(
         .to_payload(spec.payload);
         let packet_id = (spec.qos != QoS::AtMostOnce).then_some(id);
         batch.push(&mqtt::publish_packet(
-            &args.topic,
+            topic_of(&spec.topics, &args.topic, spec.publishers, args.index, seq),
             spec.qos,
             packet_id,
             payload,
@@ -170,6 +170,24 @@ async fn publish_loop(
         }
     }
     batch.flush().await
+}
+
+/// The topic of message `seq` of publisher `index`.
+pub fn topic_of<'a>(
+    topics: &'a Topics,
+    own: &'a TopicName,
+    publishers: u32,
+    index: u32,
+    seq: u64,
+) -> &'a TopicName {
+    match topics {
+        Topics::One => own,
+        Topics::Spread(list) if !list.is_empty() => {
+            let k = seq * u64::from(publishers) + u64::from(index);
+            &list[(k % list.len() as u64) as usize]
+        }
+        Topics::Spread(_) => own,
+    }
 }
 
 /// Takes one window permit, flushing first and sending PUBRELs while it
@@ -261,6 +279,22 @@ async fn read_acks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_topics_take_turns_across_publishers() {
+        let own = TopicName::new("own").unwrap();
+        let list: Arc<[TopicName]> = (0..3)
+            .map(|i| TopicName::new(&format!("t/{i}")).unwrap())
+            .collect();
+        let spread = Topics::Spread(list);
+        // Two publishers: message k = seq * 2 + index goes to t/(k mod 3).
+        let got: Vec<&str> = [(0, 0), (1, 0), (0, 1), (1, 1)]
+            .iter()
+            .map(|&(index, seq)| topic_of(&spread, &own, 2, index, seq).as_str())
+            .collect();
+        assert_eq!(got, ["t/0", "t/1", "t/2", "t/0"]);
+        assert_eq!(topic_of(&Topics::One, &own, 2, 1, 5).as_str(), "own");
+    }
 
     #[test]
     fn pacing_schedule() {

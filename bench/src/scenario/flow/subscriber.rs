@@ -281,6 +281,8 @@ mod tests {
             publishers: 1,
             subscribers: 1,
             qos: QoS::AtMostOnce,
+            persistent: false,
+            topics: crate::scenario::flow::Topics::One,
             payload: 64,
             duration: Duration::from_secs(1),
             count: None,
