@@ -101,6 +101,8 @@ struct Engine {
     sent: Keyspace,
     qos2: Keyspace,
     retained: Keyspace,
+    /// The format marker (see `open`).
+    meta: Keyspace,
     durability: Durability,
     path: PathBuf,
     /// The next queued message's sequence number.
@@ -214,7 +216,9 @@ impl Store {
     /// last fsync.
     pub fn close(&self) {
         if let Some(e) = &self.engine {
-            for ks in e.keyspaces() {
+            // Every keyspace, the format marker's included: fjall deletes
+            // a journal only once each keyspace with data in it flushed.
+            for ks in e.keyspaces().into_iter().chain([&e.meta]) {
                 if let Err(err) = ks.rotate_memtable_and_wait() {
                     e.write_failed("flush at shutdown", &err);
                 }

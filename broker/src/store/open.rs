@@ -148,6 +148,7 @@ pub fn open(cfg: &StorageConfig) -> Result<(Store, Loaded), OpenError> {
     let sync = syncer::Shared::start(db.clone(), interval, metrics.clone(), refresh)
         .map_err(OpenError::Thread)?;
     let engine = Engine {
+        meta,
         sessions: ks("sessions")?,
         subscriptions: ks("subscriptions")?,
         queued: ks("queued")?,
@@ -383,6 +384,32 @@ mod tests {
         drop(store);
         let (_, loaded) = open(&config(dir.path())).unwrap();
         assert_eq!(loaded.sessions.len(), 1);
+    }
+
+    fn journals(engine: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(engine)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+            .collect()
+    }
+
+    /// A clean close leaves one journal (the new, empty one): the next
+    /// start replays nothing.
+    #[test]
+    fn a_clean_close_leaves_no_journal_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            let (store, loaded) = open(&config(dir.path())).unwrap();
+            assert_eq!(loaded.sessions.len(), round * 500);
+            for i in 0..500 {
+                store.save_session(&format!("c{round}-{i}"), &record());
+            }
+            store.close();
+            drop(store);
+            let left = journals(&dir.path().join(ENGINE_DIR));
+            assert_eq!(left.len(), 1, "{left:?}");
+        }
     }
 
     #[test]
