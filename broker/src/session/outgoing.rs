@@ -65,6 +65,13 @@ pub(super) enum Queued {
 }
 
 impl Queued {
+    fn seq(&self) -> Option<u64> {
+        match self {
+            Queued::Ready(p) => p.seq,
+            Queued::Stored { seq, .. } => Some(*seq),
+        }
+    }
+
     fn size(&self) -> usize {
         match self {
             Queued::Ready(p) => p.size(),
@@ -74,8 +81,27 @@ impl Queued {
 }
 
 /// Reads a stored message back (see [`Queued::Stored`]); `None` if the
-/// store no longer has it.
+/// store no longer has it (or it is not to be delivered any more).
 pub(super) type Load<'a> = &'a dyn Fn(u64) -> Option<Pending>;
+
+/// Reads the places in line of up to `max` stored messages with sequence
+/// numbers in `from..end`, in order (see [`Tail`]).
+pub(super) type ReadTail<'a> = &'a dyn Fn(u64, u64, usize) -> Vec<(u64, u32)>;
+
+/// Places in line read back from a [`Tail`] at a time.
+const TAIL_BATCH: usize = 64;
+
+/// The part of a queue restored at start-up that is still only on disk:
+/// `left` messages with sequence numbers in `from..end` (`end`: the first
+/// of this broker's life), older than anything queued since. It is read
+/// back [`TAIL_BATCH`] at a time as the queue drains, so a restart needs
+/// no memory per stored message.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    from: u64,
+    end: u64,
+    left: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -119,6 +145,7 @@ struct Lists {
     queue: VecDeque<Queued>,
     /// The bytes of `queue` (see [`Pending::size`]).
     queued_bytes: usize,
+    tail: Option<Tail>,
 }
 
 /// What a PUBREC did to the window.
@@ -151,7 +178,7 @@ impl Outgoing {
         if self
             .lists
             .as_ref()
-            .is_some_and(|l| l.inflight.is_empty() && l.queue.is_empty())
+            .is_some_and(|l| l.inflight.is_empty() && l.queue.is_empty() && l.tail.is_none())
         {
             self.lists = None;
         }
@@ -167,8 +194,14 @@ impl Outgoing {
         self.lists.as_ref().map_or(0, |l| l.inflight.len())
     }
 
+    /// Queued messages, those still only on disk since a restart included.
     pub fn queued_len(&self) -> usize {
-        self.lists.as_ref().map_or(0, |l| l.queue.len())
+        self.lists.as_ref().map_or(0, |l| {
+            let tail = l
+                .tail
+                .map_or(0, |t| usize::try_from(t.left).unwrap_or(usize::MAX));
+            l.queue.len().saturating_add(tail)
+        })
     }
 
     /// Whether a new message may go into the window now (nothing from
@@ -266,9 +299,16 @@ impl Outgoing {
     /// room. Messages whose MQTT 5.0 expiry passed while queued are
     /// dropped on the way and returned in `Err`. A stored message whose
     /// content the store no longer has is skipped (`load` counts it).
-    pub fn next_queued(&mut self, load: Load<'_>) -> Option<Result<Pending, Pending>> {
+    /// A restored queue's [`Tail`] is read back (`read`) before anything
+    /// queued since.
+    pub fn next_queued(
+        &mut self,
+        load: Load<'_>,
+        read: ReadTail<'_>,
+    ) -> Option<Result<Pending, Pending>> {
         let room = self.has_room();
         loop {
+            self.refill(read);
             let lists = self.lists.as_mut()?;
             let ready = lists.queue.front().is_some_and(|q| match q {
                 Queued::Ready(p) => p.qos == QoS::AtMostOnce || room,
@@ -377,10 +417,45 @@ impl Outgoing {
         self.next_id = id.next();
     }
 
-    /// Puts back the place in line of a queued message of the store,
-    /// whatever the queue's bound (it was within it when stored).
-    pub fn restore_queued(&mut self, seq: u64, size: u32) {
-        self.push_queued(Queued::Stored { seq, size });
+    /// Notes the rest of a restored queue, left on disk: `left` messages
+    /// from sequence number `from` up to (not including) `end`.
+    pub fn restore_tail(&mut self, from: u64, end: u64, left: u64) {
+        if left > 0 {
+            self.lists_mut().tail = Some(Tail { from, end, left });
+        }
+    }
+
+    /// Reads the next places in line of the [`Tail`] to the front of the
+    /// queue once nothing older than this broker's life is left there.
+    fn refill(&mut self, read: ReadTail<'_>) {
+        let Some(lists) = self.lists.as_mut() else {
+            return;
+        };
+        let Some(mut t) = lists.tail else {
+            return;
+        };
+        let front_is_older = lists
+            .queue
+            .front()
+            .and_then(Queued::seq)
+            .is_some_and(|s| s < t.end);
+        if front_is_older {
+            return;
+        }
+        let places = read(t.from, t.end, TAIL_BATCH);
+        match places.last() {
+            None => lists.tail = None,
+            Some(&(last, _)) => {
+                t.from = last + 1;
+                t.left = t.left.saturating_sub(places.len() as u64);
+                lists.tail = (t.left > 0).then_some(t);
+            }
+        }
+        for (seq, size) in places.into_iter().rev() {
+            lists.queued_bytes += size as usize;
+            lists.queue.push_front(Queued::Stored { seq, size });
+        }
+        self.tidy();
     }
 
     /// The packets that resume the window on a new connection, in order:
@@ -494,13 +569,16 @@ mod tests {
         assert!(!o.has_room());
         assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_ok());
         assert!(o.enqueue(pending(QoS::AtLeastOnce)).is_err());
-        assert!(o.next_queued(&|_| None).is_none());
+        assert!(o.next_queued(&|_| None, &|_, _, _| Vec::new()).is_none());
         let (a, b) = (a.packet_id.unwrap(), b.packet_id.unwrap());
         assert_ne!(a, b);
         assert!(o.puback(a).is_some());
         assert!(o.puback(a).is_none(), "second PUBACK is unknown");
         assert!(o.puback(b).is_none(), "PUBACK does not complete QoS 2");
-        assert!(matches!(o.next_queued(&|_| None), Some(Ok(_))));
+        assert!(matches!(
+            o.next_queued(&|_| None, &|_, _, _| Vec::new()),
+            Some(Ok(_))
+        ));
         assert_eq!(o.pubrec(b), RecOutcome::Release);
         let resend = o.resume();
         assert!(matches!(&resend[0], Outbound::Packet(p) if matches!(**p, Packet::PubRel(_))));
@@ -524,11 +602,45 @@ mod tests {
         assert!(o.enqueue_stored(stored).is_err(), "stored ones count too");
         let first = o.inflight_ids()[0];
         assert!(o.puback(first).is_some());
-        assert!(matches!(o.next_queued(&|_| None), Some(Ok(_))));
+        assert!(matches!(
+            o.next_queued(&|_| None, &|_, _, _| Vec::new()),
+            Some(Ok(_))
+        ));
         assert!(
             o.enqueue(pending(QoS::AtLeastOnce)).is_ok(),
             "bytes given back"
         );
+    }
+
+    /// A restored queue's part on disk comes before anything queued
+    /// since, read back a batch at a time.
+    #[test]
+    fn a_restored_tail_comes_before_newer_messages() {
+        let mut o = Outgoing::new(1000, 1000, 0);
+        o.restore_tail(1, 100, 71);
+        assert_eq!(o.queued_len(), 71);
+        let newer = Pending {
+            seq: Some(150),
+            ..pending(QoS::AtLeastOnce)
+        };
+        assert!(o.enqueue(newer).is_ok());
+        let load = |seq: u64| {
+            Some(Pending {
+                seq: Some(seq),
+                ..pending(QoS::AtLeastOnce)
+            })
+        };
+        let read = |from: u64, end: u64, max: usize| -> Vec<(u64, u32)> {
+            (from..end.min(72)).take(max).map(|s| (s, 10)).collect()
+        };
+        let mut order = Vec::new();
+        while let Some(Ok(p)) = o.next_queued(&load, &read) {
+            order.push(p.seq.unwrap());
+            o.send(p);
+        }
+        let want: Vec<u64> = (1..72).chain([150]).collect();
+        assert_eq!(order, want);
+        assert_eq!(o.queued_len(), 0);
     }
 
     #[test]

@@ -21,9 +21,10 @@ pub fn restore(ctx: &Arc<Context>, loaded: Loaded) -> usize {
             tracing::warn!(%topic, error = %e, "stored retained message not restored");
         }
     }
+    let life_start = loaded.life_start;
     let mut restored = 0;
     for loaded in loaded.sessions {
-        let (session, entry) = Session::restore(ctx, loaded);
+        let (session, entry) = Session::restore(ctx, loaded, life_start);
         if ctx.table.insert_new(entry).is_err() {
             // Client ids are unique in the store: cannot happen.
             tracing::error!(client_id = %session.client_id(), "stored session already in the table; skipped");

@@ -42,7 +42,7 @@ use crate::codec::{
 use crate::context::Context;
 use crate::message::Message;
 use crate::router::SubscribeOutcome;
-use crate::store::load::{LoadedMessage, LoadedSession};
+use crate::store::load::LoadedSession;
 use crate::store::record;
 use crate::store::{SentStage, SessionRecord, SubscriptionRecord};
 use crate::types::{ClientId, PacketId, PacketIdSet, QoS, TopicFilter};
@@ -188,6 +188,7 @@ impl Session {
     pub(crate) fn restore(
         ctx: &Arc<Context>,
         loaded: LoadedSession,
+        life_start: u64,
     ) -> (Box<Session>, Arc<SessionEntry>) {
         let (mut session, entry) = Session::create(ctx, ClientId::new(loaded.client_id.as_str()));
         let rec = loaded.record;
@@ -236,18 +237,14 @@ impl Session {
             session.incoming_qos2.insert(id);
         }
         for m in loaded.messages {
-            match m {
-                LoadedMessage::InFlight { seq, record, stage } => {
-                    let pending = pending_of(seq, record);
-                    match stage {
-                        SentStage::Published(id) => {
-                            session.out.restore_inflight(id, pending, false)
-                        }
-                        SentStage::Released(id) => session.out.restore_inflight(id, pending, true),
-                    }
-                }
-                LoadedMessage::Queued { seq, size } => session.out.restore_queued(seq, size),
+            let pending = pending_of(m.seq, m.record);
+            match m.stage {
+                SentStage::Published(id) => session.out.restore_inflight(id, pending, false),
+                SentStage::Released(id) => session.out.restore_inflight(id, pending, true),
             }
+        }
+        if let Some((from, left)) = loaded.tail {
+            session.out.restore_tail(from, life_start, left);
         }
         if rec.disconnected_at_ms.is_none() {
             // Its expiry (and a delayed will) now count from this start:
@@ -1084,8 +1081,13 @@ impl Session {
             self.send_out(out);
         }
         loop {
-            let (ctx, entry) = (&self.ctx, &self.entry);
-            let Some(next) = self.out.next_queued(&|seq| load_stored(ctx, entry, seq)) else {
+            let (ctx, entry, subs) = (&self.ctx, &self.entry, &self.subscriptions);
+            let client_id = entry.client_id.as_str();
+            let next = self.out.next_queued(
+                &|seq| load_stored(ctx, entry, seq).filter(|p| still_wanted(ctx, entry, subs, p)),
+                &|from, end, max| ctx.store.read_places(client_id, from, end, max),
+            );
+            let Some(next) = next else {
                 break;
             };
             match next {
@@ -1147,6 +1149,27 @@ fn load_stored(ctx: &Context, entry: &SessionEntry, seq: u64) -> Option<Pending>
         ctx.metrics.messages_dropped.qos(QoS::AtLeastOnce).inc();
     }
     Some(pending_of(seq, record?))
+}
+
+/// Whether a stored message read back still has a subscription to go by
+/// (one may have been removed or revoked since it was queued, and the
+/// part of a queue left on disk at start-up was not pruned then); one
+/// that has not is dropped and counted.
+fn still_wanted(
+    ctx: &Context,
+    entry: &SessionEntry,
+    subs: &HashMap<TopicFilter, SubscriptionOptions>,
+    p: &Pending,
+) -> bool {
+    let topic = p.msg.topic.as_str();
+    if subs.keys().any(|f| covers(strip_share(f.as_str()), topic)) {
+        return true;
+    }
+    ctx.metrics.messages_dropped.qos(p.qos).inc();
+    if let Some(seq) = p.seq {
+        ctx.store.remove_message(entry.client_id.as_str(), seq);
+    }
+    false
 }
 
 fn pending_of(seq: u64, r: crate::store::QueuedRecord) -> Pending {

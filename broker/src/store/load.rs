@@ -31,6 +31,9 @@ use crate::types::PacketId;
 pub struct Loaded {
     pub sessions: Vec<LoadedSession>,
     pub retained: Vec<Arc<Message>>,
+    /// The first sequence number of this broker's life: every stored
+    /// message has a smaller one.
+    pub life_start: u64,
 }
 
 #[derive(Debug)]
@@ -38,22 +41,20 @@ pub struct LoadedSession {
     pub client_id: String,
     pub record: SessionRecord,
     pub subscriptions: Vec<(String, SubscriptionRecord)>,
-    /// Its in-flight and queued messages, in order.
+    /// Its in-flight messages, in order.
     pub messages: Vec<LoadedMessage>,
+    /// Its queue, left on disk (read back as it drains, see
+    /// `session::outgoing::Tail`): the first sequence number and how many.
+    pub tail: Option<(u64, u64)>,
     pub incoming_qos2: Vec<PacketId>,
 }
 
+/// A message sent before the restart: read back, to be resent.
 #[derive(Debug)]
-pub enum LoadedMessage {
-    /// Sent before the restart: read back, to be resent.
-    InFlight {
-        seq: u64,
-        record: QueuedRecord,
-        stage: SentStage,
-    },
-    /// Not sent yet: its place in line (read back when it is sent), and
-    /// its size for `mqtt.max_queued_bytes` (that of its record).
-    Queued { seq: u64, size: u32 },
+pub struct LoadedMessage {
+    pub seq: u64,
+    pub record: QueuedRecord,
+    pub stage: SentStage,
 }
 
 /// Keys to delete once the pass is over.
@@ -115,6 +116,7 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
                         record: rec,
                         subscriptions: Vec::new(),
                         messages: Vec::new(),
+                        tail: None,
                         incoming_qos2: Vec::new(),
                     },
                 );
@@ -179,8 +181,9 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
         };
         let stage = sent.get_mut(client_id).and_then(|m| m.remove(&seq));
         let Some(stage) = stage else {
-            let size = u32::try_from(value.len()).unwrap_or(u32::MAX);
-            s.messages.push(LoadedMessage::Queued { seq, size });
+            // Counted, not read: it is read back when its turn comes.
+            let (_, left) = s.tail.get_or_insert((seq, 0));
+            *left += 1;
             return;
         };
         match record::decode_queued(value) {
@@ -189,9 +192,7 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
                 c.deletes.push((e.queued.clone(), key.to_vec()));
                 c.deletes.push((e.sent.clone(), key.to_vec()));
             }
-            Ok(record) => s
-                .messages
-                .push(LoadedMessage::InFlight { seq, record, stage }),
+            Ok(record) => s.messages.push(LoadedMessage { seq, record, stage }),
             Err(err) => c.unreadable(&e.queued, "queued", key, value, &err),
         }
     });
@@ -241,7 +242,7 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
     sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     let messages = sessions
         .iter()
-        .map(|s| s.messages.len() as u64)
+        .map(|s| s.messages.len() as u64 + s.tail.map_or(0, |(_, left)| left))
         .sum::<u64>();
     e.metrics.recovered_sessions.add(sessions.len() as u64);
     e.metrics.recovered_messages.add(messages);
@@ -255,7 +256,11 @@ pub(super) fn load(e: &Engine, quarantine: &Path) -> Loaded {
         millis = started.elapsed().as_millis() as u64,
         "store loaded"
     );
-    Loaded { sessions, retained }
+    Loaded {
+        sessions,
+        retained,
+        life_start: max_seq + 1,
+    }
 }
 
 /// Whether a session's expiry passed while it was disconnected. One that

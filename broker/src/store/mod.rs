@@ -362,6 +362,38 @@ impl Store {
         }
     }
 
+    /// The places in line (sequence number, record size) of up to `max`
+    /// queued messages of `client_id` with sequence numbers in
+    /// `from..end`, in order, skipping those marked sent (they are in
+    /// flight). Reads keys and sizes only.
+    pub fn read_places(&self, client_id: &str, from: u64, end: u64, max: usize) -> Vec<(u64, u32)> {
+        let Some(e) = &self.engine else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let range = keys::queued(client_id, from)..keys::queued(client_id, end);
+        for item in e.queued.range(range) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = match item.into_inner() {
+                Ok(kv) => kv,
+                Err(err) => {
+                    e.write_failed("read", &err);
+                    break;
+                }
+            };
+            let Some(seq) = keys::split(&key).and_then(|(_, rest)| keys::seq_of(rest)) else {
+                continue;
+            };
+            if e.sent.contains_key(&key).unwrap_or(false) {
+                continue;
+            }
+            out.push((seq, u32::try_from(value.len()).unwrap_or(u32::MAX)));
+        }
+        out
+    }
+
     /// An incoming QoS 2 message was received (PUBREC follows).
     pub fn qos2_received(&self, client_id: &str, id: PacketId) {
         self.write(|e, b| b.insert(&e.qos2, keys::qos2(client_id, id), Vec::new()));
