@@ -21,6 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod socket;
+pub mod time;
 
 /// Every control endpoint lives under this path prefix.
 pub const API_PREFIX: &str = "/v1";

@@ -240,7 +240,8 @@ fn store_copies(
     picks: &[Option<&RouteDelivery>],
     qos2_mark: Option<(&ClientId, PacketId)>,
 ) -> Vec<Option<u64>> {
-    if !store.is_durable() {
+    // QoS 0 is never stored.
+    if !store.is_durable() || (msg.qos == QoS::AtMostOnce && qos2_mark.is_none()) {
         return vec![None; picks.len()];
     }
     // Read once: a session may change its flag meanwhile.

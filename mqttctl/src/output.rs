@@ -114,28 +114,13 @@ pub fn age(at: u64, now: u64) -> String {
 pub fn utc(at: u64) -> String {
     let days = at / 86_400;
     let rem = at % 86_400;
-    let (y, mo, d) = civil_from_days(days);
+    let (y, mo, d) = mqttd_api::time::civil_from_days(days);
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60
     )
-}
-
-/// Gregorian (year, month, day) of a day count since 1970-01-01, using the
-/// well-known era-based conversion (400-year cycles of 146097 days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

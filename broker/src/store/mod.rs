@@ -41,7 +41,7 @@ use crate::config::Durability;
 use crate::log_limit::LogLimit;
 use crate::message::Message;
 use crate::metrics::{Counter, Gauge};
-use crate::types::{PacketId, QoS};
+use crate::types::PacketId;
 
 pub use open::{open, OpenError, Recovery, FORMAT_VERSION};
 pub use record::{QueuedRecord, SentStage, SessionRecord, SubscriptionRecord};
@@ -294,7 +294,9 @@ impl Store {
         // As last measured by the fsync thread: a bound, not an exact cap.
         let full = e.max_disk_bytes > 0 && e.metrics.disk_bytes.get_u64() >= e.max_disk_bytes;
         let seqs = if full || targets.is_empty() {
-            e.metrics.dropped_disk_full.add(targets.len() as u64);
+            if full {
+                e.metrics.dropped_disk_full.add(targets.len() as u64);
+            }
             vec![None; targets.len()]
         } else {
             let first = e
@@ -479,10 +481,4 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.sync.stop();
     }
-}
-
-/// Whether a message routed to a persistent session is stored: QoS 1 and
-/// 2 only (QoS 0 is never queued for an offline session).
-pub fn is_stored_qos(qos: QoS) -> bool {
-    qos != QoS::AtMostOnce
 }
