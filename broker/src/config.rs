@@ -15,9 +15,11 @@ use crate::control::{ControlConfig, HttpConfig};
 use crate::types::TopicFilter;
 
 mod auth;
+mod limits;
 mod listener;
 
 pub use auth::{AuthConfig, HookFailure, HttpHookConfig};
+pub use limits::LimitsConfig;
 pub use listener::{
     CertUsername, ClientAuth, ListenerConfig, ListenerKind, TlsConfig,
     DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_WS_PATH,
@@ -50,6 +52,8 @@ pub struct Config {
     pub session_manager: PoolConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    /// Bounds on connections, sessions, retained messages, rates, memory.
+    pub limits: LimitsConfig,
     /// The admin API on a Unix socket (and optionally TCP).
     pub control: ControlConfig,
     /// Health probes and Prometheus metrics.
@@ -65,6 +69,7 @@ impl Default for Config {
             session_manager: PoolConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
             control: ControlConfig::default(),
             http: HttpConfig::default(),
         }
@@ -310,6 +315,7 @@ impl Config {
             l.validate(&format!("listeners[{i}]"))?;
         }
         self.auth.validate()?;
+        self.limits.validate()?;
         let m = &self.mqtt;
         if m.max_packet_size_bytes < 64 {
             return Err((
