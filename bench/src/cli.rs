@@ -12,8 +12,8 @@ use crate::report::Output;
 use crate::scenario::{self, parse_duration};
 
 /// A load generator for MQTT brokers (any broker, not only mqttd):
-/// connection rate, throughput, latency, idle memory, session churn, and
-/// start-up with a full store.
+/// connection rate, throughput, latency, idle memory, session churn,
+/// start-up with a full store, and an overload soak.
 /// Results go to stdout (a table, or JSON with -o json); progress to stderr.
 #[derive(Debug, Parser)]
 #[command(name = "mqttd-bench", version, about)]
@@ -59,8 +59,8 @@ pub struct Global {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// The broker's process id (same machine): its CPU use is reported for
-    /// every scenario, its resident memory by `idle`.
-    #[arg(long, global = true)]
+    /// every scenario, its resident memory by `idle` and `soak`.
+    #[arg(long, global = true, alias = "broker-pid")]
     pub pid: Option<u32>,
     /// Tokio worker threads (default: one per CPU).
     #[arg(long, global = true)]
@@ -76,7 +76,9 @@ pub enum Command {
     Churn(scenario::churn::Args),
     Fill(scenario::fill::Args),
     Restart(scenario::restart::Args),
+    Soak(scenario::soak::Args),
     Compare(crate::compare::Args),
+    SoakReport(scenario::soak::markdown::Args),
 }
 
 impl Command {
@@ -90,7 +92,8 @@ impl Command {
             Command::Churn(a) => scenario::churn::time_limit(a),
             Command::Fill(a) => scenario::fill::time_limit(a),
             Command::Restart(a) => scenario::restart::time_limit(a),
-            Command::Compare(_) => Duration::from_secs(60),
+            Command::Soak(a) => scenario::soak::time_limit(a),
+            Command::Compare(_) | Command::SoakReport(_) => Duration::from_secs(60),
         }
     }
 }
@@ -153,6 +156,35 @@ mod tests {
             "{cli:?}"
         );
         assert!(Cli::try_parse_from(["mqttd-bench", "restart", "--data-dir", "/d"]).is_err());
+    }
+
+    #[test]
+    fn soak_defaults_and_broker_pid() {
+        let cli = Cli::try_parse_from([
+            "mqttd-bench",
+            "soak",
+            "--broker-pid",
+            "7",
+            "--budget-bytes",
+            "268435456",
+            "--duration",
+            "30s",
+        ]);
+        let cli = cli.map_err(|e| e.to_string());
+        assert!(
+            matches!(
+                &cli,
+                Ok(Cli { command: Command::Soak(a), global })
+                    if a.publishers == 1000
+                        && a.sessions == 10_000
+                        && a.qos1_share == 0.5
+                        && a.budget_bytes == Some(268_435_456)
+                        && a.duration == Duration::from_secs(30)
+                        && global.pid == Some(7)
+            ),
+            "{cli:?}"
+        );
+        assert!(Cli::try_parse_from(["mqttd-bench", "soak-report"]).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! - `mqtt`: a minimal client on the broker's codec; `frame`: copy-free
 //!   PUBLISH reading for the receive hot path; `payload`: the stamp each
 //!   message carries (publisher, sequence number, send time);
-//! - `scenario/`: `conn`, `pubsub`, `latency`, `idle`, `churn`, `fill` and
-//!   `restart` (and `flow`, the publisher/subscriber engine under
+//! - `scenario/`: `conn`, `pubsub`, `latency`, `idle`, `churn`, `fill`,
+//!   `restart` and `soak` (and `flow`, the publisher/subscriber engine under
 //!   `pubsub`, `latency` and `fill`);
 //! - `stats/`: rates, loss accounting, latency percentiles, VmRSS, disk
 //!   usage;
@@ -50,8 +50,10 @@ const MQTTS_PORT: u16 = 8883;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Compare(args) = &cli.command {
-        return exit(compare::run(args));
+    match &cli.command {
+        Command::Compare(args) => return exit(compare::run(args)),
+        Command::SoakReport(args) => return exit(scenario::soak::markdown::run(args)),
+        _ => {}
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cli.global.threads {
@@ -96,7 +98,10 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Churn(a) => scenario::churn::run(&ctx, a).await,
             Command::Fill(a) => scenario::fill::run(&ctx, a).await,
             Command::Restart(a) => scenario::restart::run(&ctx, a).await,
-            Command::Compare(_) => unreachable!("compare runs without a runtime"),
+            Command::Soak(a) => scenario::soak::run(&ctx, a).await,
+            Command::Compare(_) | Command::SoakReport(_) => {
+                unreachable!("compare and soak-report run without a runtime")
+            }
         }
     };
     let usage = CpuUsage::start(ctx.broker_pid)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::tls::TlsTarget;
 
@@ -89,11 +89,24 @@ impl Target {
 
     /// Opens a TCP connection (and TLS session, if configured).
     pub async fn dial(&self) -> anyhow::Result<(BoxRead, BoxWrite)> {
+        let tcp = self.connect_tcp(None).await?;
+        self.wrap(tcp).await
+    }
+
+    /// Opens the TCP connection only; `recv_buffer` sets SO_RCVBUF before
+    /// connecting (the window scale is agreed in the handshake), for a
+    /// client that means to stop reading and let little pile up on its side.
+    pub async fn connect_tcp(&self, recv_buffer: Option<u32>) -> anyhow::Result<TcpStream> {
         let socket = match self.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
         .context("cannot create a socket")?;
+        if let Some(size) = recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .context("cannot set SO_RCVBUF")?;
+        }
         if let Some(ip) = self.sources.pick() {
             socket
                 .bind(SocketAddr::new(ip, 0))
@@ -104,6 +117,12 @@ impl Target {
             .await
             .with_context(|| format!("cannot connect to {}", self.addr))?;
         tcp.set_nodelay(true).context("cannot set TCP_NODELAY")?;
+        Ok(tcp)
+    }
+
+    /// Splits an open connection into halves, after the TLS handshake if
+    /// configured.
+    pub async fn wrap(&self, tcp: TcpStream) -> anyhow::Result<(BoxRead, BoxWrite)> {
         match &self.tls {
             None => {
                 let (r, w) = tcp.into_split();

@@ -51,6 +51,17 @@ impl Stamp {
         buf.freeze()
     }
 
+    /// Writes the stamp over the first [`STAMP_LEN`] bytes of `payload`
+    /// (a prepared packet's payload, rewritten per message); does nothing
+    /// to a shorter slice.
+    pub fn write_into(self, payload: &mut [u8]) {
+        if let Some(dst) = payload.get_mut(..STAMP_LEN) {
+            dst[0..4].copy_from_slice(&self.publisher.to_be_bytes());
+            dst[4..12].copy_from_slice(&self.seq.to_be_bytes());
+            dst[12..20].copy_from_slice(&self.sent_at_ns.to_be_bytes());
+        }
+    }
+
     /// Reads the stamp at the front of a payload; `None` if it is too short.
     pub fn from_payload(payload: &[u8]) -> Option<Stamp> {
         let publisher = u32::from_be_bytes(payload.get(0..4)?.try_into().ok()?);
@@ -85,6 +96,22 @@ mod tests {
         assert_eq!(p.len(), 64);
         assert_eq!(Stamp::from_payload(&p), Some(s));
         assert_eq!(s.to_payload(3).len(), STAMP_LEN);
+    }
+
+    #[test]
+    fn stamp_written_in_place_reads_back() {
+        let s = Stamp {
+            publisher: 3,
+            seq: 9,
+            sent_at_ns: 77,
+        };
+        let mut buf = [0xffu8; 32];
+        s.write_into(&mut buf);
+        assert_eq!(Stamp::from_payload(&buf), Some(s));
+        assert_eq!(buf[STAMP_LEN], 0xff);
+        let mut short = [0u8; 4];
+        s.write_into(&mut short);
+        assert_eq!(short, [0; 4]);
     }
 
     #[test]

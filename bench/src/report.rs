@@ -34,6 +34,69 @@ pub struct Report {
     pub metrics: Vec<Metric>,
     /// The first error met, if any (the count is the `errors` metric).
     pub first_error: Option<String>,
+    /// Figures over time (`soak`'s one row per second), if the scenario
+    /// keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
+}
+
+/// A table of figures over time: named columns, one row per sample.
+/// Cells are numbers, strings, booleans or null (not measured).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Series {
+    /// The column named `name`, cell by cell.
+    pub fn column(&self, name: &str) -> Option<impl Iterator<Item = &Value>> {
+        let i = self.columns.iter().position(|c| c == name)?;
+        Some(
+            self.rows
+                .iter()
+                .map(move |r| r.get(i).unwrap_or(&Value::Null)),
+        )
+    }
+
+    /// Right-aligned text columns, headed by the column names.
+    pub fn to_text(&self) -> String {
+        let cells: Vec<Vec<String>> = std::iter::once(self.columns.clone())
+            .chain(self.rows.iter().map(|r| r.iter().map(cell_text).collect()))
+            .collect();
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|i| {
+                cells
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(String::len)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &cells {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:>w$}"))
+                .collect();
+            out.push_str(&format!("  {}\n", line.join("  ")));
+        }
+        out
+    }
+}
+
+/// A cell as people read it: `-` for not measured, yes/no for booleans.
+pub fn cell_text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_string(),
+        Value::Bool(true) => "yes".to_string(),
+        Value::Bool(false) => "no".to_string(),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), format_value),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// How results are printed.
@@ -51,6 +114,7 @@ impl Report {
             params: Map::new(),
             metrics: Vec::new(),
             first_error: None,
+            series: None,
         }
     }
 
@@ -115,6 +179,10 @@ impl Report {
         }
         if let Some(e) = &self.first_error {
             out.push_str(&format!("  first error: {e}\n"));
+        }
+        if let Some(series) = &self.series {
+            out.push('\n');
+            out.push_str(&series.to_text());
         }
         out
     }
@@ -190,6 +258,32 @@ mod tests {
         assert!(t.contains("mode=fan-in qos=1"), "{t}");
         assert!(t.contains("123,457  msg/s"), "{t}");
         assert!(t.contains("0.00"), "{t}");
+    }
+
+    #[test]
+    fn series_in_json_and_text() {
+        let mut r = sample();
+        assert!(!r.to_json().contains("series"), "absent when not kept");
+        r.series = Some(Series {
+            columns: vec!["t_s".into(), "rss_mb".into(), "stuck".into()],
+            rows: vec![
+                vec![Value::from(1), Value::from(12.5), Value::Bool(true)],
+                vec![Value::from(2), Value::Null, Value::Bool(false)],
+            ],
+        });
+        let back: Result<Report, _> = serde_json::from_str(&r.to_json());
+        assert_eq!(back.ok().as_ref(), Some(&r));
+        let t = r.to_table();
+        assert!(t.contains("  t_s  rss_mb  stuck\n"), "{t}");
+        assert!(t.contains("    1   12.50    yes\n"), "{t}");
+        assert!(t.contains("    2       -     no\n"), "{t}");
+        let rss: Vec<&Value> = r
+            .series
+            .as_ref()
+            .and_then(|s| s.column("rss_mb"))
+            .map(|c| c.collect())
+            .unwrap_or_default();
+        assert_eq!(rss, [&Value::from(12.5), &Value::Null]);
     }
 
     #[test]

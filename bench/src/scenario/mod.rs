@@ -11,6 +11,7 @@ pub mod idle;
 pub mod latency;
 pub mod pubsub;
 pub mod restart;
+pub mod soak;
 
 use mqttd::types::QoS;
 
