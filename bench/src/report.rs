@@ -20,6 +20,9 @@ pub enum Better {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
     pub name: String,
+    /// A value that is not a number (nothing measured) is written as
+    /// JSON null and read back as NaN.
+    #[serde(deserialize_with = "null_as_nan")]
     pub value: f64,
     pub unit: String,
     pub better: Better,
@@ -97,6 +100,10 @@ pub fn cell_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// How results are printed.
@@ -258,6 +265,18 @@ mod tests {
         assert!(t.contains("mode=fan-in qos=1"), "{t}");
         assert!(t.contains("123,457  msg/s"), "{t}");
         assert!(t.contains("0.00"), "{t}");
+    }
+
+    #[test]
+    fn not_measured_reads_back_as_nan() {
+        let mut r = sample();
+        r.metric("stuck_dropped_at_secs", f64::NAN, "s", Better::Neither);
+        let back: Result<Report, _> = serde_json::from_str(&r.to_json());
+        let back = back.map_err(|e| e.to_string());
+        assert!(
+            matches!(&back, Ok(b) if b.get("stuck_dropped_at_secs").is_some_and(f64::is_nan)),
+            "{back:?}"
+        );
     }
 
     #[test]

@@ -279,8 +279,14 @@ async fn publish(p: Publisher, spec: &Spec, counters: &Counters, errors: &Errors
     };
     let reading = read_acks(reader, &window, counters, qos1, spec.end + ACK_GRACE);
     let (written, read) = tokio::join!(writing, reading);
-    if written.is_err() || read.is_err() {
+    // The read side usually says why (EOF, reset); the write side when
+    // the broker reset a connection it never answered on.
+    if let Some(why) = read.err().or(written.err()) {
         counters.closed.fetch_add(1, Ordering::Relaxed);
+        errors.record(&anyhow!(
+            "the broker closed a QoS {} publisher's connection: {why}",
+            p.qos as u8
+        ));
     }
 }
 
@@ -300,7 +306,7 @@ enum Stop {
     /// The flood's end came while the socket was full.
     End,
     /// The broker closed or reset the connection.
-    Broken,
+    Broken(String),
 }
 
 impl Writer<'_> {
@@ -317,7 +323,7 @@ impl Writer<'_> {
                 self.pending = 0;
                 Ok(())
             }
-            Ok(Err(_)) => Err(Stop::Broken),
+            Ok(Err(e)) => Err(Stop::Broken(format!("write failed: {e}"))),
             Err(_) => Err(Stop::End),
         }
     }
@@ -334,8 +340,8 @@ pub fn pace_tick(rate: f64) -> Duration {
     Duration::from_secs_f64(1.0 / rate.max(1e-3)).clamp(PACE_MIN, PACE_MAX)
 }
 
-/// Writes until the flood ends; `Err` only when the broker broke the
-/// connection.
+/// Writes until the flood ends; `Err` (why) only when the broker broke
+/// the connection.
 async fn write_loop(
     w: &mut Writer<'_>,
     template: &Template,
@@ -343,7 +349,7 @@ async fn write_loop(
     qos1: bool,
     spec: &Spec,
     window: &Semaphore,
-) -> Result<(), ()> {
+) -> Result<(), String> {
     let start = Instant::now();
     let mut pace = interval_at(start.into(), pace_tick(spec.rate));
     pace.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -373,7 +379,7 @@ async fn write_loop(
                 tokio::select! {
                     p = window.acquire() => match p {
                         Ok(p) => p.forget(),
-                        Err(_) => break Err(Stop::Broken),
+                        Err(_) => break Err(Stop::Broken("acknowledgements stopped".into())),
                     },
                     _ = sleep_until(spec.end.into()) => break Ok(()),
                 }
@@ -397,19 +403,19 @@ async fn write_loop(
     };
     match outcome.and(w.flush().await) {
         Ok(()) | Err(Stop::End) => Ok(()),
-        Err(Stop::Broken) => Err(()),
+        Err(Stop::Broken(why)) => Err(why),
     }
 }
 
-/// Reads PUBACKs (giving window permits back) until `until`; `Err` when the
-/// broker closed the connection first.
+/// Reads PUBACKs (giving window permits back) until `until`; `Err` (why)
+/// when the broker closed the connection first.
 async fn read_acks(
     mut reader: Reader,
     window: &Semaphore,
     counters: &Counters,
     qos1: bool,
     until: Instant,
-) -> Result<(), ()> {
+) -> Result<(), String> {
     loop {
         match timeout_at(until.into(), reader.recv()).await {
             Err(_) => return Ok(()),
@@ -420,10 +426,13 @@ async fn read_acks(
                 }
             }
             Ok(Ok(Some(_))) => {}
-            Ok(Ok(None) | Err(_)) => {
+            Ok(r) => {
                 // The writer waiting for a permit must not wait for ever.
                 window.close();
-                return Err(());
+                return Err(match r {
+                    Ok(_) => "end of stream".to_string(),
+                    Err(e) => format!("{e:#}"),
+                });
             }
         }
     }

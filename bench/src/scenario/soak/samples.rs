@@ -207,7 +207,9 @@ pub fn series(rows: &[Sample], probes: &[ProbeResult]) -> Series {
             vec![
                 Value::from(s.t),
                 Value::from(s.flood),
-                s.rss_bytes.map_or(Value::Null, |b| num(b as f64 / 1e6)),
+                // Whole megabytes: the sampling is coarser than a tenth.
+                s.rss_bytes
+                    .map_or(Value::Null, |b| Value::from((b as f64 / 1e6).round())),
                 s.cpu_cores
                     .map_or(Value::Null, |c| Value::from((c * 100.0).round() / 100.0)),
                 Value::from(s.sent),
