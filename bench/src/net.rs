@@ -18,6 +18,14 @@ pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 /// default ephemeral port range (32768–60999) holds 28,232; keep a margin.
 pub const CONNECTIONS_PER_SOURCE_IP: usize = 25_000;
 
+/// Socket buffer sizes to ask for (bytes; the kernel doubles them and
+/// enforces a minimum); `None` leaves the kernel's default and autotuning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketBuffers {
+    pub recv: Option<u32>,
+    pub send: Option<u32>,
+}
+
 /// The broker under test and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -89,23 +97,30 @@ impl Target {
 
     /// Opens a TCP connection (and TLS session, if configured).
     pub async fn dial(&self) -> anyhow::Result<(BoxRead, BoxWrite)> {
-        let tcp = self.connect_tcp(None).await?;
+        let tcp = self.connect_tcp(SocketBuffers::default()).await?;
         self.wrap(tcp).await
     }
 
-    /// Opens the TCP connection only; `recv_buffer` sets SO_RCVBUF before
-    /// connecting (the window scale is agreed in the handshake), for a
-    /// client that means to stop reading and let little pile up on its side.
-    pub async fn connect_tcp(&self, recv_buffer: Option<u32>) -> anyhow::Result<TcpStream> {
+    /// Opens the TCP connection only, with the socket buffers given (set
+    /// before connecting, since the window scale is agreed in the
+    /// handshake): a small SO_RCVBUF for a client that means to stop
+    /// reading, a small SO_SNDBUF for a publisher that should not park
+    /// megabytes in the kernel.
+    pub async fn connect_tcp(&self, bufs: SocketBuffers) -> anyhow::Result<TcpStream> {
         let socket = match self.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
         .context("cannot create a socket")?;
-        if let Some(size) = recv_buffer {
+        if let Some(size) = bufs.recv {
             socket
                 .set_recv_buffer_size(size)
                 .context("cannot set SO_RCVBUF")?;
+        }
+        if let Some(size) = bufs.send {
+            socket
+                .set_send_buffer_size(size)
+                .context("cannot set SO_SNDBUF")?;
         }
         if let Some(ip) = self.sources.pick() {
             socket

@@ -25,7 +25,7 @@ use tokio::time::{interval_at, sleep_until, timeout_at, MissedTickBehavior};
 use super::{Args, Topics};
 use crate::ctx::{Ctx, Errors};
 use crate::mqtt::{self, Client, Incoming, Reader};
-use crate::net::BoxWrite;
+use crate::net::{BoxWrite, SocketBuffers};
 use crate::payload::{now_ns, Stamp};
 use crate::report::{Better, Report};
 use crate::stats::rate::per_sec;
@@ -63,17 +63,27 @@ pub fn is_qos1(index: u32, n: u32, share: f64) -> bool {
     f64::from(index) < (f64::from(n) * share).round()
 }
 
-/// Connects the publishers (clean sessions); failures are counted in
-/// `errors` and the flood goes on with those that connected.
+/// Connects the publishers (clean sessions, SO_SNDBUF
+/// `--publisher-sndbuf`); failures are counted in `errors` and the flood
+/// goes on with those that connected.
 pub async fn connect(ctx: &Arc<Ctx>, args: &Args, errors: &Errors) -> Vec<Publisher> {
     let deadline = Instant::now() + args.setup_limit;
-    let (n, share) = (args.publishers, args.qos1_share);
+    let (n, share, sndbuf) = (args.publishers, args.qos1_share, args.publisher_sndbuf);
     let mut attempts = stream::iter(0..n)
         .map(|index| {
             let ctx = ctx.clone();
             async move {
                 let opts = ctx.connect_opts(format!("{}-pub{index}", ctx.run_id), true);
-                let client = timeout_at(deadline.into(), Client::connect(&ctx.target, &opts))
+                let dial = async {
+                    let bufs = SocketBuffers {
+                        recv: None,
+                        send: Some(sndbuf),
+                    };
+                    let tcp = ctx.target.connect_tcp(bufs).await?;
+                    let (rd, wr) = ctx.target.wrap(tcp).await?;
+                    Client::handshake(rd, wr, &opts).await
+                };
+                let client = timeout_at(deadline.into(), dial)
                     .await
                     .unwrap_or_else(|_| Err(anyhow!("setup limit reached")))?
                     .0;

@@ -103,9 +103,18 @@ pub fn summary(runs: &[(String, Report)]) -> String {
                 num(r.get("publishers_closed"))
             )
         }),
-        ("messages written by publishers (mean per second)", |r| {
-            format!("{}/s", num(r.get("sent_per_sec")))
-        }),
+        (
+            "messages written into the publishers' sockets / QoS 1 acknowledged (per second)",
+            |r| {
+                let secs = r
+                    .params
+                    .get("duration_secs")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                let acked = r.get("qos1_acked").filter(|_| secs > 0.0).map(|a| a / secs);
+                format!("{}/s / {}/s", num(r.get("sent_per_sec")), num(acked))
+            },
+        ),
         ("stuck subscriber", |r| {
             match r.get("stuck_dropped_at_secs") {
                 Some(t) if t.is_finite() => format!("dropped by the broker by t = {t:.0} s"),

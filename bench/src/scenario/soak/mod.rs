@@ -81,6 +81,13 @@ pub struct Args {
     /// tasks for nothing).
     #[arg(long, default_value_t = 4)]
     pub publisher_tasks: usize,
+    /// SO_SNDBUF of each publisher's socket, bytes: what a flat-out
+    /// publisher can park in its own kernel beyond what the broker read
+    /// (loopback autotuning would allow megabytes per connection, a
+    /// gigabyte or more over a thousand, taken from every TCP user of the
+    /// machine).
+    #[arg(long, default_value_t = 65_536)]
+    pub publisher_sndbuf: u32,
     /// SO_RCVBUF of the stuck subscriber's socket, bytes (the kernel
     /// doubles it and enforces a minimum).
     #[arg(long, default_value_t = 4096)]
@@ -212,6 +219,7 @@ pub async fn run(ctx: &Arc<Ctx>, args: &Args) -> anyhow::Result<Report> {
         .param("rate", args.rate)
         .param("payload", args.payload)
         .param("inflight", args.inflight)
+        .param("publisher_sndbuf", args.publisher_sndbuf)
         .param("stuck_rcvbuf", args.stuck_rcvbuf)
         .param("stuck_keepalive", args.stuck_keepalive);
     if let Some(b) = args.budget_bytes {

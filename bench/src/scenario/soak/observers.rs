@@ -18,6 +18,7 @@ use tokio::time::{interval_at, timeout, timeout_at, MissedTickBehavior};
 use super::{sockets, Args, Topics};
 use crate::ctx::{Ctx, Errors};
 use crate::mqtt::{self, Client, Incoming, STREAM_BUFFER};
+use crate::net::SocketBuffers;
 use crate::payload::now_ns;
 use crate::report::{Better, Report};
 use crate::stats::latency::LatencyHist;
@@ -247,7 +248,11 @@ impl StuckView {
 
 impl Stuck {
     pub async fn connect(ctx: &Ctx, args: &Args, topics: &Topics) -> anyhow::Result<Stuck> {
-        let tcp = ctx.target.connect_tcp(Some(args.stuck_rcvbuf)).await?;
+        let bufs = SocketBuffers {
+            recv: Some(args.stuck_rcvbuf),
+            send: None,
+        };
+        let tcp = ctx.target.connect_tcp(bufs).await?;
         let local = tcp.local_addr()?;
         let (rd, wr) = ctx.target.wrap(tcp).await?;
         let mut opts = ctx.connect_opts(format!("{}-stuck", ctx.run_id), true);
