@@ -596,10 +596,16 @@ RUMQ_VERSION=$( ("$RUMQTTD" --version 2>/dev/null || true) | sed -n '1s/^rumqttd
     echo "of \`max_segment_count\` × \`max_segment_size\` bytes (counting topic and payload), and a"
     echo "subscriber that falls further behind than that loses the messages dropped from it."
 } >"$WORK/settings.md"
+# The soak section is written by scripts/bench-soak.sh: keep it.
+SOAK_SECTION=$WORK/soak-section.md
+: >"$SOAK_SECTION"
+[ -f "$OUT" ] && awk '/^## Soak \(overload\)$/ { s = 1 } s && /^## / && !/^## Soak \(overload\)$/ { s = 0 } s' \
+    "$OUT" >"$SOAK_SECTION"
 "$BENCH" compare --results "$RESULTS" --out "$OUT" --mode "$MODE" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
     --mqttd-version "$MQTTD_REV" --mosquitto-version "${MOSQ_VERSION:-unknown}" \
     --rumqttd-version "${RUMQ_VERSION:-unknown}" \
     --settings "$WORK/settings.md" --notes "$NOTES"
+[ -s "$SOAK_SECTION" ] && { echo; cat "$SOAK_SECTION"; } >>"$OUT"
 sed -n '/^## Targets/,/^## Results/p' "$OUT" | sed '$d'
 ((FAILED == 0)) || log "$FAILED run(s) failed; see the Notes section of $OUT"

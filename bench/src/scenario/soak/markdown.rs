@@ -198,7 +198,7 @@ fn num(v: Option<f64>) -> String {
     v.filter(|v| v.is_finite()).map_or("-".into(), format_value)
 }
 
-/// Over time, every `every` seconds (and the last second): per run, RSS,
+/// Over time, every `every` seconds (and the first and last): per run, RSS,
 /// healthy messages per second, the probe's connect time (or failures) and
 /// whether the stuck subscriber is still held.
 pub fn over_time(runs: &[(String, Report)], every: u64) -> String {
@@ -212,28 +212,31 @@ pub fn over_time(runs: &[(String, Report)], every: u64) -> String {
     out.push_str("\n|---:|");
     out.push_str(&"---:|---:|---:|:---:|".repeat(runs.len()));
     out.push('\n');
-    let last = runs
+    // Rows by the sample's own second: a late tick may skip one, and the
+    // runs need not skip the same ones.
+    let row_of = |r: &Report, t: u64| -> Option<usize> {
+        r.series
+            .as_ref()?
+            .column("t_s")?
+            .position(|v| v.as_u64() == Some(t))
+    };
+    let seconds: std::collections::BTreeSet<u64> = runs
         .iter()
-        .filter_map(|(_, r)| r.series.as_ref()?.rows.len().checked_sub(1))
-        .max();
-    let Some(last) = last else {
+        .filter_map(|(_, r)| r.series.as_ref()?.column("t_s"))
+        .flat_map(|c| c.filter_map(Value::as_u64).collect::<Vec<_>>())
+        .collect();
+    let (Some(&first), Some(&last)) = (seconds.first(), seconds.last()) else {
         return out;
     };
-    for i in 0..=last {
-        // The sample's own second (a late tick may skip one), else its rank.
-        let t = runs
-            .iter()
-            .find_map(|(_, r)| r.series.as_ref()?.column("t_s")?.nth(i)?.as_u64())
-            .unwrap_or(i as u64 + 1);
-        if t % every != 0 && i != last && i != 0 {
-            continue;
-        }
+    for &t in seconds
+        .iter()
+        .filter(|&&t| t % every == 0 || t == first || t == last)
+    {
         let _ = write!(out, "| {t} |");
         for (_, r) in runs {
+            let i = row_of(r, t);
             let cell = |name: &str| {
-                r.series
-                    .as_ref()
-                    .and_then(|s| s.column(name)?.nth(i).cloned())
+                i.and_then(|i| r.series.as_ref()?.column(name)?.nth(i).cloned())
                     .unwrap_or(Value::Null)
             };
             let probe = match cell("probe_failures").as_u64() {
@@ -350,6 +353,21 @@ mod tests {
         assert_eq!(lines[2], "| 1 | 10 | 1,000 | 2.50 | yes |");
         assert_eq!(lines[3], "| 2 | 50 | 1,000 | 1 failed | no |");
         assert!(lines[4].starts_with("| 3 | 20 |"), "{md}");
+        // A run whose sampler skipped second 2: its cells there are blank.
+        let mut skipped = run([10.0, 50.0, 20.0], None, None);
+        if let Some(s) = skipped.series.as_mut() {
+            s.rows[1][0] = Value::from(4);
+        }
+        let runs = [runs[0].clone(), ("late".to_string(), skipped)];
+        let md = over_time(&runs, 2);
+        assert!(
+            md.contains("\n| 2 | 50 | 1,000 | 1 failed | no | - | - | - | - |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("\n| 4 | - | - | - | - | 50 | 1,000 | 1 failed | no |\n"),
+            "{md}"
+        );
     }
 
     #[test]
