@@ -21,7 +21,11 @@
 # Usage: scripts/bench-soak.sh [--duration 60s] [--budget BYTES]
 #            [--publishers N] [--sessions N] [--rate MSG_PER_S]
 #            [--mqttd-budget on|off] [--brokers "mqttd mosquitto"]
-#            [--out FILE] [--keep]
+#            [--rss-cap-mb N] [--out FILE] [--keep]
+#
+# A broker whose RSS passes --rss-cap-mb (default 8192) is killed by the
+# script (by its PID), and the section says so: the machine is shared, and
+# an unbounded broker must not take the others' memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +39,7 @@ MQTTD_BUDGET=on
 BROKER_LIST="mqttd mosquitto"
 OUT=BENCHMARKS.md
 KEEP=0
+RSS_CAP_MB=8192
 usage() {
     cat <<'EOF'
 Usage: scripts/bench-soak.sh [options]
@@ -46,6 +51,7 @@ Usage: scripts/bench-soak.sh [options]
   --rate R            total offered messages/s; 0 = flat out (default 0)
   --mqttd-budget off  run mqttd without limits.max_memory_bytes (the "before")
   --brokers LIST      which of "mqttd mosquitto" to run (default both)
+  --rss-cap-mb N      kill a broker whose RSS passes N MiB (default 8192)
   --out FILE          the Markdown file whose soak section is replaced
                       (default BENCHMARKS.md)
   --keep              keep the work directory (configs, logs, JSON results)
@@ -60,6 +66,7 @@ while (($#)); do
         --rate) RATE=${2:?--rate needs a value}; shift ;;
         --mqttd-budget) MQTTD_BUDGET=${2:?--mqttd-budget needs on or off}; shift ;;
         --brokers) BROKER_LIST=${2:?--brokers needs a list}; shift ;;
+        --rss-cap-mb) RSS_CAP_MB=${2:?--rss-cap-mb needs a value}; shift ;;
         --out) OUT=${2:?--out needs a file}; shift ;;
         --keep) KEEP=1 ;;
         -h | --help) usage; exit 0 ;;
@@ -68,6 +75,7 @@ while (($#)); do
     shift
 done
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "bench-soak: --budget must be a number of bytes" >&2; exit 2; }
+[[ $RSS_CAP_MB =~ ^[0-9]+$ ]] || { echo "bench-soak: --rss-cap-mb must be a number" >&2; exit 2; }
 case $MQTTD_BUDGET in on | off) ;; *) usage >&2; exit 2 ;; esac
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -93,7 +101,29 @@ BENCH=$TARGET_DIR/release/mqttd-bench
 WORK=$(mktemp -d /tmp/bench-soak.XXXXXX)
 mkdir -p "$WORK/results" "$WORK/logs" "$WORK/mqttd-data"
 BROKER_PID=""
+WATCH_PID=""
+# Kills broker PID when its VmRSS passes the cap, writing the RSS seen to
+# FLAG; ends when the broker does.
+watch_rss() { # pid flagfile
+    local rss
+    while kill -0 "$1" 2>/dev/null; do
+        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true)
+        if [ -n "$rss" ] && ((rss > RSS_CAP_MB * 1024)); then
+            echo "$rss" >"$2"
+            kill -KILL "$1" 2>/dev/null || true
+            return
+        fi
+        sleep 0.5
+    done
+}
+stop_watch() {
+    [ -n "$WATCH_PID" ] || return 0
+    kill "$WATCH_PID" 2>/dev/null || true
+    wait "$WATCH_PID" 2>/dev/null || true
+    WATCH_PID=""
+}
 stop_broker() {
+    stop_watch
     [ -n "$BROKER_PID" ] || return 0
     kill -TERM "$BROKER_PID" 2>/dev/null || true
     for _ in $(seq 100); do
@@ -219,6 +249,9 @@ for broker in $BROKER_LIST; do
     "${cmd[@]}" >>"$blog" 2>&1 &
     BROKER_PID=$!
     wait_port "$port" || die "$broker did not start (see $blog; use --keep)"
+    capped=$WORK/$broker.capped
+    watch_rss "$BROKER_PID" "$capped" &
+    WATCH_PID=$!
     log "soak on $broker (pid $BROKER_PID, port $port, $DURATION)"
     echo "$broker $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/loads.txt"
     result=$WORK/results/$broker.json
@@ -232,7 +265,11 @@ for broker in $BROKER_LIST; do
     else
         echo "- **$broker: the soak failed**: $(tail -n 1 "$WORK/logs/bench.$broker.log")" >>"$NOTES"
     fi
+    if [ -s "$capped" ]; then
+        echo "- **$broker was killed by the script** at an RSS of $(($(cat "$capped") / 1024)) MiB (cap \`--rss-cap-mb $RSS_CAP_MB\`): figures after that are missing." >>"$NOTES"
+    fi
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        stop_watch
         status=0
         wait "$BROKER_PID" || status=$?
         BROKER_PID=""
@@ -269,7 +306,11 @@ SECTION=$WORK/section.md
     echo "Written by \`scripts/bench-soak.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'); mqttd $MQTTD_REV,"
     echo "Mosquitto ${MOSQ_VERSION:-unknown}); the other sections come from \`scripts/bench-compare.sh\`."
     echo "Command: \`scripts/bench-soak.sh --duration $DURATION --budget $BUDGET --publishers $PUBLISHERS"
-    echo "--sessions $SESSIONS --rate $RATE$([ "$MQTTD_BUDGET" = off ] && echo ' --mqttd-budget off')\`."
+    extra=""
+    [ "$MQTTD_BUDGET" = off ] && extra+=" --mqttd-budget off"
+    [ "$BROKER_LIST" = "mqttd mosquitto" ] || extra+=" --brokers \"$BROKER_LIST\""
+    [ "$RSS_CAP_MB" = 8192 ] || extra+=" --rss-cap-mb $RSS_CAP_MB"
+    echo "--sessions $SESSIONS --rate $RATE$extra\`."
     echo
     echo "Each broker, fresh, gets $SESSIONS abandoned persistent sessions (clean_session=0,"
     echo "subscribed at QoS 1 to the two flooded topics, disconnected), then for $DURATION"
