@@ -165,7 +165,7 @@ pub async fn accept_loop(mut bound: Bound, broker: Arc<Broker>) {
         addr = %bound.local_addr,
         kind = bound.kind.as_str(),
         max_connections = bound.transport.gate.max(),
-        max_accept_rate = ?bound.rate.as_ref().map(AcceptRate::per_sec),
+        max_accept_rate = bound.rate.as_ref().map_or(0, AcceptRate::per_sec),
         "listening"
     );
     let mut backoff = ACCEPT_ERROR_BACKOFF;

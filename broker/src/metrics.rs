@@ -619,15 +619,15 @@ impl AdmissionMetrics {
                 e.sample(name, &[("listener", &l.name), ("reason", bound.label())], l.refused(bound).get());
             }
         }
-        let gauges: [(&str, &str, fn(&ListenerAdmissionMetrics) -> i64); 2] = [
-            ("mqttd_listener_connections", "Connections held through a listener (TLS and WebSocket handshakes included).", |l| l.open.get()),
-            ("mqttd_listener_connections_limit", "A listener's max_connections (0: only the broker-wide limit).", |l| l.limit.get()),
-        ];
-        for (name, help, get) in gauges {
-            e.family(name, Kind::Gauge, help);
-            for l in &listeners {
-                e.sample(name, &[("listener", &l.name)], get(l));
-            }
+        let name = "mqttd_listener_connections";
+        e.family(name, Kind::Gauge, "Connections held through a listener (TLS and WebSocket handshakes included).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.open.get());
+        }
+        let name = "mqttd_listener_connections_limit";
+        e.family(name, Kind::Gauge, "A listener's max_connections (0: only the broker-wide limit).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.limit.get());
         }
         let name = "mqttd_accept_rate_pauses_total";
         e.family(name, Kind::Counter, "Times a listener stopped accepting for a moment because of its max_accept_rate (connections wait in the kernel's backlog).");

@@ -123,7 +123,8 @@ impl Server {
             durability = broker.ctx.config.storage.durability.as_str(),
             restored_sessions = restored,
             max_connections = limits.max(),
-            open_files_limit = ?crate::admission::open_files::soft_limit(),
+            open_files_limit = %crate::admission::open_files::soft_limit()
+                .map_or("unlimited".to_string(), |n| n.to_string()),
             "mqttd started"
         );
         Ok(Server {

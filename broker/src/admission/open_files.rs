@@ -36,7 +36,7 @@ pub fn soft_limit() -> Option<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return None;
     }
-    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as u64)
+    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
 }
 
 /// Raises the soft open-file limit to the hard limit; returns the soft
