@@ -270,7 +270,7 @@ async fn holding(slot: Slot, task: impl Future<Output = ()>) {
 /// Starts the refusal of a connection over a bound: the transport
 /// handshake, then CONNACK 0x97 / 0x03 ([`refuse::answer`]), all within
 /// [`REFUSAL_DEADLINE`]. Tracked with the connections, so that shutdown
-/// waits for it (it ends at the deadline anyway, or at shutdown).
+/// waits for it; it ends as soon as the broker starts to stop.
 fn spawn_refusal(
     stream: TcpStream,
     peer: SocketAddr,
@@ -279,7 +279,7 @@ fn spawn_refusal(
     refusal: Refusal,
 ) {
     tracing::debug!(listener = %t.ctx.name, %peer, reason = refusal.bound().label(), "connection limit reached; refusing");
-    let shutdown = broker.shutdown.clone();
+    let stopping = broker.stopping.clone();
     broker.connections.spawn(async move {
         let code = refusal.code();
         // Boxed: TLS and WebSocket state, on a rare path.
@@ -309,7 +309,7 @@ fn spawn_refusal(
         });
         tokio::select! {
             _ = tokio::time::timeout(REFUSAL_DEADLINE, refuse) => {}
-            _ = shutdown.cancelled() => {}
+            _ = stopping.cancelled() => {}
         }
         drop(refusal);
     });
