@@ -41,6 +41,10 @@ const ACCEPT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// number left out; `mqttd_accept_errors_total` counts them all.
 static ACCEPT_ERROR_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
 
+/// At most one warning per period that a connection limit refuses
+/// connections, with the number left out; the metrics count them all.
+static REFUSAL_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
+
 /// The largest WebSocket message a connection being refused may send:
 /// its CONNECT is only peeked at.
 const PEEK_HANDSHAKE_BYTES: usize = 4096;
@@ -278,7 +282,9 @@ fn spawn_refusal(
     broker: &Broker,
     refusal: Refusal,
 ) {
-    tracing::debug!(listener = %t.ctx.name, %peer, reason = refusal.bound().label(), "connection limit reached; refusing");
+    if let Some(suppressed) = REFUSAL_LOG.check() {
+        tracing::warn!(listener = %t.ctx.name, %peer, reason = refusal.bound().label(), suppressed, "connection limit reached; refusing new connections");
+    }
     let stopping = broker.stopping.clone();
     broker.connections.spawn(async move {
         let code = refusal.code();

@@ -324,7 +324,8 @@ fn std_connect(addr: SocketAddr, id: &str) -> (std::net::TcpStream, [u8; 4]) {
 /// Without `limits.max_connections` the bound is derived from the
 /// open-file limit (here 64, too small for the 128-descriptor reserve,
 /// so half of it: 32), logged at start and enforced with CONNACK refusals
-/// before accepts fail for want of descriptors.
+/// (and one rate-limited warning) before accepts fail for want of
+/// descriptors.
 #[test]
 fn the_default_bound_comes_from_the_open_file_limit_and_holds_before_it() {
     use common::process::{Mqttd, Spec, QUIET};
@@ -373,6 +374,14 @@ fn the_default_bound_comes_from_the_open_file_limit_and_holds_before_it() {
         |r: &str| format!("mqttd_connections_refused_total{{listener=\"mqtt\",reason=\"{r}\"}}");
     assert_eq!(m.metric(&reason("max_connections")), Some(8.0));
     assert_eq!(m.metric("mqttd_accept_errors_total"), Some(0.0));
+    // One warning for the eight (one per 10 s at most).
+    let warned = || m.log().matches("connection limit reached").count();
+    let deadline = Instant::now() + WAIT;
+    while warned() == 0 {
+        assert!(Instant::now() < deadline, "no warning:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(warned(), 1, "{}", m.log());
 
     // One leaves: room for one more.
     drop(held.pop());
