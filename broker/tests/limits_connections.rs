@@ -200,16 +200,16 @@ async fn refusals_in_progress_are_bounded_and_end_at_their_deadline() {
     }
     wait_until(|| series(&b, "mqttd_connections_refusing") == Some(MAX_REFUSING as f64)).await;
 
-    let started = Instant::now();
     let mut over = Raw::connect(b.addr).await;
     // The write may fail if the close came first.
     let _ = over.stream.write_all(&connect_v5_bytes("over", 60)).await;
-    let answer = over.read_within(Duration::from_secs(2)).await;
+    // A refusal would answer the CONNECT at once with 0x97: closed
+    // without an answer, it was not refused but dropped.
+    let answer = over.read_within(WAIT).await;
     assert!(
         matches!(answer, Ok(None)),
-        "closed at once, without a CONNACK: {answer:?}"
+        "closed without a CONNACK: {answer:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(
         series(&b, "mqttd_connections_refused_unanswered_total"),
         Some(1.0)
