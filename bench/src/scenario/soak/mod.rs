@@ -13,6 +13,8 @@
 //! - `observers`: the healthy subscribers, the stuck subscriber, the probe;
 //! - `samples`: the per-second samples, the table and the summary (pure,
 //!   unit-tested);
+//! - `sockets`: the broker's end of the stuck subscriber's connection in
+//!   the kernel's socket table;
 //! - `markdown`: the `soak-report` subcommand, BENCHMARKS.md's soak
 //!   section from several runs' JSON.
 

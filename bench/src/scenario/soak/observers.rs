@@ -217,7 +217,8 @@ impl HealthyTotals {
 /// The stuck subscriber: subscribed, then never read again. Its socket
 /// stays open until [`Stuck::close`].
 pub struct Stuck {
-    _client: Client,
+    /// Held, never read: the point of the stuck subscriber.
+    client: Client,
     pub view: StuckView,
 }
 
@@ -260,7 +261,7 @@ impl Stuck {
         let (mut client, _) = Client::handshake(rd, wr, &opts).await?;
         client.subscribe(&topics.filter, QoS::AtLeastOnce).await?;
         Ok(Stuck {
-            _client: client,
+            client,
             view: StuckView {
                 broker: ctx.target.addr,
                 local,
@@ -268,7 +269,12 @@ impl Stuck {
         })
     }
 
-    pub fn close(self) {}
+    /// Closes the socket, kept open (and unread) until now: dropping the
+    /// client is what closes it, so the soak calls this only once sampling
+    /// is over.
+    pub fn close(self) {
+        drop(self.client);
+    }
 }
 
 /// One probe: when it started (seconds into the flood) and how long its
