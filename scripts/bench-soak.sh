@@ -190,7 +190,9 @@ EOF
 MQTTD_LABEL="mqttd (budget)"
 MQTTD_NOTE=""
 mqttd_yaml 1 >"$WORK/mqttd.yaml"
-if [ "$MQTTD_BUDGET" = off ]; then
+if [[ " $BROKER_LIST " != *" mqttd "* ]]; then
+    : # mqttd is not run: nothing to check.
+elif [ "$MQTTD_BUDGET" = off ]; then
     mqttd_yaml 0 >"$WORK/mqttd.yaml"
     MQTTD_LABEL="mqttd (no budget)"
     MQTTD_NOTE="mqttd ran without \`limits.max_memory_bytes\` (\`--mqttd-budget off\`)."
