@@ -68,7 +68,7 @@ fn mb(v: f64) -> String {
 /// The summary: one row per figure, one column per run.
 pub fn summary(runs: &[(String, Report)]) -> String {
     type Row = (&'static str, fn(&Report) -> String);
-    let rows: [Row; 12] = [
+    let rows: [Row; 13] = [
         ("memory budget", |r| {
             r.params
                 .get("budget_bytes")
@@ -115,11 +115,18 @@ pub fn summary(runs: &[(String, Report)]) -> String {
                 format!("{}/s / {}/s", num(r.get("sent_per_sec")), num(acked))
             },
         ),
+        ("broker process", |r| match gone_at(r) {
+            Some(t) => format!("**gone by t = {t} s** (its RSS could no longer be read)"),
+            None => "ran to the end".into(),
+        }),
         ("stuck subscriber", |r| {
-            match r.get("stuck_dropped_at_secs") {
-                Some(t) if t.is_finite() => format!("dropped by the broker by t = {t:.0} s"),
-                Some(_) => "still held by the broker at the end".into(),
-                None => "not observable (broker not on this machine)".into(),
+            match (r.get("stuck_dropped_at_secs"), gone_at(r)) {
+                (Some(t), Some(g)) if t.is_finite() && t >= g as f64 => {
+                    "gone with the broker".into()
+                }
+                (Some(t), _) if t.is_finite() => format!("dropped by the broker by t = {t:.0} s"),
+                (Some(_), _) => "still held by the broker at the end".into(),
+                (None, _) => "not observable (broker not on this machine)".into(),
             }
         }),
         (
@@ -192,6 +199,22 @@ pub fn summary(runs: &[(String, Report)]) -> String {
         out.push_str(&errors.concat());
     }
     out
+}
+
+/// The first second whose RSS could not be read after one that could: the
+/// broker process had exited (crashed, or was killed).
+pub fn gone_at(r: &Report) -> Option<u64> {
+    let series = r.series.as_ref()?;
+    let t: Vec<Option<u64>> = series.column("t_s")?.map(Value::as_u64).collect();
+    let mut seen = false;
+    for (i, rss) in series.column("rss_mb")?.enumerate() {
+        match (rss.is_null(), seen) {
+            (false, _) => seen = true,
+            (true, true) => return t.get(i).copied().flatten(),
+            (true, false) => {}
+        }
+    }
+    None
 }
 
 fn num(v: Option<f64>) -> String {
@@ -341,6 +364,25 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 2 / 1, - ms |"), "{md}");
+    }
+
+    #[test]
+    fn a_broker_that_exited() {
+        let mut r = run([10.0, 50.0, 20.0], Some(3.0), None);
+        assert_eq!(gone_at(&r), None);
+        if let Some(s) = r.series.as_mut() {
+            s.rows[2][1] = Value::Null;
+        }
+        assert_eq!(gone_at(&r), Some(3));
+        let md = summary(&[("b".to_string(), r)]);
+        assert!(
+            md.contains("| broker process | **gone by t = 3 s**"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| stuck subscriber | gone with the broker |"),
+            "{md}"
+        );
     }
 
     #[test]
