@@ -45,6 +45,7 @@ use crate::publish::{self, Reply};
 use crate::session::holder;
 use crate::session::session::{Control, Event};
 use crate::session::{CloseReason, DetachKind, Outbound, Session, SessionMsg};
+use crate::session_limits;
 use crate::store::Store;
 use crate::transport::ConnMeta;
 use crate::types::ClientId;
@@ -81,6 +82,12 @@ pub(crate) enum Ending {
     PacketTimeout,
     /// The client broke the protocol; `code` goes into a 5.0 DISCONNECT.
     Violation { reason: String, code: ReasonCode },
+    /// The client went past a limit of `limits:` (the key) where only
+    /// closing can refuse; `code` goes into a 5.0 DISCONNECT.
+    OverLimit {
+        limit: &'static str,
+        code: ReasonCode,
+    },
     /// The session or the broker closed it.
     ByServer(CloseReason),
     /// The broker stops: what the session handed out is written first
@@ -380,7 +387,7 @@ fn disconnect_code(ending: &Ending, version: ProtocolVersion) -> Option<ReasonCo
         return None;
     }
     match ending {
-        Ending::Violation { code, .. } => Some(*code),
+        Ending::Violation { code, .. } | Ending::OverLimit { code, .. } => Some(*code),
         Ending::KeepAliveTimeout | Ending::PacketTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
         Ending::ByServer(r) => Some(close_code(*r)),
         Ending::Stopping => Some(ReasonCode::SERVER_SHUTTING_DOWN),
@@ -445,6 +452,9 @@ fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
         }
         Ending::ByServer(r) => {
             tracing::debug!(%client_id, %peer, reason = ?r, "connection closed by broker")
+        }
+        Ending::OverLimit { limit, .. } => {
+            tracing::debug!(%client_id, %peer, limit, "closing connection: over a limit")
         }
         Ending::Stopping => {
             tracing::debug!(%client_id, %peer, "connection closed: broker stopping")
@@ -757,6 +767,9 @@ where
                     .resolve(&mut p)
                     .map_err(|(reason, code)| violation(reason, code))?;
             }
+            if let Err(hit) = session_limits::check_topic(&ctx.config.limits, p.topic.as_str()) {
+                return refuse_topic(framed, a, &p, hit, &ctx.metrics);
+            }
             let auth = framed.meta.auth();
             let allowed = serving_control(
                 &mut a.session,
@@ -819,6 +832,44 @@ where
         }
     }
     Ok(())
+}
+
+/// Refuses a PUBLISH whose topic is over `limits.max_topic_len` or
+/// `limits.max_topic_levels`: 5.0 QoS 1/2 gets PUBACK/PUBREC 0x90 topic
+/// name invalid and the connection goes on; QoS 0 has no acknowledgement
+/// to carry a refusal, so 5.0 gets DISCONNECT 0x90, and 3.1.1, which has
+/// no refusing acknowledgement at all, is closed.
+fn refuse_topic<S>(
+    framed: &mut Framed<S>,
+    a: &Accepted,
+    p: &crate::codec::Publish,
+    hit: session_limits::Hit,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), Ending>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hit.count(&metrics.session_limits);
+    metrics.messages_dropped.qos(p.qos).inc();
+    let refused = |id| crate::codec::PubResp {
+        code: ReasonCode::TOPIC_NAME_INVALID,
+        ..crate::codec::PubResp::success(id)
+    };
+    match (a.version.is_v5(), p.qos, p.packet_id) {
+        (true, crate::types::QoS::AtLeastOnce, Some(id)) => {
+            framed.queue(&Packet::PubAck(refused(id)), a.version);
+            Ok(())
+        }
+        (true, crate::types::QoS::ExactlyOnce, Some(id)) => {
+            // A failed PUBREC ends the exchange: no PUBREL follows.
+            framed.queue(&Packet::PubRec(refused(id)), a.version);
+            Ok(())
+        }
+        _ => Err(Ending::OverLimit {
+            limit: hit.key(),
+            code: ReasonCode::TOPIC_NAME_INVALID,
+        }),
+    }
 }
 
 /// Authorizes each filter of a SUBSCRIBE and hands it to the session: the

@@ -20,6 +20,7 @@
 //! - [`session`]: the session value (one owner at a time: its connection's
 //!   task or an offline holder), the session table, the manager pool
 //!   (sessions belong to identities), re-authorization and stopping;
+//! - [`session_limits`]: client id, username and topic lengths and topic levels (`limits:`);
 //! - [`router`]: topic matching and retained messages;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
@@ -57,6 +58,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod session_limits;
 pub mod store;
 pub mod tls;
 pub mod topic_alias;

@@ -174,6 +174,55 @@ impl AuthMetrics {
     }
 }
 
+/// The session limits of `limits:` (see [`crate::config::LimitsConfig`]),
+/// counted each time one refuses something, by the key that did.
+#[derive(Debug, Default)]
+pub struct SessionLimitMetrics {
+    /// CONNECTs refused: `limits.max_sessions` reached.
+    pub sessions: Counter,
+    /// SUBSCRIBE filters refused: `limits.max_subscriptions_per_client`.
+    pub subscriptions: Counter,
+    /// CONNECTs refused: client id longer than `limits.max_client_id_len`.
+    pub client_id_len: Counter,
+    /// CONNECTs refused: username longer than `limits.max_username_len`.
+    pub username_len: Counter,
+    /// PUBLISH, SUBSCRIBE filters and wills refused: topic longer than
+    /// `limits.max_topic_len`.
+    pub topic_len: Counter,
+    /// The same for more levels than `limits.max_topic_levels`.
+    pub topic_levels: Counter,
+    /// Session expiries lowered to `limits.max_session_expiry_secs`
+    /// (5.0 CONNECT or DISCONNECT asking for more).
+    pub expiry_capped: Counter,
+}
+
+impl SessionLimitMetrics {
+    fn render(&self, e: &mut Exposition) {
+        let name = "mqttd_session_limit_refusals_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "CONNECTs, SUBSCRIBE filters and PUBLISHes refused by a session limit, by its limits.* key.",
+        );
+        for (limit, c) in [
+            ("max_sessions", &self.sessions),
+            ("max_subscriptions_per_client", &self.subscriptions),
+            ("max_client_id_len", &self.client_id_len),
+            ("max_username_len", &self.username_len),
+            ("max_topic_len", &self.topic_len),
+            ("max_topic_levels", &self.topic_levels),
+        ] {
+            e.sample(name, &[("limit", limit)], c.get());
+        }
+        e.single(
+            "mqttd_session_expiry_capped_total",
+            Kind::Counter,
+            "Session expiries asked by 5.0 clients (CONNECT, DISCONNECT) lowered to limits.max_session_expiry_secs.",
+            self.expiry_capped.get(),
+        );
+    }
+}
+
 /// Everything `/metrics` reports. Field names say what is counted; the
 /// Prometheus names are in [`Metrics::render`].
 #[derive(Debug)]
@@ -239,6 +288,8 @@ pub struct Metrics {
     pub keepalive_timeouts: Counter,
     /// Failed `accept` calls (e.g. out of file descriptors).
     pub accept_errors: Counter,
+    /// Refusals by the session limits of `limits:`.
+    pub session_limits: SessionLimitMetrics,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
@@ -287,6 +338,7 @@ impl Metrics {
             packet_timeouts: Counter::default(),
             keepalive_timeouts: Counter::default(),
             accept_errors: Counter::default(),
+            session_limits: SessionLimitMetrics::default(),
             backlog: Arc::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
@@ -361,6 +413,7 @@ impl Metrics {
         }
         self.render_messages(&mut e);
         self.render_connection_bounds(&mut e);
+        self.session_limits.render(&mut e);
         self.render_pool(&mut e);
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);

@@ -8,13 +8,152 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Shortest client id every server must accept [MQTT-3.1.3-5]: a smaller
+/// `max_client_id_len` would refuse conforming clients.
+pub const MIN_CLIENT_ID_LEN: usize = 23;
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {}
+pub struct LimitsConfig {
+    /// Sessions in the session table, online and offline. A CONNECT that
+    /// would create one more is refused (CONNACK 0x97 quota exceeded; 3.1.1:
+    /// 0x03 server unavailable); resuming or taking over an existing
+    /// session always goes through. Default 100,000: an offline session
+    /// costs about 2.2 KB before its queue (bench/README.md), so the bare
+    /// sessions stay near 220 MB, well inside an edge box.
+    pub max_sessions: usize,
+    /// The longest session expiry granted, in seconds. A 5.0 client asking
+    /// for more (0xFFFFFFFF "never" included) gets this, and is told so
+    /// by the CONNACK's Session Expiry Interval (MQTT 5.0 section
+    /// 3.2.2.3.2); one that sets more at DISCONNECT gets it too. A 3.1.1
+    /// persistent session (clean_session=0 asks for "never") gets this
+    /// too, as Mosquitto's `persistent_client_expiration` does, so that
+    /// abandoned client ids do not keep their queues forever. Default 7
+    /// days: a device off for a long weekend still resumes its session.
+    /// 4294967295 lifts the cap ("never" is granted again).
+    pub max_session_expiry_secs: u32,
+    /// Subscriptions one session may hold. New filters of a SUBSCRIBE past
+    /// it get SUBACK 0x97 quota exceeded (3.1.1: 0x80); subscribing again to
+    /// a filter the session has does not count twice. A session restored
+    /// with more (the limit lowered since) keeps them. Default 1,000: far
+    /// above a device's needs, enough for gateways, and it bounds the
+    /// router entries one client can make.
+    pub max_subscriptions_per_client: usize,
+    /// Longest client id, in bytes: longer ones get CONNACK 0x85 client
+    /// identifier not valid (3.1.1: 0x02). At least 23 [MQTT-3.1.3-5].
+    /// Default 256: UUIDs and cloud device ids (128) fit; the id is a key
+    /// of the session table, of every stored message and of log lines.
+    pub max_client_id_len: usize,
+    /// Longest username, in bytes: longer ones get CONNACK 0x86 bad user
+    /// name or password (3.1.1: 0x04), before any password is checked.
+    /// Default 256: the login throttle remembers up to
+    /// `auth.max_tracked_failures` usernames, which this bounds.
+    pub max_username_len: usize,
+    /// Longest topic name or filter, in bytes (PUBLISH, SUBSCRIBE, will).
+    /// Default 1,024: topics are held in every queued and retained message
+    /// and in topic aliases.
+    pub max_topic_len: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter.
+    /// Default 128, as EMQX: the router walks one node per level.
+    pub max_topic_levels: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_sessions: 100_000,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_subscriptions_per_client: 1_000,
+            max_client_id_len: 256,
+            max_username_len: 256,
+            max_topic_len: 1024,
+            max_topic_levels: 128,
+        }
+    }
+}
 
 impl LimitsConfig {
     /// Semantic checks; errors are `(key, message)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        for (key, value) in [
+            ("limits.max_sessions", self.max_sessions),
+            (
+                "limits.max_session_expiry_secs",
+                self.max_session_expiry_secs as usize,
+            ),
+            (
+                "limits.max_subscriptions_per_client",
+                self.max_subscriptions_per_client,
+            ),
+            ("limits.max_username_len", self.max_username_len),
+            ("limits.max_topic_len", self.max_topic_len),
+            ("limits.max_topic_levels", self.max_topic_levels),
+        ] {
+            if value == 0 {
+                return Err((key.into(), "must be at least 1".into()));
+            }
+        }
+        if self.max_client_id_len < MIN_CLIENT_ID_LEN {
+            return Err((
+                "limits.max_client_id_len".into(),
+                format!("must be at least {MIN_CLIENT_ID_LEN}, the length every server must accept [MQTT-3.1.3-5]"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The session expiry granted to a client asking for `asked` seconds
+    /// (a 3.1.1 persistent session asks for "never").
+    pub fn granted_session_expiry(&self, asked: u32) -> u32 {
+        asked.min(self.max_session_expiry_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<(), String> {
+        let c: LimitsConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        c.validate().map_err(|(key, msg)| format!("{key}: {msg}"))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(parse("{}"), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for key in [
+            "max_sessions",
+            "max_session_expiry_secs",
+            "max_subscriptions_per_client",
+            "max_username_len",
+            "max_topic_len",
+            "max_topic_levels",
+        ] {
+            let err = parse(&format!("{key}: 0")).unwrap_err();
+            assert!(err.starts_with(&format!("limits.{key}:")), "{err}");
+        }
+        let err = parse("max_client_id_len: 22").unwrap_err();
+        assert!(err.starts_with("limits.max_client_id_len:"), "{err}");
+        assert_eq!(parse("max_client_id_len: 23"), Ok(()));
+    }
+
+    #[test]
+    fn expiry_is_capped() {
+        let l = LimitsConfig {
+            max_session_expiry_secs: 60,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(l.granted_session_expiry(30), 30);
+        assert_eq!(l.granted_session_expiry(61), 60);
+        assert_eq!(l.granted_session_expiry(u32::MAX), 60);
+        let uncapped = LimitsConfig {
+            max_session_expiry_secs: u32::MAX,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(uncapped.granted_session_expiry(u32::MAX), u32::MAX);
     }
 }

@@ -193,15 +193,18 @@ impl Session {
         let (mut session, entry) = Session::create(ctx, ClientId::new(loaded.client_id.as_str()));
         let rec = loaded.record;
         session.protocol = rec.protocol;
+        // A session stored with a longer expiry (the cap lowered since, or
+        // a 3.1.1 session stored as "never" by an older mqttd) gets the
+        // cap, counted from when its connection went: it may expire at once.
         session.set_expiry(rec.expiry_secs);
         session.saved = true;
         session.deliver_tx.set_stored(true);
         let now = Instant::now();
         let wall_now = record::now_ms();
         let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(wall_now));
-        if rec.expiry_secs != NEVER_EXPIRES {
+        if session.expiry_secs != NEVER_EXPIRES {
             let gone = rec.disconnected_at_ms.unwrap_or(wall_now);
-            let ends = gone + u64::from(rec.expiry_secs) * 1000;
+            let ends = gone + u64::from(session.expiry_secs) * 1000;
             session.cold().expire_at = Some(at(ends));
         }
         session.will = rec.will.map(Box::new);
@@ -525,7 +528,10 @@ impl Session {
         self.fill_window();
     }
 
+    /// Sets the expiry interval, capped by `limits.max_session_expiry_secs`
+    /// whatever set it (CONNECT, DISCONNECT, the store).
     fn set_expiry(&mut self, secs: u32) {
+        let secs = self.ctx.config.limits.granted_session_expiry(secs);
         self.expiry_secs = secs;
         let shared = &self.entry.shared;
         shared.persistent.store(secs > 0, Ordering::Relaxed);
@@ -581,25 +587,21 @@ impl Session {
     /// offline.
     pub fn detach(&mut self, ending: DetachKind) -> Flow {
         self.unlink();
-        let publish_will = match ending {
+        let (publish_will, asked) = match ending {
             DetachKind::Disconnect {
                 session_expiry_secs,
-            } => {
-                if let Some(secs) = session_expiry_secs {
-                    self.set_expiry(secs);
-                }
-                false
-            }
+            } => (false, session_expiry_secs),
             DetachKind::DisconnectWithWill {
                 session_expiry_secs,
-            } => {
-                if let Some(secs) = session_expiry_secs {
-                    self.set_expiry(secs);
-                }
-                true
-            }
-            DetachKind::Unclean => true,
+            } => (true, session_expiry_secs),
+            DetachKind::Unclean => (true, None),
         };
+        if let Some(secs) = asked {
+            self.set_expiry(secs);
+            if self.expiry_secs < secs {
+                self.ctx.metrics.session_limits.expiry_capped.inc();
+            }
+        }
         if self.expiry_secs == 0 {
             if !publish_will {
                 // DISCONNECT discards the will [MQTT-3.14.4-3].
@@ -793,6 +795,10 @@ impl Session {
                 codes.push(self.refusal(ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
+            if let Err(code) = self.within_limits(&filter) {
+                codes.push(self.refusal(code));
+                continue;
+            }
             let outcome = self.ctx.router.subscribe(
                 &self.entry.client_id,
                 self.entry.uid,
@@ -931,6 +937,27 @@ impl Session {
         } else {
             ReasonCode::UNSPECIFIED_ERROR
         }
+    }
+
+    /// Whether `filter` may be added under the session limits: its length
+    /// and levels, and the number of subscriptions (a filter the session
+    /// holds is replaced, not added). `Err`: the 5.0 SUBACK code.
+    fn within_limits(&self, filter: &TopicFilter) -> Result<(), ReasonCode> {
+        let limits = &self.ctx.config.limits;
+        let metrics = &self.ctx.metrics.session_limits;
+        let client_id = &self.entry.client_id;
+        if let Err(hit) = crate::session_limits::check_topic(limits, filter.as_str()) {
+            hit.count(metrics);
+            tracing::info!(%client_id, %filter, limit = hit.key(), "subscription refused: topic filter too long");
+            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        let max = limits.max_subscriptions_per_client;
+        if self.subscriptions.len() >= max && !self.subscriptions.contains_key(filter) {
+            metrics.subscriptions.inc();
+            tracing::info!(%client_id, %filter, max, "subscription refused: limits.max_subscriptions_per_client reached");
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        Ok(())
     }
 
     fn is_denied(&self, filter: &TopicFilter) -> bool {

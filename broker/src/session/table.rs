@@ -226,6 +226,15 @@ pub struct Page {
     pub total: usize,
 }
 
+/// Why [`SessionTable::insert_new_within`] left a row out.
+#[derive(Debug)]
+pub enum NotInserted {
+    /// The client id has a row: this one.
+    Taken(Arc<SessionEntry>),
+    /// The table is at its bound.
+    Full,
+}
+
 #[derive(Debug, Default)]
 pub struct SessionTable {
     map: RwLock<BTreeMap<ClientId, Arc<SessionEntry>>>,
@@ -262,6 +271,28 @@ impl SessionTable {
         let mut map = self.map.write();
         if let Some(live) = map.get(&entry.client_id) {
             return Err(live.clone());
+        }
+        entry.shared.enter(&self.counts);
+        map.insert(entry.client_id.clone(), entry);
+        self.counts.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Inserts `entry` unless its client id already has a row (left alone
+    /// and returned) or the table already holds `max` rows
+    /// (`limits.max_sessions`): counted under the write lock, so
+    /// concurrent CONNECTs cannot together pass the bound.
+    pub fn insert_new_within(
+        &self,
+        entry: Arc<SessionEntry>,
+        max: usize,
+    ) -> Result<(), NotInserted> {
+        let mut map = self.map.write();
+        if let Some(live) = map.get(&entry.client_id) {
+            return Err(NotInserted::Taken(live.clone()));
+        }
+        if map.len() >= max {
+            return Err(NotInserted::Full);
         }
         entry.shared.enter(&self.counts);
         map.insert(entry.client_id.clone(), entry);
@@ -492,6 +523,24 @@ mod tests {
         assert_eq!(all.total, 50);
         assert_eq!(all.entries.len(), 50);
         assert!(all.next_cursor.is_none());
+    }
+
+    #[test]
+    fn insert_within_a_bound() {
+        let t = SessionTable::new();
+        assert!(t.insert_new_within(entry("a", 1), 2).is_ok());
+        assert!(matches!(
+            t.insert_new_within(entry("a", 2), 2),
+            Err(NotInserted::Taken(live)) if live.uid == 1
+        ));
+        assert!(t.insert_new_within(entry("b", 3), 2).is_ok());
+        assert!(matches!(
+            t.insert_new_within(entry("c", 4), 2),
+            Err(NotInserted::Full)
+        ));
+        assert_eq!(t.len(), 2);
+        assert!(t.remove_if("a", 1));
+        assert!(t.insert_new_within(entry("c", 4), 2).is_ok());
     }
 
     fn info(user: &str) -> Arc<ClientInfo> {
