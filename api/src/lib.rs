@@ -135,8 +135,9 @@ pub struct SessionSummary {
     pub inflight: usize,
     /// Messages waiting to be delivered.
     pub queued: usize,
-    /// MQTT 5 session expiry interval; `None` when it never expires or for
-    /// MQTT 3 sessions.
+    /// Session expiry interval granted (MQTT 5.0, or a 3.1.1 persistent
+    /// session, which gets `limits.max_session_expiry_secs`); `None` for a
+    /// 3.1.1 clean session.
     pub expiry_interval_secs: Option<u32>,
 }
 

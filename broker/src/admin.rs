@@ -75,7 +75,8 @@ fn summary(e: &SessionEntry) -> SessionSummary {
         subscriptions: shared.subscriptions.load(Ordering::Relaxed) as usize,
         inflight: shared.inflight.load(Ordering::Relaxed) as usize,
         queued: shared.queued.load(Ordering::Relaxed) as usize,
-        expiry_interval_secs: (protocol == Some(ProtocolVersion::V5))
+        // 3.1.1 persistent sessions expire too (limits.max_session_expiry_secs).
+        expiry_interval_secs: (protocol == Some(ProtocolVersion::V5) || shared.is_persistent())
             .then(|| shared.expiry_interval_secs.load(Ordering::Relaxed)),
     }
 }
