@@ -393,6 +393,115 @@ fn stored_v311_session_gets_the_cap_after_a_restart() {
     });
 }
 
+/// A 3.1.1 session stored with the cap expires while the broker is down:
+/// the store drops it at start-up, in wall-clock time.
+#[test]
+fn v311_session_expires_while_the_broker_is_down() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let d = data.clone();
+    lifetime(|| async move {
+        let b = start_broker(&storage(&d, 1)).await;
+        abandon_with_queue(b.addr).await;
+        b.server.shutdown().await;
+    });
+    // The expiry is the time that passes while the broker is down: it
+    // went offline before this instant, so one second after it, it is due.
+    std::thread::sleep(Duration::from_millis(1100));
+    lifetime(|| async move {
+        let b = start_broker(&storage(&data, 1)).await;
+        assert!(
+            b.server.broker().ctx.table.get("abandoned").is_none(),
+            "dropped at load"
+        );
+        let text = metrics(&b).render();
+        assert!(
+            text.contains("mqttd_store_dropped_total{reason=\"expired_session\"} 1\n"),
+            "{text}"
+        );
+        comes_back_to_nothing(b.addr).await;
+        b.server.shutdown().await;
+    });
+}
+
+/// A session restored with more subscriptions than a lowered limit keeps
+/// them all, and can add no more.
+#[test]
+fn restored_session_keeps_subscriptions_past_a_lowered_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let with_max = |max: usize| {
+        format!(
+            "storage:\n  data_dir: {}\nlimits:\n  max_subscriptions_per_client: {max}\n",
+            data.display()
+        )
+    };
+    let (first, second) = (with_max(3), with_max(1));
+    lifetime(|| async move {
+        let b = start_broker(&first).await;
+        let (mut raw, _, code) = hello(
+            b.addr,
+            Hello {
+                id: "gateway",
+                ..Hello::default()
+            },
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            suback(&mut raw, false, 1, &["a", "b", "c"]).await,
+            [1, 1, 1]
+        );
+        b.server.shutdown().await;
+    });
+    lifetime(|| async move {
+        let b = start_broker(&second).await;
+        let (mut raw, present, code) = hello(
+            b.addr,
+            Hello {
+                id: "gateway",
+                ..Hello::default()
+            },
+        )
+        .await;
+        assert_eq!((present, code), (true, 0));
+        let entry = b
+            .server
+            .broker()
+            .ctx
+            .table
+            .get("gateway")
+            .expect("restored");
+        assert_eq!(
+            entry
+                .shared
+                .subscriptions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        assert_eq!(suback(&mut raw, false, 2, &["c", "d"]).await, [1, 0x80]);
+        // The three still deliver.
+        let publisher = connect_id(b.addr, "publisher").await;
+        for topic in ["a", "b", "c"] {
+            publisher
+                .client
+                .publish(topic, rumqttc::QoS::AtMostOnce, false, "x")
+                .await
+                .expect("publish");
+        }
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let (first, body) = raw.read().await.expect("PUBLISH");
+            if first >> 4 == 3 {
+                got.push(parse_publish(first, &body).0);
+            }
+        }
+        got.sort();
+        assert_eq!(got, ["a", "b", "c"]);
+        b.server.shutdown().await;
+    });
+}
+
 #[tokio::test]
 async fn subscriptions_per_client_are_bounded() {
     let b = start_broker("limits:\n  max_subscriptions_per_client: 2\n").await;
