@@ -53,8 +53,9 @@ pub struct LimitsConfig {
     /// Default 1,024: topics are held in every queued and retained message
     /// and in topic aliases.
     pub max_topic_len: usize,
-    /// Most levels (`/`-separated parts) in a topic name or filter.
-    /// Default 128, as EMQX: the router walks one node per level.
+    /// Most levels (`/`-separated parts) in a topic name or filter, as
+    /// sent (a `$share/GROUP/` prefix counts two). Default 128, as EMQX:
+    /// the router walks one node per level.
     pub max_topic_levels: usize,
 }
 

@@ -12,6 +12,13 @@
 //! (taking it over or destroying it), as it would have if the row had
 //! been there when it looked.
 //!
+//! A new session is refused past `limits.max_sessions`
+//! ([`ManagerError::TooManySessions`]), counted under the table's write
+//! lock so concurrent CONNECTs cannot pass it together. A session that
+//! replaces one of its client id (clean start, a resume that found it
+//! ending, another identity) is not refused: at the bound, a client can
+//! always get back in.
+//!
 //! The session table is shared, so a resize moves nothing: it swaps
 //! generations. Dispatch takes a blocking read lock for a moment (never
 //! across an await); a swap installs the new workers at once, but they
@@ -144,7 +151,7 @@ impl SessionManager {
                     self.ctx.metrics.sessions_created_direct.inc();
                     return Ok(started);
                 }
-                Err(NotCreated::Full) => return Err(self.too_many()),
+                Err(NotCreated::Full) => return Err(too_many(&self.ctx)),
                 // Another connection of this id got there first.
                 Err(NotCreated::Exists(client_id, conn)) => StartRequest {
                     client_id,
@@ -159,10 +166,6 @@ impl SessionManager {
         let (tx, rx) = oneshot::channel();
         self.dispatch(Request::Start(Box::new(req), tx))?;
         rx.await.map_err(|_| ManagerError::ShuttingDown)?
-    }
-
-    fn too_many(&self) -> ManagerError {
-        ManagerError::TooManySessions(self.ctx.config.limits.max_sessions)
     }
 
     /// Destroys the session of `id`, closing its connection; `false` when
@@ -325,11 +328,7 @@ async fn start(
     loop {
         match start_once(ctx, stats, req).await {
             Ok(started) => return Ok(started),
-            Err(NotCreated::Full) => {
-                return Err(ManagerError::TooManySessions(
-                    ctx.config.limits.max_sessions,
-                ))
-            }
+            Err(NotCreated::Full) => return Err(too_many(ctx)),
             // A connection created a session for this id on its own task
             // meanwhile (see the module doc): deal with that one.
             Err(NotCreated::Exists(client_id, conn)) => {
@@ -405,6 +404,10 @@ async fn take(entry: &SessionEntry) -> Option<Box<Session>> {
     let (tx, rx) = oneshot::channel();
     entry.tx.send(SessionMsg::Take(tx)).ok()?;
     rx.await.ok()
+}
+
+fn too_many(ctx: &Context) -> ManagerError {
+    ManagerError::TooManySessions(ctx.config.limits.max_sessions)
 }
 
 /// Whether a new session counts against `limits.max_sessions`.
