@@ -217,6 +217,49 @@ async fn max_sessions_refuses_new_sessions_and_lets_existing_ones_back() {
     assert_eq!(refusals(&b, "max_sessions"), 2);
 }
 
+/// Many CONNECTs at once for new client ids: exactly `max_sessions` get
+/// in, whichever path creates their session (clean start on the
+/// connection's task, persistent through a worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_sessions_holds_under_concurrent_connects() {
+    const MAX: usize = 40;
+    const CLIENTS: usize = 120;
+    let b = start_broker(&format!("limits:\n  max_sessions: {MAX}\n")).await;
+    let addr = b.addr;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        tasks.spawn(async move {
+            let id = format!("crowd-{i}");
+            let h = Hello {
+                v5: i % 3 == 0,
+                id: &id,
+                clean: i % 2 == 0,
+                ..Hello::default()
+            };
+            let (raw, _, code) = hello(addr, h).await;
+            // Held open so that clean sessions stay in the table.
+            (raw, code)
+        });
+    }
+    let mut held = Vec::new();
+    let (mut accepted, mut refused) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (raw, code) = joined.expect("client task");
+        match code {
+            0 => accepted += 1,
+            0x03 | 0x97 => refused += 1,
+            other => panic!("unexpected CONNACK code {other:#x}"),
+        }
+        held.push(raw);
+    }
+    assert_eq!((accepted, refused), (MAX, CLIENTS - MAX));
+    assert_eq!(b.server.broker().ctx.table.len(), MAX);
+    assert_eq!(
+        metrics(&b).session_limits.sessions.get(),
+        (CLIENTS - MAX) as u64
+    );
+}
+
 #[tokio::test]
 async fn v5_session_expiry_is_capped_and_told_in_connack() {
     let b = start_broker("limits:\n  max_session_expiry_secs: 60\n").await;
