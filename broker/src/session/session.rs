@@ -948,13 +948,14 @@ impl Session {
         let client_id = &self.entry.client_id;
         if let Err(hit) = crate::session_limits::check_topic(limits, filter.as_str()) {
             hit.count(metrics);
-            tracing::info!(%client_id, %filter, limit = hit.key(), "subscription refused: topic filter too long");
+            // Debug: a client can send thousands; the metric counts each.
+            tracing::debug!(%client_id, %filter, limit = hit.key(), "subscription refused: topic filter too long");
             return Err(ReasonCode::TOPIC_FILTER_INVALID);
         }
         let max = limits.max_subscriptions_per_client;
         if self.subscriptions.len() >= max && !self.subscriptions.contains_key(filter) {
             metrics.subscriptions.inc();
-            tracing::info!(%client_id, %filter, max, "subscription refused: limits.max_subscriptions_per_client reached");
+            tracing::debug!(%client_id, %filter, max, "subscription refused: limits.max_subscriptions_per_client reached");
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
         Ok(())
