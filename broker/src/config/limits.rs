@@ -15,6 +15,17 @@ pub const MIN_CLIENT_ID_LEN: usize = 23;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Network connections open at once, all listeners together (TLS and
+    /// WebSocket handshakes included). Beyond, a connection is refused
+    /// cheaply: CONNACK 0x97 quota exceeded (5.0) / 0x03 server
+    /// unavailable (3.1.x), counted in
+    /// `mqttd_connections_refused_total{reason="max_connections"}`.
+    /// 0 (the default): the process's open-file limit minus a reserve for
+    /// the store, the control and HTTP ports and refusals in progress
+    /// (see [`crate::admission::open_files`]), so that the default is a
+    /// real bound and the broker never runs out of descriptors for its
+    /// own files.
+    pub max_connections: u32,
     /// Sessions in the session table, online and offline. A CONNECT that
     /// would create one more is refused (CONNACK 0x97 quota exceeded; 3.1.1:
     /// 0x03 server unavailable); resuming or taking over an existing
@@ -62,6 +73,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
+            max_connections: 0,
             max_sessions: 100_000,
             max_session_expiry_secs: 7 * 24 * 3600,
             max_subscriptions_per_client: 1_000,
@@ -76,6 +88,8 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     /// Semantic checks; errors are `(key, message)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        // max_connections: every u32 is meaningful (0 = derived from the
+        // open-file limit); serde rejects the rest with the key named.
         for (key, value) in [
             ("limits.max_sessions", self.max_sessions),
             (
@@ -111,7 +125,7 @@ impl LimitsConfig {
 }
 
 #[cfg(test)]
-mod tests {
+mod session_limit_tests {
     use super::*;
 
     fn parse(yaml: &str) -> Result<(), String> {
@@ -181,5 +195,26 @@ mod tests {
             ..LimitsConfig::default()
         };
         assert_eq!(uncapped.granted_session_expiry(u32::MAX), u32::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    #[test]
+    fn max_connections_bad_values_name_the_key() {
+        for bad in ["-1", "lots", "5000000000"] {
+            let text = format!("limits:\n  max_connections: {bad}\n");
+            let err = Config::parse(&text, Path::new("t.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.max_connections"), "{bad}: {err}");
+        }
+        let c = Config::parse("limits:\n  max_connections: 10\n", Path::new("t.yaml")).unwrap();
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(Config::default().limits.max_connections, 0);
     }
 }
