@@ -490,6 +490,8 @@ where
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut session_first = false;
         loop {
+            // This round's drain left packets for the publish rate.
+            let mut held_back = false;
             // Packets that arrived (with the CONNECT, or read since). Boxed:
             // its state is large and only needed while there is input, so an
             // idle connection does not carry it.
@@ -503,7 +505,12 @@ where
                     Box::pin(ctx.store.wait_durable(ctx.store.ticket())).await;
                 }
                 match drained {
-                    Ok(Drained { any, published }) => {
+                    Ok(Drained {
+                        any,
+                        published,
+                        held_back: held,
+                    }) => {
+                        held_back = held;
                         if any {
                             a.session.touch();
                             partial_since = None;
@@ -519,6 +526,11 @@ where
             }
             if let (Some(r), None) = (rate.as_mut(), paused.as_ref()) {
                 match r.check(Instant::now(), &ctx.metrics.publish_rate) {
+                    // The debt was repaid since the drain stopped (it may
+                    // have waited for the store): drain again at once.
+                    crate::rate::Verdict::Go if held_back => {
+                        paused = Some(Box::pin(std::future::ready(())));
+                    }
                     crate::rate::Verdict::Go => {}
                     crate::rate::Verdict::Wait(until) => {
                         // Not reading is the broker's choice, not the
@@ -731,6 +743,8 @@ struct Drained {
     any: bool,
     /// At least one PUBLISH.
     published: bool,
+    /// Stopped for the publish rate with packets left in the buffer.
+    held_back: bool,
 }
 
 /// Handles every whole packet in the read buffer; their answers are
@@ -749,9 +763,11 @@ where
     let mut d = Drained {
         any: false,
         published: false,
+        held_back: false,
     };
     loop {
-        if rate.as_ref().is_some_and(|r| r.in_debt()) {
+        if rate.as_mut().is_some_and(|r| r.in_debt(Instant::now())) {
+            d.held_back = !framed.rbuf.is_empty();
             break;
         }
         let buffered = framed.rbuf.len();

@@ -120,9 +120,10 @@ impl PublishRate {
         }
     }
 
-    /// Whether a bucket is in debt as of the last charge: stop decoding
-    /// what is already read.
-    pub fn in_debt(&self) -> bool {
+    /// Whether a bucket is in debt at `now`: stop decoding what is
+    /// already read.
+    pub fn in_debt(&mut self, now: Instant) -> bool {
+        self.refill(now);
         self.messages
             .iter()
             .chain(&self.bytes)
@@ -183,11 +184,12 @@ mod tests {
         for _ in 0..10 {
             r.charge(100, t0);
         }
-        assert!(!r.in_debt());
+        assert!(!r.in_debt(t0));
         assert_eq!(r.check(t0, &m), Verdict::Go);
         r.charge(100, t0);
-        assert!(r.in_debt());
+        assert!(r.in_debt(t0));
         assert_eq!(r.check(t0, &m), Verdict::Wait(t0 + ms(100)));
+        assert!(!r.in_debt(t0 + ms(100)));
         assert_eq!(r.check(t0 + ms(100), &m), Verdict::Go);
         assert_eq!(m.throttled.get(), 1);
         assert_eq!(m.throttled_ms.get(), 100);
