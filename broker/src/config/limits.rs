@@ -17,7 +17,8 @@ const MAX_RATE_GRACE_SECS: u64 = 86_400;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Retained messages kept at most (broker-wide). A retained publish
+    /// Retained messages kept at most (broker-wide; 100,000 by default,
+    /// as emqttd's retainer had). A retained publish
     /// to a topic that holds none yet is then not retained (it is still
     /// delivered to current subscribers, and acknowledged as usual);
     /// replacing or clearing a retained topic is always allowed.
