@@ -48,6 +48,12 @@ pub fn apply(ctx: &Context, msg: &Arc<Message>) {
                 RetainedLimit::Messages => r.refused_messages.inc(),
                 RetainedLimit::Bytes => r.refused_bytes.inc(),
             }
+            // The topic may hold an older message on disk that a lowered
+            // limit left unloaded (see `restore`): this newer one
+            // supersedes it, so it must not come back at a later start.
+            if ctx.metrics.retained.not_restored.get() > 0 {
+                ctx.store.set_retained(topic.as_str(), None);
+            }
             if let Some(suppressed) = REFUSED_LOG.check() {
                 tracing::warn!(%topic, limit = %format_args!("limits.max_retained_{}", limit.as_str()), suppressed, "retained message not kept: limit reached (still delivered)");
             }
@@ -59,7 +65,8 @@ pub fn apply(ctx: &Context, msg: &Arc<Message>) {
 /// Puts back the retained messages the store held. Those beyond a limit
 /// (lowered since they were stored) stay on disk, neither loaded nor
 /// deleted: they are counted and logged, and come back at a later start
-/// once the limit allows. Which ones load is the store's key order
+/// once the limit allows (unless a newer retained publish to the topic,
+/// refused, superseded them: see [`apply`]). Which ones load is the store's key order
 /// (topics in byte order), not their age.
 pub fn restore(ctx: &Context, msgs: Vec<Arc<Message>>) {
     let mut left = 0u64;

@@ -265,12 +265,13 @@ fn expired_retained_message_is_purged_from_memory_and_store() {
 }
 
 /// Stored retained messages beyond a lowered bound stay on disk at
-/// start-up, counted; raising the bound again brings them all back.
+/// start-up, counted; raising the bound again brings them back, except
+/// one superseded meanwhile by a newer (refused) retained publish.
 #[test]
 fn restore_beyond_the_bound_keeps_the_rest_on_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let life = |max: usize, publish: bool, expect: usize, not_restored: u64| {
+    let life = |max: usize, publish: &'static [&'static str], expect: usize, not_restored: u64| {
         let data = data.clone();
         lifetime(move || async move {
             let yaml = format!(
@@ -278,24 +279,35 @@ fn restore_beyond_the_bound_keeps_the_rest_on_disk() {
                 storage(&data)
             );
             let b = start_broker(&yaml).await;
-            if publish {
-                let mut p = connect_id(b.addr, "publisher").await;
-                for t in ["s/1", "s/2", "s/3"] {
-                    retain(&mut p, t, t.as_bytes()).await;
-                }
-                p.disconnect().await;
-            }
             let ctx = &b.server.broker().ctx;
-            assert_eq!(ctx.retained.len(), expect);
             assert_eq!(ctx.metrics.retained.not_restored.get(), not_restored);
             assert_eq!(
                 metric(&b, "mqttd_retained_not_restored_total").await,
                 not_restored as f64
             );
+            let mut p = connect_id(b.addr, "publisher").await;
+            for t in publish {
+                retain(&mut p, t, b"newer").await;
+            }
+            p.disconnect().await;
+            assert_eq!(ctx.retained.len(), expect);
             b.server.shutdown().await;
         });
     };
-    life(10, true, 3, 0);
-    life(2, false, 2, 1);
-    life(10, false, 3, 0);
+    life(10, &["s/1", "s/2", "s/3", "s/4"], 4, 0);
+    // s/3 and s/4 stay on disk; a newer s/4 is refused (full).
+    life(2, &["s/4"], 2, 2);
+    // With room again, what stayed on disk is back, but s/4.
+    let mut got = Vec::new();
+    lifetime(|| async {
+        let yaml = format!("limits:\n  max_retained_messages: 10\n{}", storage(&data));
+        let b = start_broker(&yaml).await;
+        got = retained_for(b.addr, "s/#", 3).await;
+        b.server.shutdown().await;
+    });
+    assert_eq!(
+        got,
+        pairs(&[("s/1", "newer"), ("s/2", "newer"), ("s/3", "newer")]),
+        "s/4 superseded, not resurrected"
+    );
 }
