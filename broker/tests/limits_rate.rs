@@ -199,3 +199,39 @@ async fn a_3_1_1_client_over_the_rate_is_closed() {
     );
     assert!(text.contains("mqttd_publish_rate_throttled_total 1\n"));
 }
+
+/// A client writing as fast as its socket takes gets the DISCONNECT 0x96
+/// too (the broker's unread input does not turn the close into a reset
+/// before the client reads it), after the grace; its data waited in TCP
+/// buffers meanwhile.
+#[tokio::test]
+async fn a_flat_out_flood_reads_its_0x96() {
+    let b =
+        start_broker("limits:\n  max_publish_rate_messages: 20\n  publish_rate_grace_secs: 2\n")
+            .await;
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&connect_v5_bytes("flood", 60)).await;
+    let (h, _) = raw.read().await.expect("CONNACK");
+    assert_eq!(h, 0x20);
+    let (mut rd, mut wr) = raw.stream.into_split();
+    let chunk = publish_v5("flood", &[b'x'; 100]).repeat(100);
+    let writer = tokio::spawn(async move {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut rd))
+        .await
+        .expect("an answer within 10 s");
+    let took = started.elapsed();
+    writer.abort();
+    let (h, body) = got.expect("DISCONNECT before the close");
+    assert_eq!((h, body.first()), (0xE0, Some(&0x96)));
+    assert!(took >= Duration::from_millis(1900), "after {took:?}");
+    let m = &b.server.broker().ctx.metrics.publish_rate;
+    wait_until(|| m.disconnects.get() == 1).await;
+}
