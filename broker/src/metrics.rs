@@ -157,8 +157,8 @@ pub struct PublishRateMetrics {
     /// Times a connection went over its rate (its first pause since its
     /// allowance was last full).
     pub throttled: Counter,
-    /// Time connections spent not read for their rate, in milliseconds.
-    pub throttled_ms: Counter,
+    /// Time connections spent not read for their rate, in microseconds.
+    pub throttled_micros: Counter,
     /// Connections closed for staying over their rate past the grace.
     pub disconnects: Counter,
 }
@@ -175,7 +175,7 @@ impl PublishRateMetrics {
             "mqttd_publish_rate_throttled_seconds_total",
             Kind::Counter,
             "Time connections were not read because they published over their rate.",
-            self.throttled_ms.get() as f64 / 1000.0,
+            self.throttled_micros.get() as f64 / 1e6,
         );
         e.single(
             "mqttd_publish_rate_disconnects_total",

@@ -78,6 +78,8 @@ pub struct PublishRate {
     /// buckets were last full).
     over_since: Option<Instant>,
     grace: Option<Duration>,
+    /// When the current pause began, for the time not read.
+    paused_at: Option<Instant>,
 }
 
 impl PublishRate {
@@ -93,6 +95,7 @@ impl PublishRate {
             refilled: now,
             over_since: None,
             grace: limits.publish_rate_grace(),
+            paused_at: None,
         }))
     }
 
@@ -132,6 +135,14 @@ impl PublishRate {
 
     /// Whether the connection may read now; counts pauses in `metrics`.
     pub fn check(&mut self, now: Instant, metrics: &PublishRateMetrics) -> Verdict {
+        // The time actually not read (a late timer included), not the
+        // time planned.
+        if let Some(at) = self.paused_at.take() {
+            let micros = now.saturating_duration_since(at).as_micros();
+            metrics
+                .throttled_micros
+                .add(u64::try_from(micros).unwrap_or(u64::MAX));
+        }
         self.refill(now);
         let debt = self.buckets().map(|b| b.debt()).max().unwrap_or_default();
         if debt.is_zero() {
@@ -144,11 +155,8 @@ impl PublishRate {
         if self.grace.is_some_and(|g| now.duration_since(since) >= g) {
             return Verdict::Disconnect;
         }
-        let step = debt.min(MAX_PAUSE_STEP);
-        metrics
-            .throttled_ms
-            .add(u64::try_from(step.as_millis()).unwrap_or(u64::MAX));
-        Verdict::Wait(now + step)
+        self.paused_at = Some(now);
+        Verdict::Wait(now + debt.min(MAX_PAUSE_STEP))
     }
 }
 
@@ -192,7 +200,7 @@ mod tests {
         assert!(!r.in_debt(t0 + ms(100)));
         assert_eq!(r.check(t0 + ms(100), &m), Verdict::Go);
         assert_eq!(m.throttled.get(), 1);
-        assert_eq!(m.throttled_ms.get(), 100);
+        assert_eq!(m.throttled_micros.get(), 100_000);
     }
 
     /// A packet larger than the byte burst passes and leaves a debt,

@@ -63,7 +63,7 @@ async fn a_burst_is_delivered_at_the_message_rate() {
     assert_eq!(h, 0xD0);
     let m = &b.server.broker().ctx.metrics.publish_rate;
     assert_eq!(m.throttled.get(), 1, "one episode");
-    let slowed = Duration::from_millis(m.throttled_ms.get());
+    let slowed = Duration::from_micros(m.throttled_micros.get());
     assert!(
         slowed >= Duration::from_millis(2500),
         "slowed for {slowed:?}"
