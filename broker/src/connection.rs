@@ -484,7 +484,7 @@ where
         // Publishers pause while subscribers lag far behind (crate::backlog),
         // or while they are over their own publish rate (crate::rate).
         let mut rate = crate::rate::PublishRate::new(&ctx.config.limits, Instant::now());
-        let mut paused: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+        let mut paused: Option<Pause<'_>> = None;
         // Armed only while a packet is partly read or bytes wait to be
         // written; keep alive needs none (see crate::keepalive).
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -525,20 +525,9 @@ where
                 }
             }
             if let (Some(r), None) = (rate.as_mut(), paused.as_ref()) {
-                match r.check(Instant::now(), &ctx.metrics.publish_rate) {
-                    // The debt was repaid since the drain stopped (it may
-                    // have waited for the store): drain again at once.
-                    crate::rate::Verdict::Go if held_back => {
-                        paused = Some(Box::pin(std::future::ready(())));
-                    }
-                    crate::rate::Verdict::Go => {}
-                    crate::rate::Verdict::Wait(until) => {
-                        // Not reading is the broker's choice, not the
-                        // client's silence (keep alive).
-                        a.session.touch();
-                        paused = Some(Box::pin(tokio::time::sleep_until(until)));
-                    }
-                    crate::rate::Verdict::Disconnect => return Ending::RateTooHigh,
+                match rate_pause(r, ctx, &a.session, held_back) {
+                    Ok(pause) => paused = pause,
+                    Err(e) => return e,
                 }
             }
             if let Err(e) = encode_outbound(framed, broker, a) {
@@ -647,6 +636,32 @@ where
     }
 }
 
+/// A pause in reading: until it completes the connection reads nothing.
+type Pause<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What the publish rate makes of the connection before it waits (see
+/// [`crate::rate`]): go on reading, pause reading, or end.
+fn rate_pause(
+    rate: &mut crate::rate::PublishRate,
+    ctx: &Context,
+    session: &Session,
+    held_back: bool,
+) -> Result<Option<Pause<'static>>, Ending> {
+    match rate.check(Instant::now(), &ctx.metrics.publish_rate) {
+        // The debt was repaid since the drain stopped (it may have waited
+        // for the store): drain again at once.
+        crate::rate::Verdict::Go if held_back => Ok(Some(Box::pin(std::future::ready(())))),
+        crate::rate::Verdict::Go => Ok(None),
+        crate::rate::Verdict::Wait(until) => {
+            // Not reading is the broker's choice, not the client's
+            // silence (keep alive).
+            session.touch();
+            Ok(Some(Box::pin(tokio::time::sleep_until(until))))
+        }
+        crate::rate::Verdict::Disconnect => Err(Ending::RateTooHigh),
+    }
+}
+
 /// What woke the connection.
 enum Wake {
     Session(Event),
@@ -749,6 +764,7 @@ struct Drained {
 
 /// Handles every whole packet in the read buffer; their answers are
 /// written together afterwards.
+///
 /// With a publish rate, it stops at a PUBLISH that puts the client in
 /// debt: the rest waits in the buffer until the debt is repaid.
 async fn drain_buffered<S>(
