@@ -235,3 +235,40 @@ async fn a_flat_out_flood_reads_its_0x96() {
     let m = &b.server.broker().ctx.metrics.publish_rate;
     wait_until(|| m.disconnects.get() == 1).await;
 }
+
+/// While the broker does not read a slowed client, keep alive does not
+/// count its silence: the client sent, the broker did not listen. A
+/// packet four times the byte burst holds reading for about three
+/// seconds, twice the client's 1.5 s keep-alive grace.
+#[tokio::test]
+async fn a_slowed_client_is_not_closed_by_keep_alive() {
+    let b = start_broker("limits:\n  max_publish_rate_bytes: 1000\n  publish_rate_grace_secs: 0\n")
+        .await;
+    let mut raw = Raw::connect(b.addr).await;
+    raw.send(&connect_bytes("slowed", 0x02, 1)).await;
+    let (h, _) = raw.read().await.expect("CONNACK");
+    assert_eq!(h, 0x20);
+    let started = Instant::now();
+    raw.send(&publish_bytes("big", 0, false, 0, &[b'x'; 4000]))
+        .await;
+    // Pings every half second, as a client with keep alive 1 s would;
+    // they wait behind the publish until the debt is repaid.
+    let mut pongs = 0;
+    while pongs < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no PINGRESP");
+        raw.send(&[0xC0, 0]).await;
+        match raw.read_within(Duration::from_millis(500)).await {
+            Ok(Some((0xD0, _))) => pongs += 1,
+            Ok(other) => panic!("expected PINGRESP, got {other:?}"),
+            Err(_) => {}
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    let m = &b.server.broker().ctx.metrics;
+    assert_eq!(m.keepalive_timeouts.get(), 0);
+    assert_eq!(m.publish_rate.throttled.get(), 1);
+}
