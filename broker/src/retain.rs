@@ -6,7 +6,8 @@
 //! A retained publish the limits refuse is still delivered to current
 //! subscribers and acknowledged as usual, for MQTT 5.0 too: a PUBACK or
 //! PUBREC reason code of 0x80 or more (0x97 "quota exceeded" included)
-//! says the message was not accepted (MQTT 5.0 section 3.4.2.1), which
+//! says the message was not accepted (MQTT 5.0 sections 2.4 and
+//! 3.4.2.1), which
 //! would be untrue of a message that was published, and invites a retry
 //! that subscribers would receive twice. EMQX's
 //! `retainer.max_retained_messages` does the same; Mosquitto has no
@@ -106,6 +107,9 @@ pub async fn sweep(ctx: Arc<Context>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !ctx.retained.any_expired(Instant::now()) {
+            continue;
+        }
         // The store's write may touch the disk: not on a runtime thread
         // that serves connections.
         let ctx = ctx.clone();

@@ -224,8 +224,7 @@ impl<M: Retainable> RetainedStore<M> {
     ) -> usize {
         // Most ticks find nothing due: a shared look first, so that they
         // never stop subscribes.
-        let due = |inner: &Inner<M>| inner.expiring.first().is_some_and(|(at, _)| *at <= now);
-        if !due(&self.read()) {
+        if !self.any_expired(now) {
             return 0;
         }
         let mut inner = self.write();
@@ -251,6 +250,14 @@ impl<M: Retainable> RetainedStore<M> {
             purged(&topics);
         }
         topics.len()
+    }
+
+    /// Whether a message's expiry is at or before `now` (one tree step).
+    pub fn any_expired(&self, now: Instant) -> bool {
+        self.read()
+            .expiring
+            .first()
+            .is_some_and(|(at, _)| *at <= now)
     }
 
     /// Number of retained messages.
