@@ -17,6 +17,17 @@ const MAX_RATE_GRACE_SECS: u64 = 86_400;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Network connections open at once, all listeners together (TLS and
+    /// WebSocket handshakes included). Beyond, a connection is refused
+    /// cheaply: CONNACK 0x97 quota exceeded (5.0) / 0x03 server
+    /// unavailable (3.1.x), counted in
+    /// `mqttd_connections_refused_total{reason="max_connections"}`.
+    /// 0 (the default): the process's open-file limit minus a reserve for
+    /// the store, the control and HTTP ports and refusals in progress
+    /// (see [`crate::admission::open_files`]), so that the default is a
+    /// real bound and the broker never runs out of descriptors for its
+    /// own files.
+    pub max_connections: u32,
     /// Retained messages kept at most (broker-wide; 100,000 by default,
     /// as emqttd's retainer had). A retained publish
     /// to a topic that holds none yet is then not retained (it is still
@@ -49,6 +60,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
+            max_connections: 0,
             max_retained_messages: 100_000,
             max_retained_bytes: 64 * 1024 * 1024,
             max_publish_rate_messages: 0,
@@ -61,6 +73,8 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     /// Semantic checks; errors are `(key, message)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        // Every max_connections is meaningful (0 = derived from the open-file limit);
+        // serde rejects the rest with the key named (see the test).
         if self.publish_rate_grace_secs > MAX_RATE_GRACE_SECS {
             return Err((
                 "limits.publish_rate_grace_secs".into(),
@@ -124,5 +138,19 @@ mod tests {
         .expect("rate without disconnect");
         assert!(c.limits.publish_rate_limited());
         assert_eq!(c.limits.publish_rate_grace(), None);
+    }
+
+    #[test]
+    fn max_connections_bad_values_name_the_key() {
+        for bad in ["-1", "lots", "5000000000"] {
+            let text = format!("limits:\n  max_connections: {bad}\n");
+            let err = Config::parse(&text, Path::new("t.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.max_connections"), "{bad}: {err}");
+        }
+        let c = Config::parse("limits:\n  max_connections: 10\n", Path::new("t.yaml")).unwrap();
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(Config::default().limits.max_connections, 0);
     }
 }
