@@ -38,7 +38,16 @@ pub fn apply(ctx: &Context, msg: &Arc<Message>) {
     // The payload is the message's own copy (see
     // `Message::from_publish`), so keeping it holds no read buffer.
     let kept = (!msg.payload.is_empty()).then(|| msg.clone());
-    match ctx.retained.set(&msg.topic, kept) {
+    let mut set = ctx.retained.set(&msg.topic, kept.clone());
+    // Expired messages not purged yet must not take a live one's room:
+    // purge them now (a bounded batch, its store write on this task: only
+    // when the bound is reached and something expired) and try once more.
+    if matches!(set, Err(RouterError::RetainedFull { .. }))
+        && purge_expired(ctx, Instant::now()) > 0
+    {
+        set = ctx.retained.set(&msg.topic, kept);
+    }
+    match set {
         Ok(_) => {
             let kept = (!msg.payload.is_empty()).then_some(&**msg);
             ctx.store.set_retained(msg.topic.as_str(), kept);
@@ -114,5 +123,60 @@ pub async fn sweep(ctx: Arc<Context>) {
         // that serves connections.
         let ctx = ctx.clone();
         let _ = tokio::task::spawn_blocking(move || purge_expired(&ctx, Instant::now())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Auth;
+    use crate::codec::{Properties, Publish};
+    use crate::config::Config;
+    use crate::store::Store;
+    use crate::types::{ClientId, QoS, TopicName};
+
+    fn context(max_messages: usize) -> Arc<Context> {
+        let mut config = Config::default();
+        config.limits.max_retained_messages = max_messages;
+        let auth = Arc::new(Auth::new(&config.auth).expect("default auth"));
+        Context::new(Arc::new(config), auth, Store::memory())
+    }
+
+    fn retained(topic: &str, expiry_secs: Option<u32>) -> Arc<Message> {
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic: TopicName::new(topic).expect("topic"),
+            packet_id: None,
+            payload: bytes::Bytes::from_static(b"x"),
+            properties: Properties {
+                message_expiry_interval: expiry_secs,
+                ..Properties::default()
+            },
+        };
+        Message::from_publish(p, &ClientId::new("p"))
+    }
+
+    /// A full store whose messages have expired (and wait for the sweep)
+    /// takes a new topic: the expired ones are purged first.
+    #[test]
+    fn expired_messages_make_room_at_once() {
+        let ctx = context(1);
+        let mut old = retained("old", Some(1));
+        let aged = Arc::make_mut(&mut old);
+        aged.received_at -= Duration::from_secs(2);
+        ctx.retained
+            .set(&old.topic, Some(old.clone()))
+            .expect("room");
+        apply(&ctx, &retained("new", None));
+        assert_eq!(ctx.retained.len(), 1);
+        let r = &ctx.metrics.retained;
+        assert_eq!((r.expired.get(), r.refused_messages.get()), (1, 0));
+
+        // Without anything expired, the bound holds.
+        apply(&ctx, &retained("newer", None));
+        assert_eq!(r.refused_messages.get(), 1);
+        assert_eq!(ctx.retained.len(), 1);
     }
 }
