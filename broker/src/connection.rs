@@ -902,7 +902,8 @@ where
                     }
                     // Too large for the client: discard it and behave as
                     // if it had been delivered [MQTT-3.1.2-25].
-                    broker.ctx.metrics.messages_dropped.qos(qos).inc();
+                    let reason = crate::metrics::DropReason::PacketTooLarge;
+                    broker.ctx.metrics.messages_dropped.inc(reason, qos);
                     if let Some(packet_id) = id {
                         a.session.discarded(packet_id);
                     }

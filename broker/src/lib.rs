@@ -24,6 +24,7 @@
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
+//! - [`budget`]: the broker's memory budget for the message copies sessions hold;
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
@@ -39,6 +40,7 @@ pub mod admin;
 pub mod auth;
 pub mod backlog;
 pub mod broker;
+pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod connect;

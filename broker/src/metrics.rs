@@ -28,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
 use crate::backlog::Backlog;
+use crate::budget::MemoryBudget;
 use crate::store::StoreMetrics;
 use crate::types::QoS;
 
@@ -99,6 +100,120 @@ impl ByQos {
     /// The counter of `qos`.
     pub fn qos(&self, qos: QoS) -> &Counter {
         &self.0[qos as usize]
+    }
+}
+
+/// Why a message (one copy for one session, or a whole PUBLISH that no
+/// session got) was dropped: the `reason` label of
+/// `mqttd_messages_dropped_total`. Each is counted where it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A session's queue reached `mqtt.max_queued_messages`.
+    QueueFull,
+    /// A session's queue reached `mqtt.max_queued_bytes`.
+    QueueBytes,
+    /// A client's unwritten QoS 0 messages reached `mqtt.max_pending_qos0_messages`.
+    Qos0Overflow,
+    /// A client's unwritten QoS 0 payload reached `mqtt.max_pending_qos0_bytes`.
+    Qos0Bytes,
+    /// QoS 0 for a session without a connection (never queued).
+    Qos0Offline,
+    /// Its MQTT 5.0 message expiry interval passed before delivery.
+    Expired,
+    /// Authorization refused the PUBLISH or the will.
+    AclDenied,
+    /// No subscription matched (or no shared-group member could take it).
+    NoSubscribers,
+    /// Queued for a subscription that is gone (unsubscribed or revoked).
+    Unsubscribed,
+    /// A queued message the store no longer had when read back.
+    StoreMissing,
+    /// A retained-message replay was already as long as the retained set.
+    ReplayOverflow,
+    /// Larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    PacketTooLarge,
+    /// `limits.max_memory_bytes`: QoS 0 for a slow session (or the budget full).
+    MemoryBudgetQos0,
+    /// `limits.max_memory_bytes`: QoS 1/2 for an offline session.
+    MemoryBudgetOffline,
+    /// `limits.max_memory_bytes`: QoS 1/2 for a connected session not reading.
+    MemoryBudgetSlow,
+    /// `limits.max_memory_bytes`: QoS 1/2 with the budget full.
+    MemoryBudgetFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 16] = [
+        DropReason::QueueFull,
+        DropReason::QueueBytes,
+        DropReason::Qos0Overflow,
+        DropReason::Qos0Bytes,
+        DropReason::Qos0Offline,
+        DropReason::Expired,
+        DropReason::AclDenied,
+        DropReason::NoSubscribers,
+        DropReason::Unsubscribed,
+        DropReason::StoreMissing,
+        DropReason::ReplayOverflow,
+        DropReason::PacketTooLarge,
+        DropReason::MemoryBudgetQos0,
+        DropReason::MemoryBudgetOffline,
+        DropReason::MemoryBudgetSlow,
+        DropReason::MemoryBudgetFull,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::QueueBytes => "queue_bytes",
+            DropReason::Qos0Overflow => "qos0_overflow",
+            DropReason::Qos0Bytes => "qos0_bytes",
+            DropReason::Qos0Offline => "qos0_offline",
+            DropReason::Expired => "expired",
+            DropReason::AclDenied => "acl_denied",
+            DropReason::NoSubscribers => "no_subscribers",
+            DropReason::Unsubscribed => "unsubscribed",
+            DropReason::StoreMissing => "store_missing",
+            DropReason::ReplayOverflow => "replay_overflow",
+            DropReason::PacketTooLarge => "packet_too_large",
+            DropReason::MemoryBudgetQos0 => "memory_budget_qos0",
+            DropReason::MemoryBudgetOffline => "memory_budget_offline",
+            DropReason::MemoryBudgetSlow => "memory_budget_slow",
+            DropReason::MemoryBudgetFull => "memory_budget_full",
+        }
+    }
+}
+
+/// Dropped messages by reason and QoS.
+#[derive(Debug, Default)]
+pub struct Dropped([ByQos; DropReason::ALL.len()]);
+
+impl Dropped {
+    /// The counter of `reason` and `qos`.
+    pub fn reason(&self, reason: DropReason, qos: QoS) -> &Counter {
+        self.0[reason as usize].qos(qos)
+    }
+
+    /// Counts one drop.
+    pub fn inc(&self, reason: DropReason, qos: QoS) {
+        self.reason(reason, qos).inc();
+    }
+
+    /// Drops of `reason`, all QoS levels.
+    pub fn by_reason(&self, reason: DropReason) -> u64 {
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .map(|q| self.reason(reason, q).get())
+            .sum()
+    }
+
+    /// Drops of `qos`, all reasons.
+    pub fn by_qos(&self, qos: QoS) -> u64 {
+        DropReason::ALL
+            .into_iter()
+            .map(|r| self.reason(r, qos).get())
+            .sum()
     }
 }
 
@@ -206,14 +321,8 @@ pub struct Metrics {
     pub messages_received: ByQos,
     /// PUBLISH packets sent to clients.
     pub messages_sent: ByQos,
-    /// Messages discarded (queue full, expired, no route for QoS 0 ...).
-    pub messages_dropped: ByQos,
-    /// QoS 0 messages dropped because a client's unwritten QoS 0 payload
-    /// reached `mqtt.max_pending_qos0_bytes` (also in `messages_dropped`).
-    pub qos0_byte_limit_drops: Counter,
-    /// Messages dropped because a session's queue reached
-    /// `mqtt.max_queued_bytes`.
-    pub queue_byte_limit_drops: Counter,
+    /// Messages discarded, by reason and QoS.
+    pub messages_dropped: Dropped,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub malformed_packets: Counter,
@@ -224,6 +333,9 @@ pub struct Metrics {
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
     pub backlog: Arc<Backlog>,
+    /// The memory budget and the bytes charged against it (see
+    /// [`crate::budget`]), once attached.
+    memory: OnceLock<Arc<MemoryBudget>>,
     /// Requests to the TCP control API with a missing or wrong bearer token.
     pub control_auth_failures: Counter,
     /// Requests to the TCP control API refused with 429 because their peer
@@ -271,9 +383,7 @@ impl Metrics {
             wills_denied: Counter::default(),
             messages_received: ByQos::default(),
             messages_sent: ByQos::default(),
-            messages_dropped: ByQos::default(),
-            qos0_byte_limit_drops: Counter::default(),
-            queue_byte_limit_drops: Counter::default(),
+            messages_dropped: Dropped::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             malformed_packets: Counter::default(),
@@ -288,6 +398,7 @@ impl Metrics {
             keepalive_timeouts: Counter::default(),
             accept_errors: Counter::default(),
             backlog: Arc::default(),
+            memory: OnceLock::new(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
@@ -298,6 +409,11 @@ impl Metrics {
     /// are ignored).
     pub fn attach_auth(&self, auth: Arc<AuthMetrics>) {
         let _ = self.auth.set(auth);
+    }
+
+    /// Reports the memory budget from now on (once).
+    pub fn attach_memory(&self, budget: Arc<MemoryBudget>) {
+        let _ = self.memory.set(budget);
     }
 
     /// Reports the store's figures from now on (once).
@@ -437,8 +553,10 @@ impl Metrics {
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
-            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes.", C(self.queue_byte_limit_drops.get())),
-            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes.", C(self.qos0_byte_limit_drops.get())),
+            // Kept for dashboards that read them: the same figures as
+            // mqttd_messages_dropped_total{reason="queue_bytes"} and {reason="qos0_bytes"}.
+            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes (deprecated: mqttd_messages_dropped_total{reason=\"queue_bytes\"}).", C(self.messages_dropped.by_reason(DropReason::QueueBytes))),
+            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes (deprecated: mqttd_messages_dropped_total{reason=\"qos0_bytes\"}).", C(self.messages_dropped.by_reason(DropReason::Qos0Bytes))),
         ]
     }
 
@@ -483,17 +601,42 @@ impl Metrics {
                 "PUBLISH packets sent to clients.",
                 &self.messages_sent,
             ),
-            (
-                "mqttd_messages_dropped_total",
-                "Messages discarded before delivery.",
-                &self.messages_dropped,
-            ),
         ];
+        let levels = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
         for (name, help, by_qos) in families {
             e.family(name, Kind::Counter, help);
-            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for qos in levels {
                 let label = (qos as u8).to_string();
                 e.sample(name, &[("qos", &label)], by_qos.qos(qos).get());
+            }
+        }
+        let name = "mqttd_messages_dropped_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Messages discarded before delivery (one per session copy, or per PUBLISH no session got), by reason.",
+        );
+        for reason in DropReason::ALL {
+            for qos in levels {
+                let label = (qos as u8).to_string();
+                let v = self.messages_dropped.reason(reason, qos).get();
+                e.sample(name, &[("qos", &label), ("reason", reason.label())], v);
+            }
+        }
+        if let Some(m) = self.memory.get() {
+            #[rustfmt::skip]
+            let gauges = [
+                ("mqttd_memory_budget_bytes", "The memory budget for message copies (limits.max_memory_bytes; 0: none).", m.limit()),
+                ("mqttd_memory_accounted_bytes", "Bytes of message copies held by sessions now (payload, topic and a fixed overhead each).", m.accounted()),
+                ("mqttd_memory_accounted_peak_bytes", "The most bytes of message copies held at once since start.", m.peak()),
+            ];
+            for (name, help, v) in gauges {
+                e.single(
+                    name,
+                    Kind::Gauge,
+                    help,
+                    i64::try_from(v).unwrap_or(i64::MAX),
+                );
             }
         }
     }

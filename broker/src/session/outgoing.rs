@@ -20,12 +20,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{OutPublish, Outbound};
+use crate::budget::Charge;
 use crate::codec::{Packet, PubResp};
 use crate::message::Message;
 use crate::types::{PacketId, PacketIdSet, QoS};
 
 /// A message waiting for, or occupying, a place in the window.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Pending {
     pub msg: Arc<Message>,
     pub qos: QoS,
@@ -33,6 +34,10 @@ pub(super) struct Pending {
     pub sub_ids: Vec<u32>,
     /// Its sequence number in the store, if stored (see crate::store).
     pub seq: Option<u64>,
+    /// Its bytes in the memory budget (see crate::budget): given back
+    /// when it leaves the window or the queue, or waits in the queue as
+    /// its place in line only ([`Queued::Stored`]).
+    pub charge: Charge,
 }
 
 impl Pending {
@@ -49,6 +54,8 @@ impl Pending {
             dup,
             packet_id,
             subscription_ids: self.sub_ids.clone(),
+            // The window keeps the message, and its charge.
+            charge: Charge::none(),
         }
     }
 }
@@ -558,6 +565,7 @@ mod tests {
             retain: false,
             sub_ids: vec![],
             seq: None,
+            charge: Charge::none(),
         }
     }
 
