@@ -9,6 +9,9 @@
 //! their payload is shared (`Arc<Message>`): with one subscriber per
 //! message (the common case) that is exact, with a fan-out it overstates
 //! the memory, which errs on the safe side.
+//! A queued message that waits on disk only (an offline persistent
+//! session on a durable store) is charged for its place in line only
+//! (`session::outgoing::PLACE_BYTES`).
 //!
 //! A [`Charge`] gives its bytes back when it is dropped, so a copy
 //! dropped anywhere (delivered, expired, refused, a session ending,

@@ -291,10 +291,12 @@ async fn a_flood_at_a_stuck_subscriber_stays_inside_the_budget() {
     }
 
     // Every charge is given back when the sessions holding it go (the
-    // offline one's queue is on disk, not in memory).
+    // offline one holds the places in line of its queue on disk: a clean
+    // start under its client id ends it).
     drop(_stuck);
     _healthy_client.kill();
     drop(p);
+    let (_offline, _) = common::raw_connect(b.addr, "offline", 0x02).await;
     wait_for("accounted bytes back to 0", || ctx.budget.accounted() == 0).await;
 }
 

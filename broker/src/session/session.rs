@@ -157,11 +157,12 @@ impl Session {
             SystemTime::now(),
         ));
         let cfg = &ctx.config.mqtt;
-        let out = Outgoing::new(
+        let mut out = Outgoing::new(
             usize::from(cfg.max_inflight_messages),
             cfg.max_queued_messages,
             cfg.max_queued_bytes,
         );
+        out.charge_places_to(deliver_tx.account().clone());
         let session = Box::new(Session {
             protocol: ProtocolVersion::V311,
             saved: false,
