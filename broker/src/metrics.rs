@@ -132,6 +132,8 @@ pub enum DropReason {
     ReplayOverflow,
     /// Larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
     PacketTooLarge,
+    /// QoS 0 handed to a connection that closed before writing it.
+    Disconnected,
     /// `limits.max_memory_bytes`: QoS 0 for a slow session (or the budget full).
     MemoryBudgetQos0,
     /// `limits.max_memory_bytes`: QoS 1/2 for an offline session.
@@ -143,7 +145,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::QueueFull,
         DropReason::QueueBytes,
         DropReason::Qos0Overflow,
@@ -156,6 +158,7 @@ impl DropReason {
         DropReason::StoreMissing,
         DropReason::ReplayOverflow,
         DropReason::PacketTooLarge,
+        DropReason::Disconnected,
         DropReason::MemoryBudgetQos0,
         DropReason::MemoryBudgetOffline,
         DropReason::MemoryBudgetSlow,
@@ -177,6 +180,7 @@ impl DropReason {
             DropReason::StoreMissing => "store_missing",
             DropReason::ReplayOverflow => "replay_overflow",
             DropReason::PacketTooLarge => "packet_too_large",
+            DropReason::Disconnected => "disconnected",
             DropReason::MemoryBudgetQos0 => "memory_budget_qos0",
             DropReason::MemoryBudgetOffline => "memory_budget_offline",
             DropReason::MemoryBudgetSlow => "memory_budget_slow",
@@ -848,6 +852,40 @@ mod tests {
             1.0
         );
         assert_eq!(s["mqttd_session_manager_queue_depth{worker=\"2\"}"], 4.0);
+    }
+
+    /// Each reason has its own series, the old byte-limit names follow
+    /// their reasons, and the memory gauges appear once a budget is attached.
+    #[test]
+    fn drops_by_reason_and_the_memory_budget() {
+        for (i, r) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "{r:?} out of place in ALL");
+        }
+        let m = Metrics::new();
+        m.messages_dropped
+            .inc(DropReason::MemoryBudgetQos0, QoS::AtMostOnce);
+        m.messages_dropped
+            .inc(DropReason::Qos0Bytes, QoS::AtMostOnce);
+        m.messages_dropped
+            .inc(DropReason::QueueBytes, QoS::AtLeastOnce);
+        m.messages_dropped
+            .inc(DropReason::QueueBytes, QoS::ExactlyOnce);
+        let s = parse(&m.render());
+        assert!(!s.contains_key("mqttd_memory_budget_bytes"));
+        let dropped = |qos: &str, reason: &str| {
+            s[&format!("mqttd_messages_dropped_total{{qos=\"{qos}\",reason=\"{reason}\"}}")]
+        };
+        assert_eq!(dropped("0", "memory_budget_qos0"), 1.0);
+        assert_eq!(dropped("1", "memory_budget_qos0"), 0.0);
+        assert_eq!(dropped("2", "queue_bytes"), 1.0);
+        assert_eq!(s["mqttd_queue_byte_limit_drops_total"], 2.0);
+        assert_eq!(s["mqttd_qos0_byte_limit_drops_total"], 1.0);
+        assert_eq!(m.messages_dropped.by_qos(QoS::AtMostOnce), 2);
+
+        m.attach_memory(Arc::new(MemoryBudget::new(4096)));
+        let s = parse(&m.render());
+        assert_eq!(s["mqttd_memory_budget_bytes"], 4096.0);
+        assert_eq!(s["mqttd_memory_accounted_bytes"], 0.0);
     }
 
     #[test]

@@ -77,15 +77,21 @@ impl<'de> Deserialize<'de> for MemoryBytes {
 }
 
 /// Half of the machine's memory (`MemTotal` in /proc/meminfo) or of the
-/// cgroup v2 limit (`/sys/fs/cgroup/memory.max`), whichever is smaller;
-/// 0 (no budget) if neither can be read.
+/// cgroup's limit (v2 `/sys/fs/cgroup/memory.max`, else v1
+/// `/sys/fs/cgroup/memory/memory.limit_in_bytes`), whichever is smaller;
+/// 0 (no budget) if neither can be read. An unlimited cgroup (`max`, or
+/// v1's huge figure) leaves the machine's memory.
 pub fn auto_memory_budget() -> u64 {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| meminfo_total(&t));
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok());
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
     match (total, cgroup) {
         (Some(a), Some(b)) => a.min(b) / 2,
         (a, b) => a.or(b).unwrap_or(0) / 2,

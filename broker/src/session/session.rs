@@ -576,7 +576,18 @@ impl Session {
         self.entry.shared.keepalive.disarm();
         self.deliver_tx.set_online(false);
         self.entry.shared.set_client(None);
-        self.outbox.clear();
+        // QoS 0 messages not yet written are lost with the connection
+        // (QoS 1/2 ones stay in the window for the next).
+        for out in self.outbox.drain(..) {
+            if let Outbound::Publish(p) = out {
+                if p.qos == QoS::AtMostOnce {
+                    self.ctx
+                        .metrics
+                        .messages_dropped
+                        .inc(DropReason::Disconnected, QoS::AtMostOnce);
+                }
+            }
+        }
         self.qos0 = Qos0Budget::default();
         self.out.keep_stored_on_disk();
     }
