@@ -14,6 +14,18 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Network connections open at once, all listeners together (TLS and
+    /// WebSocket handshakes included). Beyond, a connection is refused
+    /// cheaply: CONNACK 0x97 quota exceeded (5.0) / 0x03 server
+    /// unavailable (3.1.x), counted in
+    /// `mqttd_connections_refused_total{reason="max_connections"}`.
+    /// 0 (the default): the process's open-file limit minus a reserve for
+    /// the store, the control and HTTP ports and refusals in progress
+    /// (see [`crate::admission::open_files`]), so that the default is a
+    /// real bound and the broker never runs out of descriptors for its
+    /// own files.
+    pub max_connections: u32,
+
     /// The memory budget for the message copies sessions hold (delivery
     /// mailboxes, queues, in-flight windows, unwritten QoS 0): see
     /// `crate::budget`. Near it, QoS 0 to slow subscribers is dropped
@@ -108,6 +120,8 @@ fn meminfo_total(text: &str) -> Option<u64> {
 impl LimitsConfig {
     /// Semantic checks; errors are `(key, message)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        // max_connections: every u32 is meaningful (0 = derived from the open-file limit);
+        // serde rejects the rest with the key named (see the test).
         if let MemoryBytes::Bytes(n) = self.max_memory_bytes {
             if n != 0 && n < MIN_MEMORY_BYTES {
                 return Err((
@@ -165,5 +179,19 @@ mod tests {
         if let Some(total) = total {
             assert!(auto > 0 && auto <= total / 2, "{auto} of {total}");
         }
+    }
+
+    #[test]
+    fn max_connections_bad_values_name_the_key() {
+        for bad in ["-1", "lots", "5000000000"] {
+            let text = format!("limits:\n  max_connections: {bad}\n");
+            let err = Config::parse(&text, Path::new("t.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.max_connections"), "{bad}: {err}");
+        }
+        let c = Config::parse("limits:\n  max_connections: 10\n", Path::new("t.yaml")).unwrap();
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(Config::default().limits.max_connections, 0);
     }
 }
