@@ -1008,7 +1008,7 @@ mod tests {
         for (what, size) in sizes {
             println!("{what}: {size} B");
         }
-        // Bounds a little above today's sizes (224, 248, 160 and 96 B on
+        // Bounds a little above today's sizes (224, 256, 160 and 96 B on
         // x86_64): a change that makes every idle connection carry more
         // must say so here (bench/README.md has the measured totals).
         let bounds = [256, 256, 192, 128];

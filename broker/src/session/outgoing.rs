@@ -143,11 +143,14 @@ pub(super) struct Outgoing {
     /// session with nothing in flight (most idle ones) does not carry them.
     lists: Option<Box<Lists>>,
     next_id: PacketId,
-    window: usize,
+    /// `u32` (a window is at most 65,535, a Receive Maximum) and the
+    /// queue's bound beside it: together in 8 bytes, so that the place
+    /// for `account` costs an idle session nothing.
+    window: u32,
     /// Entries of the window not sent on the current connection: always
     /// its last ones.
     unsent: usize,
-    max_queued: usize,
+    max_queued: u32,
     /// Bound on the queue's bytes (see [`Pending::size`]); 0: none.
     max_queued_bytes: usize,
     /// Where the places in line are charged; `None`: nowhere (tests).
@@ -169,6 +172,10 @@ struct Lists {
     places_charge: Charge,
 }
 
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// What a PUBREC did to the window.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum RecOutcome {
@@ -183,9 +190,9 @@ impl Outgoing {
         Outgoing {
             lists: None,
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
-            window: window.max(1),
+            window: clamp_u32(window).max(1),
             unsent: 0,
-            max_queued,
+            max_queued: clamp_u32(max_queued),
             max_queued_bytes,
             account: None,
         }
@@ -228,7 +235,7 @@ impl Outgoing {
     /// Sets the window (the smaller of ours and the client's receive
     /// maximum). Messages already in flight stay.
     pub fn set_window(&mut self, window: usize) {
-        self.window = window.max(1);
+        self.window = clamp_u32(window).max(1);
     }
 
     pub fn inflight_len(&self) -> usize {
@@ -248,7 +255,7 @@ impl Outgoing {
     /// Whether a new message may go into the window now (nothing from
     /// before a resume still waits to be resent).
     pub fn has_room(&self) -> bool {
-        self.unsent == 0 && self.inflight_len() < self.window
+        self.unsent == 0 && self.inflight_len() < self.window as usize
     }
 
     fn allocate_id(&mut self) -> PacketId {
@@ -288,14 +295,14 @@ impl Outgoing {
     /// Whether a message of `size` bytes may join the queue.
     fn fits(&self, size: usize) -> bool {
         let bytes = self.lists.as_ref().map_or(0, |l| l.queued_bytes);
-        self.queued_len() < self.max_queued
+        self.queued_len() < self.max_queued as usize
             && (self.max_queued_bytes == 0 || bytes + size <= self.max_queued_bytes)
     }
 
     /// Whether the queue refused a message for its byte bound rather than
     /// its count.
     pub fn full_by_bytes(&self) -> bool {
-        self.queued_len() < self.max_queued
+        self.queued_len() < self.max_queued as usize
     }
 
     fn push_queued(&mut self, q: Queued) {
@@ -535,7 +542,7 @@ impl Outgoing {
         let Some(lists) = self.lists.as_mut() else {
             return out;
         };
-        while self.unsent > 0 && lists.inflight.len() - self.unsent < self.window {
+        while self.unsent > 0 && lists.inflight.len() - self.unsent < self.window as usize {
             let i = lists.inflight.len() - self.unsent;
             self.unsent -= 1;
             let Some(m) = lists.inflight.get_mut(i) else {
