@@ -73,7 +73,17 @@ pub(crate) fn on_publish(
                     refused: 0,
                 }
             };
-            Reply::PubRec(ack(id, n, v5))
+            let ack = ack(id, n, v5);
+            if ack.code.is_error() {
+                // A failed 5.0 PUBREC (quota exceeded) ends the exchange
+                // [MQTT-4.3.3-4]: no PUBREL will release the id, and the
+                // client may use it again at once.
+                ids.remove(&id);
+                if mark.is_some() {
+                    ctx.store.qos2_released(client_id.as_str(), id);
+                }
+            }
+            Reply::PubRec(ack)
         }
         _ => {
             route(ctx, msg, None);

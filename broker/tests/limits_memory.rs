@@ -363,6 +363,17 @@ async fn quota_exceeded_when_the_budget_lets_no_session_take_a_message() {
     }
     assert_eq!(code, 0x97, "PUBACK quota exceeded");
 
+    // QoS 2: PUBREC 0x97 ends the exchange, so the same packet id is a
+    // new message at once (not a duplicate answered 0x00).
+    for _ in 0..2 {
+        let mut q2 = publish_v5("only/v5", 7);
+        q2[0] = 0x34;
+        v5.send(&q2).await;
+        let (h, body) = v5.read().await.expect("PUBREC");
+        assert_eq!(h, 0x50, "PUBREC");
+        assert_eq!(body[..3], [0, 7, 0x97], "PUBREC quota exceeded");
+    }
+
     // 3.1.1: a plain PUBACK, the refusals counted (both copies of one
     // message, once the budget is at its mark again).
     let refusals =
