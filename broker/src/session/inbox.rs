@@ -349,6 +349,28 @@ mod tests {
         assert_eq!(backlog.get(), 0, "a refused send is not counted");
     }
 
+    /// The deliveries' memory charges go with them, taken out or left in
+    /// a dropped inbox alike.
+    #[test]
+    fn charges_leave_with_their_deliveries() {
+        let budget = Arc::new(crate::budget::MemoryBudget::new(0));
+        let account = Account::new(budget.clone());
+        let (_ctl, dtx, mut inbox) = super::inbox(Arc::default(), account.clone());
+        for _ in 0..3 {
+            let charge = dtx.account().admit(100, false, true).unwrap();
+            dtx.send(Delivery {
+                charge,
+                ..delivery()
+            })
+            .unwrap();
+        }
+        assert_eq!((budget.accounted(), account.held()), (300, 300));
+        drop(inbox.try_delivery());
+        assert_eq!(budget.accounted(), 200);
+        drop(inbox);
+        assert_eq!((budget.accounted(), account.held()), (0, 0));
+    }
+
     #[tokio::test]
     async fn aborted_owner_gives_back_its_count() {
         let backlog = Arc::new(Backlog::default());
