@@ -9,7 +9,7 @@ use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::router::{RetainedStore, Router};
+use crate::router::{RetainedLimits, RetainedStore, Router};
 use crate::session::{DeliverTx, SessionTable};
 use crate::store::Store;
 
@@ -47,12 +47,16 @@ impl Context {
         }
         let budget = Arc::new(MemoryBudget::new(limit));
         metrics.attach_memory(budget.clone());
+        let limits = RetainedLimits {
+            max_messages: config.limits.max_retained_messages,
+            max_bytes: config.limits.max_retained_bytes,
+        };
         Arc::new(Context {
+            retained: RetainedStore::with_limits(limits),
             config,
             auth,
             table: SessionTable::new(),
             router: Router::new(),
-            retained: RetainedStore::new(),
             store,
             metrics,
             budget,

@@ -189,19 +189,10 @@ pub(crate) fn route(
 ) -> Routed {
     let mut kept = false;
     if msg.retain && ctx.config.mqtt.retain_available {
-        // An empty retained payload clears the topic [MQTT-3.3.1-10] and
-        // is still delivered to current subscribers. The payload is the
-        // message's own copy (see `Message::from_publish`), so storing it
-        // keeps no connection's read buffer alive.
-        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
-        match ctx.retained.set(&msg.topic, stored) {
-            Ok(()) => {
-                let stored = (!msg.payload.is_empty()).then_some(&*msg);
-                kept = stored.is_some();
-                ctx.store.set_retained(msg.topic.as_str(), stored);
-            }
-            Err(e) => tracing::info!(topic = %msg.topic, error = %e, "retained message not stored"),
-        }
+        crate::retain::apply(ctx, &msg);
+        // Kept as the topic's retained message (unless a retained limit
+        // refused it, which is counted there): not a drop.
+        kept = !msg.payload.is_empty();
     }
     let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
     // Each delivery's first choice of receiver the budget admits (a
