@@ -63,6 +63,23 @@ pub struct Status {
     /// field is then absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreInfo>,
+    /// The memory budget for message copies and what is held against it;
+    /// `None` from a broker older than the budget (the field is then absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryInfo>,
+}
+
+/// The broker's memory budget (`limits.max_memory_bytes`): the bytes of
+/// the message copies sessions hold (payload, topic and a fixed overhead
+/// each), against the budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    /// The budget; 0: none.
+    pub budget_bytes: u64,
+    /// Charged now.
+    pub accounted_bytes: u64,
+    /// The most charged at once since start.
+    pub peak_bytes: u64,
 }
 
 /// Where and how the broker keeps persistent sessions, their queued
@@ -365,6 +382,7 @@ mod tests {
             "connections":0,"sessions":0,"subscriptions":0,"retained_messages":0,"pool_size":2}"#;
         let s: Status = serde_json::from_str(old).unwrap();
         assert_eq!(s.store, None);
+        assert_eq!(s.memory, None);
         assert!(serde_json::to_value(&s).unwrap().get("store").is_none());
     }
 
@@ -391,6 +409,11 @@ mod tests {
                     path: "/var/lib/mqttd/quarantine/x/store".into(),
                     reason: "damaged".into(),
                 }],
+            }),
+            memory: Some(MemoryInfo {
+                budget_bytes: 2 << 20,
+                accounted_bytes: 1000,
+                peak_bytes: 5000,
             }),
         };
         let v = serde_json::to_value(&s).unwrap();

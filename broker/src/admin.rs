@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use mqttd_api::{
-    ListenerInfo, PoolInfo, SessionDetail, SessionPage, SessionQuery, SessionSummary, Status,
-    StoreInfo, StoreRecovery, SubscriptionInfo,
+    ListenerInfo, MemoryInfo, PoolInfo, SessionDetail, SessionPage, SessionQuery, SessionSummary,
+    Status, StoreInfo, StoreRecovery, SubscriptionInfo,
 };
 use tokio::sync::oneshot;
 
@@ -161,6 +161,11 @@ impl ControlBackend for Admin {
             // A few `stat`s of the journal files at most: cheap enough
             // to do inline.
             store: Some(store_info(b.ctx.store.status())),
+            memory: Some(MemoryInfo {
+                budget_bytes: b.ctx.budget.limit(),
+                accounted_bytes: b.ctx.budget.accounted(),
+                peak_bytes: b.ctx.budget.peak(),
+            }),
         };
         async move { status }.boxed()
     }

@@ -27,6 +27,7 @@
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
+//! - [`budget`]: the broker's memory budget for the message copies sessions hold;
 //! - [`rate`]: the per-connection publish rate (slowed by reading less);
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
@@ -44,6 +45,7 @@ pub mod admission;
 pub mod auth;
 pub mod backlog;
 pub mod broker;
+pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod connect;

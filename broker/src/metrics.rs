@@ -32,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
 use crate::backlog::Backlog;
+use crate::budget::MemoryBudget;
 use crate::store::StoreMetrics;
 use crate::types::QoS;
 
@@ -103,6 +104,128 @@ impl ByQos {
     /// The counter of `qos`.
     pub fn qos(&self, qos: QoS) -> &Counter {
         &self.0[qos as usize]
+    }
+}
+
+/// Why a message (one copy for one session, or a whole PUBLISH that no
+/// session got) was dropped: the `reason` label of
+/// `mqttd_messages_dropped_total`. Each is counted where it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A session's queue reached `mqtt.max_queued_messages`.
+    QueueFull,
+    /// A session's queue reached `mqtt.max_queued_bytes`.
+    QueueBytes,
+    /// A client's unwritten QoS 0 messages reached `mqtt.max_pending_qos0_messages`.
+    Qos0Overflow,
+    /// A client's unwritten QoS 0 payload reached `mqtt.max_pending_qos0_bytes`.
+    Qos0Bytes,
+    /// QoS 0 for a session without a connection (never queued).
+    Qos0Offline,
+    /// Its MQTT 5.0 message expiry interval passed before delivery.
+    Expired,
+    /// Authorization refused the PUBLISH or the will.
+    AclDenied,
+    /// No subscription matched (or no shared-group member could take it).
+    NoSubscribers,
+    /// Queued for a subscription that is gone (unsubscribed or revoked).
+    Unsubscribed,
+    /// A queued message the store no longer had when read back.
+    StoreMissing,
+    /// A retained-message replay was already as long as the retained set.
+    ReplayOverflow,
+    /// Larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    PacketTooLarge,
+    /// QoS 0 handed to a connection that closed before writing it.
+    Disconnected,
+    /// `limits.max_memory_bytes`: QoS 0 for a slow session (or the budget full).
+    MemoryBudgetQos0,
+    /// `limits.max_memory_bytes`: QoS 1/2 for an offline session.
+    MemoryBudgetOffline,
+    /// `limits.max_memory_bytes`: QoS 1/2 for a connected session not reading.
+    MemoryBudgetSlow,
+    /// `limits.max_memory_bytes`: QoS 1/2 with the budget full.
+    MemoryBudgetFull,
+    /// Its topic is over `limits.max_topic_len` or `limits.max_topic_levels`.
+    TopicInvalid,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 18] = [
+        DropReason::QueueFull,
+        DropReason::QueueBytes,
+        DropReason::Qos0Overflow,
+        DropReason::Qos0Bytes,
+        DropReason::Qos0Offline,
+        DropReason::Expired,
+        DropReason::AclDenied,
+        DropReason::NoSubscribers,
+        DropReason::Unsubscribed,
+        DropReason::StoreMissing,
+        DropReason::ReplayOverflow,
+        DropReason::PacketTooLarge,
+        DropReason::Disconnected,
+        DropReason::MemoryBudgetQos0,
+        DropReason::MemoryBudgetOffline,
+        DropReason::MemoryBudgetSlow,
+        DropReason::MemoryBudgetFull,
+        DropReason::TopicInvalid,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::QueueBytes => "queue_bytes",
+            DropReason::Qos0Overflow => "qos0_overflow",
+            DropReason::Qos0Bytes => "qos0_bytes",
+            DropReason::Qos0Offline => "qos0_offline",
+            DropReason::Expired => "expired",
+            DropReason::AclDenied => "acl_denied",
+            DropReason::NoSubscribers => "no_subscribers",
+            DropReason::Unsubscribed => "unsubscribed",
+            DropReason::StoreMissing => "store_missing",
+            DropReason::ReplayOverflow => "replay_overflow",
+            DropReason::PacketTooLarge => "packet_too_large",
+            DropReason::Disconnected => "disconnected",
+            DropReason::MemoryBudgetQos0 => "memory_budget_qos0",
+            DropReason::MemoryBudgetOffline => "memory_budget_offline",
+            DropReason::MemoryBudgetSlow => "memory_budget_slow",
+            DropReason::MemoryBudgetFull => "memory_budget_full",
+            DropReason::TopicInvalid => "topic_invalid",
+        }
+    }
+}
+
+/// Dropped messages by reason and QoS.
+#[derive(Debug, Default)]
+pub struct Dropped([ByQos; DropReason::ALL.len()]);
+
+impl Dropped {
+    /// The counter of `reason` and `qos`.
+    pub fn reason(&self, reason: DropReason, qos: QoS) -> &Counter {
+        self.0[reason as usize].qos(qos)
+    }
+
+    /// Counts one drop.
+    pub fn inc(&self, reason: DropReason, qos: QoS) {
+        self.reason(reason, qos).inc();
+    }
+
+    /// Drops of `reason`, all QoS levels.
+    pub fn by_reason(&self, reason: DropReason) -> u64 {
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .map(|q| self.reason(reason, q).get())
+            .sum()
+    }
+
+    /// Drops of `qos`, all reasons.
+    pub fn by_qos(&self, qos: QoS) -> u64 {
+        DropReason::ALL
+            .into_iter()
+            .map(|r| self.reason(r, qos).get())
+            .sum()
     }
 }
 
@@ -343,14 +466,8 @@ pub struct Metrics {
     pub messages_received: ByQos,
     /// PUBLISH packets sent to clients.
     pub messages_sent: ByQos,
-    /// Messages discarded (queue full, expired, no route for QoS 0 ...).
-    pub messages_dropped: ByQos,
-    /// QoS 0 messages dropped because a client's unwritten QoS 0 payload
-    /// reached `mqtt.max_pending_qos0_bytes` (also in `messages_dropped`).
-    pub qos0_byte_limit_drops: Counter,
-    /// Messages dropped because a session's queue reached
-    /// `mqtt.max_queued_bytes`.
-    pub queue_byte_limit_drops: Counter,
+    /// Messages discarded, by reason and QoS.
+    pub messages_dropped: Dropped,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub malformed_packets: Counter,
@@ -361,6 +478,9 @@ pub struct Metrics {
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
     pub backlog: Arc<Backlog>,
+    /// The memory budget and the bytes charged against it (see
+    /// [`crate::budget`]), once attached.
+    memory: OnceLock<Arc<MemoryBudget>>,
     /// Requests to the TCP control API with a missing or wrong bearer token.
     pub control_auth_failures: Counter,
     /// Requests to the TCP control API refused with 429 because their peer
@@ -416,9 +536,7 @@ impl Metrics {
             wills_denied: Counter::default(),
             messages_received: ByQos::default(),
             messages_sent: ByQos::default(),
-            messages_dropped: ByQos::default(),
-            qos0_byte_limit_drops: Counter::default(),
-            queue_byte_limit_drops: Counter::default(),
+            messages_dropped: Dropped::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             malformed_packets: Counter::default(),
@@ -436,6 +554,7 @@ impl Metrics {
             publish_rate: PublishRateMetrics::default(),
             session_limits: SessionLimitMetrics::default(),
             backlog: Arc::default(),
+            memory: OnceLock::new(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
@@ -447,6 +566,11 @@ impl Metrics {
     /// are ignored).
     pub fn attach_auth(&self, auth: Arc<AuthMetrics>) {
         let _ = self.auth.set(auth);
+    }
+
+    /// Reports the memory budget from now on (once).
+    pub fn attach_memory(&self, budget: Arc<MemoryBudget>) {
+        let _ = self.memory.set(budget);
     }
 
     /// Reports the store's figures from now on (once).
@@ -597,8 +721,10 @@ impl Metrics {
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
-            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes.", C(self.queue_byte_limit_drops.get())),
-            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes.", C(self.qos0_byte_limit_drops.get())),
+            // Kept for dashboards that read them: the same figures as
+            // mqttd_messages_dropped_total{reason="queue_bytes"} and {reason="qos0_bytes"}.
+            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes (deprecated: mqttd_messages_dropped_total{reason=\"queue_bytes\"}).", C(self.messages_dropped.by_reason(DropReason::QueueBytes))),
+            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes (deprecated: mqttd_messages_dropped_total{reason=\"qos0_bytes\"}).", C(self.messages_dropped.by_reason(DropReason::Qos0Bytes))),
         ]
     }
 
@@ -643,17 +769,42 @@ impl Metrics {
                 "PUBLISH packets sent to clients.",
                 &self.messages_sent,
             ),
-            (
-                "mqttd_messages_dropped_total",
-                "Messages discarded before delivery.",
-                &self.messages_dropped,
-            ),
         ];
+        let levels = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
         for (name, help, by_qos) in families {
             e.family(name, Kind::Counter, help);
-            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for qos in levels {
                 let label = (qos as u8).to_string();
                 e.sample(name, &[("qos", &label)], by_qos.qos(qos).get());
+            }
+        }
+        let name = "mqttd_messages_dropped_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Messages discarded before delivery (one per session copy, or per PUBLISH no session got), by reason.",
+        );
+        for reason in DropReason::ALL {
+            for qos in levels {
+                let label = (qos as u8).to_string();
+                let v = self.messages_dropped.reason(reason, qos).get();
+                e.sample(name, &[("qos", &label), ("reason", reason.label())], v);
+            }
+        }
+        if let Some(m) = self.memory.get() {
+            #[rustfmt::skip]
+            let gauges = [
+                ("mqttd_memory_budget_bytes", "The memory budget for message copies (limits.max_memory_bytes; 0: none).", m.limit()),
+                ("mqttd_memory_accounted_bytes", "Bytes of message copies held by sessions now (payload, topic and a fixed overhead each).", m.accounted()),
+                ("mqttd_memory_accounted_peak_bytes", "The most bytes of message copies held at once since start.", m.peak()),
+            ];
+            for (name, help, v) in gauges {
+                e.single(
+                    name,
+                    Kind::Gauge,
+                    help,
+                    i64::try_from(v).unwrap_or(i64::MAX),
+                );
             }
         }
     }
@@ -958,6 +1109,40 @@ mod tests {
             1.0
         );
         assert_eq!(s["mqttd_session_manager_queue_depth{worker=\"2\"}"], 4.0);
+    }
+
+    /// Each reason has its own series, the old byte-limit names follow
+    /// their reasons, and the memory gauges appear once a budget is attached.
+    #[test]
+    fn drops_by_reason_and_the_memory_budget() {
+        for (i, r) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "{r:?} out of place in ALL");
+        }
+        let m = Metrics::new();
+        m.messages_dropped
+            .inc(DropReason::MemoryBudgetQos0, QoS::AtMostOnce);
+        m.messages_dropped
+            .inc(DropReason::Qos0Bytes, QoS::AtMostOnce);
+        m.messages_dropped
+            .inc(DropReason::QueueBytes, QoS::AtLeastOnce);
+        m.messages_dropped
+            .inc(DropReason::QueueBytes, QoS::ExactlyOnce);
+        let s = parse(&m.render());
+        assert!(!s.contains_key("mqttd_memory_budget_bytes"));
+        let dropped = |qos: &str, reason: &str| {
+            s[&format!("mqttd_messages_dropped_total{{qos=\"{qos}\",reason=\"{reason}\"}}")]
+        };
+        assert_eq!(dropped("0", "memory_budget_qos0"), 1.0);
+        assert_eq!(dropped("1", "memory_budget_qos0"), 0.0);
+        assert_eq!(dropped("2", "queue_bytes"), 1.0);
+        assert_eq!(s["mqttd_queue_byte_limit_drops_total"], 2.0);
+        assert_eq!(s["mqttd_qos0_byte_limit_drops_total"], 1.0);
+        assert_eq!(m.messages_dropped.by_qos(QoS::AtMostOnce), 2);
+
+        m.attach_memory(Arc::new(MemoryBudget::new(4096)));
+        let s = parse(&m.render());
+        assert_eq!(s["mqttd_memory_budget_bytes"], 4096.0);
+        assert_eq!(s["mqttd_memory_accounted_bytes"], 0.0);
     }
 
     #[test]

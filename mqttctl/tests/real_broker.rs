@@ -377,11 +377,16 @@ async fn status_shows_memory_mode() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("store:         none\n"), "{text}");
     assert!(text.contains("durability:    memory ("), "{text}");
+    // The memory budget (limits.max_memory_bytes: auto by default).
+    let memory = b.json(&["status"])["memory"].clone();
+    assert!(memory["budget_bytes"].as_u64().unwrap_or(0) > 0, "{memory}");
+    assert!(text.contains("budget held by messages"), "{text}");
     let (_, body) = http_get(b.http, "/metrics").await;
     assert!(
         !body.contains("mqttd_store_"),
         "memory mode exports store metrics"
     );
+    assert!(body.contains("mqttd_memory_budget_bytes "), "{body}");
 }
 
 /// A persistent session with messages queued while its client was away

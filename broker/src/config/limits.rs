@@ -6,8 +6,10 @@
 //! hit and the MQTT reason code the specification gives; the README's
 //! "Limits" table lists them with their Mosquitto and EMQX equivalents.
 
+use std::fmt;
 use std::time::Duration;
 
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 /// Longest `publish_rate_grace_secs` accepted: a day is already "never"
@@ -101,6 +103,15 @@ pub struct LimitsConfig {
     /// 5.0, a plain close for 3.1.x (`mqttd_publish_rate_disconnects_total`).
     /// 0: never disconnected, only slowed.
     pub publish_rate_grace_secs: u64,
+    /// The memory budget for the message copies sessions hold (delivery
+    /// mailboxes, queues, in-flight windows, unwritten QoS 0): see
+    /// `crate::budget`. Near it, QoS 0 to slow subscribers is dropped
+    /// first (80 %), then QoS 1/2 for offline sessions is refused (90 %),
+    /// and a 5.0 publisher whose message no session could take gets
+    /// 0x97 quota exceeded. `auto` (the default): half of the machine's
+    /// memory or of the cgroup's limit, whichever is smaller; 0: no
+    /// budget (copies are still counted).
+    pub max_memory_bytes: MemoryBytes,
 }
 
 impl Default for LimitsConfig {
@@ -119,8 +130,89 @@ impl Default for LimitsConfig {
             max_publish_rate_messages: 0,
             max_publish_rate_bytes: 0,
             publish_rate_grace_secs: 60,
+            max_memory_bytes: MemoryBytes::Auto,
         }
     }
+}
+
+/// The smallest budget accepted: below it a few in-flight windows of
+/// large messages would fill it.
+pub const MIN_MEMORY_BYTES: u64 = 1024 * 1024;
+
+/// `limits.max_memory_bytes`: `auto` or a number of bytes (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryBytes {
+    #[default]
+    Auto,
+    Bytes(u64),
+}
+
+impl MemoryBytes {
+    /// The budget in bytes (0: none); `auto` is worked out from the
+    /// machine (see [`auto_memory_budget`]).
+    pub fn resolve(self) -> u64 {
+        match self {
+            MemoryBytes::Auto => auto_memory_budget(),
+            MemoryBytes::Bytes(n) => n,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MemoryBytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes (0: no budget) or `auto`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MemoryBytes, E> {
+                Ok(MemoryBytes::Bytes(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MemoryBytes, E> {
+                u64::try_from(v)
+                    .map(MemoryBytes::Bytes)
+                    .map_err(|_| E::custom("must not be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MemoryBytes, E> {
+                if v == "auto" {
+                    Ok(MemoryBytes::Auto)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Half of the machine's memory (`MemTotal` in /proc/meminfo) or of the
+/// cgroup's limit (v2 `/sys/fs/cgroup/memory.max`, else v1
+/// `/sys/fs/cgroup/memory/memory.limit_in_bytes`), whichever is smaller;
+/// 0 (no budget) if neither can be read. An unlimited cgroup (`max`, or
+/// v1's huge figure) leaves the machine's memory.
+pub fn auto_memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| meminfo_total(&t));
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    match (total, cgroup) {
+        (Some(a), Some(b)) => a.min(b) / 2,
+        (a, b) => a.or(b).unwrap_or(0) / 2,
+    }
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn meminfo_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 impl LimitsConfig {
@@ -151,6 +243,16 @@ impl LimitsConfig {
                 "limits.max_client_id_len".into(),
                 format!("must be at least {MIN_CLIENT_ID_LEN}, the length every server must accept [MQTT-3.1.3-5]"),
             ));
+        }
+        // Every max_connections is meaningful (0 = derived from the open-file limit);
+        // serde rejects the rest with the key named (see the test).
+        if let MemoryBytes::Bytes(n) = self.max_memory_bytes {
+            if n != 0 && n < MIN_MEMORY_BYTES {
+                return Err((
+                    "limits.max_memory_bytes".into(),
+                    format!("must be 0 (no budget), `auto` or at least {MIN_MEMORY_BYTES}"),
+                ));
+            }
         }
         if self.publish_rate_grace_secs > MAX_RATE_GRACE_SECS {
             return Err((
@@ -257,7 +359,48 @@ mod session_limit_tests {
 mod tests {
     use std::path::Path;
 
+    use super::*;
     use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn max_memory_bytes_values() {
+        assert_eq!(
+            parse("").unwrap().limits.max_memory_bytes,
+            MemoryBytes::Auto
+        );
+        let c = parse("limits:\n  max_memory_bytes: 0\n").unwrap();
+        assert_eq!(c.limits.max_memory_bytes.resolve(), 0);
+        let c = parse("limits:\n  max_memory_bytes: 2097152\n").unwrap();
+        assert_eq!(c.limits.max_memory_bytes, MemoryBytes::Bytes(2 << 20));
+        let c = parse("limits:\n  max_memory_bytes: auto\n").unwrap();
+        assert_eq!(c.limits.max_memory_bytes, MemoryBytes::Auto);
+    }
+
+    #[test]
+    fn bad_max_memory_bytes_names_the_key() {
+        for bad in ["1000", "lots", "-5"] {
+            let err = parse(&format!("limits:\n  max_memory_bytes: {bad}\n")).unwrap_err();
+            assert!(err.contains("limits.max_memory_bytes"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn auto_budget_is_half_of_the_smaller_bound() {
+        let text = "MemTotal:        8000000 kB\nMemFree: 1 kB\n";
+        assert_eq!(meminfo_total(text), Some(8_000_000 * 1024));
+        // On this machine: some bound, and at most half of its memory.
+        let auto = auto_memory_budget();
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| meminfo_total(&t));
+        if let Some(total) = total {
+            assert!(auto > 0 && auto <= total / 2, "{auto} of {total}");
+        }
+    }
 
     #[test]
     fn defaults_bound_retained_and_leave_rates_off() {

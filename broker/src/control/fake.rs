@@ -169,6 +169,7 @@ impl ControlBackend for FakeBackend {
             retained_messages: 0,
             pool_size: self.metrics.workers().len(),
             store: self.store.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            memory: None,
         };
         async move { status }.boxed()
     }

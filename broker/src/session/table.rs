@@ -443,7 +443,10 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, uid: u64) -> Arc<SessionEntry> {
-        let (tx, _, _) = crate::session::inbox::inbox(Arc::default());
+        let (tx, _, _) = crate::session::inbox::inbox(
+            Arc::default(),
+            crate::budget::Account::new(Arc::default()),
+        );
         Arc::new(SessionEntry::new(
             uid,
             ClientId::new(id),
