@@ -83,7 +83,7 @@ cleanup() {
     local pid
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     # -v: also the anonymous volumes of the container, if any.
-    docker rm -f -v "$CONTAINER" >/dev/null 2>&1 || true
+    docker rm -f -v "$CONTAINER" "$CONTAINER-tls" >/dev/null 2>&1 || true
     docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
     if [ "$KEEP_IMAGE" = 0 ]; then docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
     # The stage images this run's build left (untagged, ~1.7 GB for the Rust
@@ -183,7 +183,7 @@ PY
 }
 
 build_image() {
-    local target line doc
+    local target line doc old
     base_images
     case "$BINARIES" in
         build) vendor_crates; target=runtime; doc=$ROOT/README.md ;;
@@ -200,9 +200,15 @@ build_image() {
     # label on the intermediate stages.
     line=${line/ -t mqttd ./ --network none --build-arg MQTTD_BUILD_ID=$BUILD_ID -t $IMAGE .}
     log "$line (from ${doc#"$ROOT"/}; log: $TMP/build.log)"
+    old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null) || old=""
     if ! (cd "$ROOT" && eval "$line") >"$TMP/build.log" 2>&1; then
         tail -40 "$TMP/build.log" | sed 's/^/    | /' >&2
         fail "docker build failed (target $target)"
+    fi
+    # The previous run's image, untagged by this build: removed unless a
+    # container or another tag still uses it.
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]; then
+        docker rmi "$old" >/dev/null 2>&1 || true
     fi
     pass "image built with the documented line (target $target, binaries: $BINARIES, base images: $BASE_IMAGES)"
 }
@@ -538,6 +544,34 @@ check_compose() {
     pass "compose.yaml is valid for ${compose[*]}"
 }
 
+# compose.yaml's configuration (mqttd-tls.yaml) opens TLS only: a client
+# with the example certificate gets through on 8883, one without is
+# refused, and nothing answers on the plain MQTT port.
+check_tls_only() {
+    local c=$CONTAINER-tls certs=$TMP/certs i mapping port plain
+    docker run -d --name "$c" -p 127.0.0.1::8883 -p 127.0.0.1::1883 \
+        -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+        --read-only --tmpfs /run/mqttd:uid=10001,gid=10001,mode=0750 --cap-drop ALL \
+        "$IMAGE" >/dev/null || fail "docker run with mqttd-tls.yaml failed"
+    for ((i = 0; i < READY_TRIES; i++)); do
+        docker exec "$c" mqttctl status >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    mapping=$(docker port "$c" 8883/tcp | head -n1); port=${mapping##*:}
+    mapping=$(docker port "$c" 1883/tcp | head -n1); plain=${mapping##*:}
+    roundtrip tls-only -h localhost -p "$port" --cafile "$certs/ca.crt" \
+        --cert "$certs/client.crt" --key "$certs/client.key"
+    if mosquitto_pub -h localhost -p "$port" --cafile "$certs/ca.crt" -i "no-cert-$$" \
+        -t mqttd-image-test/no-cert -m x 2>/dev/null; then
+        fail "mqttd-tls.yaml accepted a client without a certificate"
+    fi
+    if mosquitto_pub -h 127.0.0.1 -p "$plain" -i "plain-$$" -t mqttd-image-test/plain -m x 2>/dev/null; then
+        fail "mqttd-tls.yaml answers plain MQTT on 1883"
+    fi
+    docker rm -f -v "$c" >/dev/null
+    pass "compose's mqttd-tls.yaml: TLS with a client certificate only (refused without one; no plain MQTT)"
+}
+
 report() {
     local size
     size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
@@ -568,6 +602,7 @@ main() {
     check_store_status
     check_restart
     check_stop
+    check_tls_only
     report
     log "PASSED"
 }
