@@ -10,6 +10,7 @@
 //! - [`server`]: start (bind listeners) and stop the broker (wills first);
 //! - [`config`]: the YAML configuration and its validation;
 //! - [`listener`]: accept loops and transport handshakes;
+//! - [`admission`]: connection limits, accept rates and cheap refusals;
 //! - [`tls`]: TLS configuration, client certificates, certificate reload;
 //! - [`transport`]: WebSocket streams and per-connection transport facts;
 //! - [`reload`]: SIGHUP and certificate-file reloads, then subscription re-checks;
@@ -36,6 +37,7 @@
 //! - [`codec`]: the MQTT wire format.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod backlog;
 pub mod broker;

@@ -14,6 +14,10 @@
 //! memory`, so that no `mqttd_store_*` family claims a store that does
 //! not exist).
 //!
+//! Connection admission figures (bounds, refusals, accept-rate pauses)
+//! live in [`AdmissionMetrics`], owned by [`crate::admission`] and
+//! attached with [`Metrics::attach_admission`].
+//!
 //! [`Metrics::render`] writes the Prometheus text exposition format 0.0.4
 //! (`# HELP` / `# TYPE` then samples) served on `GET /metrics`. It is
 //! hand-rolled rather than built on `prometheus-client` because the set is
@@ -245,6 +249,8 @@ pub struct Metrics {
     auth: OnceLock<Arc<AuthMetrics>>,
     /// The durable store's figures, when there is one.
     store: OnceLock<Arc<StoreMetrics>>,
+    /// Connection bounds and refusals, once the listeners are bound.
+    admission: OnceLock<Arc<AdmissionMetrics>>,
 }
 
 impl Default for Metrics {
@@ -291,6 +297,7 @@ impl Metrics {
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
+            admission: OnceLock::new(),
         }
     }
 
@@ -303,6 +310,11 @@ impl Metrics {
     /// Reports the store's figures from now on (once).
     pub fn attach_store(&self, store: Arc<StoreMetrics>) {
         let _ = self.store.set(store);
+    }
+
+    /// Reports the connection bounds' figures from now on (once).
+    pub fn attach_admission(&self, admission: Arc<AdmissionMetrics>) {
+        let _ = self.admission.set(admission);
     }
 
     /// The auth layer's figures, once attached.
@@ -367,6 +379,9 @@ impl Metrics {
         }
         if let Some(store) = self.store.get() {
             render_store(store, &mut e);
+        }
+        if let Some(admission) = self.admission.get() {
+            admission.render(&mut e);
         }
         self.render_control(&mut e);
         e.out
@@ -525,6 +540,99 @@ impl Metrics {
             ] {
                 e.sample(name, &[("worker", &worker), ("op", op)], v);
             }
+        }
+    }
+}
+
+/// Connection bounds, broker-wide: the state [`crate::admission`] keeps
+/// its bounds with, and reports.
+#[derive(Debug, Default)]
+pub struct AdmissionMetrics {
+    /// `limits.max_connections` in force (derived from the open-file
+    /// limit when not set).
+    pub limit: Gauge,
+    /// Connections held against it now (TLS and WebSocket handshakes
+    /// included; `mqttd_connections` counts them once MQTT begins).
+    pub open: Gauge,
+    /// Refusals in progress now (bounded).
+    pub refusing: Gauge,
+    /// Refused connections closed without a CONNACK because the most
+    /// refusals were already in progress.
+    pub refused_unanswered: Counter,
+    /// Held only to add a listener or render, never across an await.
+    listeners: RwLock<Vec<Arc<ListenerAdmissionMetrics>>>,
+}
+
+/// One listener's connection bound, refusals and accept-rate pauses.
+#[derive(Debug)]
+pub struct ListenerAdmissionMetrics {
+    pub name: Arc<str>,
+    /// The listener's `max_connections` (0: none).
+    pub limit: Gauge,
+    /// Connections held through this listener now (handshakes included).
+    pub open: Gauge,
+    /// Refused by `limits.max_connections`.
+    pub refused_broker: Counter,
+    /// Refused by the listener's `max_connections`.
+    pub refused_listener: Counter,
+    /// Times the listener stopped accepting for its `max_accept_rate`.
+    pub rate_pauses: Counter,
+}
+
+impl ListenerAdmissionMetrics {
+    /// The refusal counter of `bound`.
+    pub fn refused(&self, bound: crate::admission::Bound) -> &Counter {
+        match bound {
+            crate::admission::Bound::Broker => &self.refused_broker,
+            crate::admission::Bound::Listener => &self.refused_listener,
+        }
+    }
+}
+
+impl AdmissionMetrics {
+    /// Registers a listener's figures.
+    pub fn add_listener(&self, name: Arc<str>) -> Arc<ListenerAdmissionMetrics> {
+        let m = Arc::new(ListenerAdmissionMetrics {
+            name,
+            limit: Gauge::default(),
+            open: Gauge::default(),
+            refused_broker: Counter::default(),
+            refused_listener: Counter::default(),
+            rate_pauses: Counter::default(),
+        });
+        let mut all = self.listeners.write().unwrap_or_else(|e| e.into_inner());
+        all.push(m.clone());
+        m
+    }
+
+    #[rustfmt::skip] // a table reads better one metric per line
+    fn render(&self, e: &mut Exposition) {
+        use crate::admission::Bound;
+        e.single("mqttd_connections_limit", Kind::Gauge, "Connections the broker holds at most (limits.max_connections in force).", self.limit.get());
+        e.single("mqttd_connections_refusing", Kind::Gauge, "Connections being refused with CONNACK now.", self.refusing.get());
+        e.single("mqttd_connections_refused_unanswered_total", Kind::Counter, "Connections over a limit closed without a CONNACK because the most refusals were already in progress.", self.refused_unanswered.get());
+        let listeners = self.listeners.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let name = "mqttd_connections_refused_total";
+        e.family(name, Kind::Counter, "Connections refused (CONNACK 0x97 / 0x03, or closed) by a connection limit, by listener and reason.");
+        for l in &listeners {
+            for bound in [Bound::Broker, Bound::Listener] {
+                e.sample(name, &[("listener", &l.name), ("reason", bound.label())], l.refused(bound).get());
+            }
+        }
+        let name = "mqttd_listener_connections";
+        e.family(name, Kind::Gauge, "Connections held through a listener (TLS and WebSocket handshakes included).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.open.get());
+        }
+        let name = "mqttd_listener_connections_limit";
+        e.family(name, Kind::Gauge, "A listener's max_connections (0: only the broker-wide limit).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.limit.get());
+        }
+        let name = "mqttd_accept_rate_pauses_total";
+        e.family(name, Kind::Counter, "Times a listener stopped accepting for a moment because of its max_accept_rate (connections wait in the kernel's backlog).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.rate_pauses.get());
         }
     }
 }

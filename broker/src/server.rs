@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
+use crate::admission::ConnectionLimits;
 use crate::auth::{Auth, AuthSetupError};
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
@@ -79,9 +80,10 @@ impl Server {
                 path: config.storage.data_dir.clone(),
                 reason: format!("the opening task failed: {e}"),
             })??;
+        let limits = ConnectionLimits::new(&config);
         let mut bound = Vec::new();
         for l in &config.listeners {
-            bound.push(listener::bind(l, auth.clone()).await?);
+            bound.push(listener::bind(l, auth.clone(), &limits).await?);
         }
         let tls = bound.iter().filter_map(|b| b.tls().cloned()).collect();
         let auth_metrics = auth.metrics();
@@ -96,6 +98,10 @@ impl Server {
         let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
         let broker = Broker::new(config, auth, store, listeners);
         broker.ctx.metrics.attach_auth(auth_metrics);
+        broker
+            .ctx
+            .metrics
+            .attach_admission(limits.metrics().clone());
         let restored = crate::session::restore::restore(&broker.ctx, loaded);
         let reloader = Reloader::new(broker.ctx.clone(), tls);
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
@@ -116,6 +122,9 @@ impl Server {
             http = %http.local_addr(),
             durability = broker.ctx.config.storage.durability.as_str(),
             restored_sessions = restored,
+            max_connections = limits.max(),
+            open_files_limit = %crate::admission::open_files::soft_limit()
+                .map_or("unlimited".to_string(), |n| n.to_string()),
             "mqttd started"
         );
         Ok(Server {
