@@ -262,7 +262,7 @@ PY
     fi
     grep -q '^devices/device-001/temp 21.5$' "$TMP/security-run.log" ||
         { tail -20 "$TMP/security-run.log" >&2; fail "the doc's TLS test did not receive the device's reading"; }
-    grep -q '^devices/# refused, as the ACL says$' "$TMP/security-run.log" ||
+    grep -q '^All subscription requests were denied.$' "$TMP/security-run.log" ||
         { tail -20 "$TMP/security-run.log" >&2; fail "the doc's ACL did not refuse the operator's devices/#"; }
     wait_active
     pass "docs/security.md sections 1-5 run top to bottom on the package (TLS only, passwords, mTLS, ACL)"
