@@ -4,7 +4,7 @@
 # PID 1 (made from the local base image of docker/make-base-images.sh plus
 # systemd, openssl and mosquitto-clients from Debian's mirror):
 #
-#   - dpkg -i: the mqttd system user and group, /var/lib/mqttd (mqttd, 0750),
+#   - apt-get install ./mqttd_*.deb: the mqttd system user and group, /var/lib/mqttd (mqttd, 0750),
 #     /etc/mqttd (root:mqttd, 0750) with the conffile, binaries, man pages;
 #   - `systemd-analyze verify` accepts the unit; the service is enabled,
 #     starts, runs as mqttd with its hardening, and its exposure score
@@ -128,9 +128,11 @@ start_container() {
 }
 
 install_deb() {
-    ctr dpkg -i "/root/$(basename "$DEB")" >"$TMP/dpkg.log" 2>&1 ||
-        { cat "$TMP/dpkg.log" >&2; fail "dpkg -i failed"; }
-    pass "dpkg -i installs the package"
+    # As the README says (apt resolves the dependencies, already in the
+    # image: no network needed).
+    ctr apt-get install -y "/root/$(basename "$DEB")" >"$TMP/dpkg.log" 2>&1 ||
+        { cat "$TMP/dpkg.log" >&2; fail "apt-get install ./$(basename "$DEB") failed"; }
+    pass "apt-get install of the .deb"
     local f
     for f in /usr/bin/mqttd /usr/bin/mqttctl /usr/share/man/man8/mqttd.8.gz \
         /usr/share/man/man1/mqttctl.1.gz /usr/share/doc/mqttd/security.md; do
