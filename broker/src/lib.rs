@@ -22,9 +22,11 @@
 //!   task or an offline holder), the session table, the manager pool
 //!   (sessions belong to identities), re-authorization and stopping;
 //! - [`router`]: topic matching and retained messages;
+//! - [`retain`]: retained messages under their limits, restored, expired;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
+//! - [`rate`]: the per-connection publish rate (slowed by reading less);
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
@@ -55,7 +57,9 @@ pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod publish;
+pub mod rate;
 pub mod reload;
+pub mod retain;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -106,6 +106,90 @@ impl ByQos {
     }
 }
 
+/// Retained messages: what the limits refused, what expired.
+#[derive(Debug, Default)]
+pub struct RetainedMetrics {
+    /// Bytes (payload and topic) retained now; read at scrape time.
+    pub bytes: Gauge,
+    /// Retained publishes to a new topic not retained because
+    /// `limits.max_retained_messages` was reached.
+    pub refused_messages: Counter,
+    /// The same for `limits.max_retained_bytes`.
+    pub refused_bytes: Counter,
+    /// Stored retained messages left on disk at start-up because a limit
+    /// was reached.
+    pub not_restored: Counter,
+    /// Retained messages removed because their expiry passed.
+    pub expired: Counter,
+}
+
+impl RetainedMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_retained_bytes",
+            Kind::Gauge,
+            "Bytes (payload and topic) of the retained messages.",
+            self.bytes.get(),
+        );
+        let name = "mqttd_retained_refused_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Retained publishes to a new topic not retained (still delivered) because limits.max_retained_<limit> was reached.",
+        );
+        e.sample(name, &[("limit", "messages")], self.refused_messages.get());
+        e.sample(name, &[("limit", "bytes")], self.refused_bytes.get());
+        e.single(
+            "mqttd_retained_not_restored_total",
+            Kind::Counter,
+            "Stored retained messages left on disk, not loaded, at start-up because a retained limit was reached.",
+            self.not_restored.get(),
+        );
+        e.single(
+            "mqttd_retained_expired_total",
+            Kind::Counter,
+            "Retained messages removed because their message expiry interval passed.",
+            self.expired.get(),
+        );
+    }
+}
+
+/// Per-connection publish rate: how often and how long connections were
+/// slowed, and how many were disconnected.
+#[derive(Debug, Default)]
+pub struct PublishRateMetrics {
+    /// Times a connection went over its rate (its first pause since its
+    /// allowance was last full).
+    pub throttled: Counter,
+    /// Time connections spent not read for their rate, in microseconds.
+    pub throttled_micros: Counter,
+    /// Connections closed for staying over their rate past the grace.
+    pub disconnects: Counter,
+}
+
+impl PublishRateMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_publish_rate_throttled_total",
+            Kind::Counter,
+            "Times a connection went over limits.max_publish_rate_* and was slowed (not read until its allowance returned).",
+            self.throttled.get(),
+        );
+        e.single(
+            "mqttd_publish_rate_throttled_seconds_total",
+            Kind::Counter,
+            "Time connections were not read because they published over their rate.",
+            self.throttled_micros.get() as f64 / 1e6,
+        );
+        e.single(
+            "mqttd_publish_rate_disconnects_total",
+            Kind::Counter,
+            "Connections closed (MQTT 5.0: DISCONNECT 0x96) for staying over their publish rate past limits.publish_rate_grace_secs.",
+            self.disconnects.get(),
+        );
+    }
+}
+
 /// Figures of one session-manager worker, updated by the pool.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
@@ -243,6 +327,10 @@ pub struct Metrics {
     pub keepalive_timeouts: Counter,
     /// Failed `accept` calls (e.g. out of file descriptors).
     pub accept_errors: Counter,
+    /// Retained limits and expiry (see [`crate::retain`]).
+    pub retained: RetainedMetrics,
+    /// Per-connection publish rate (see [`crate::rate`]).
+    pub publish_rate: PublishRateMetrics,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
@@ -293,6 +381,8 @@ impl Metrics {
             packet_timeouts: Counter::default(),
             keepalive_timeouts: Counter::default(),
             accept_errors: Counter::default(),
+            retained: RetainedMetrics::default(),
+            publish_rate: PublishRateMetrics::default(),
             backlog: Arc::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
@@ -373,6 +463,8 @@ impl Metrics {
         }
         self.render_messages(&mut e);
         self.render_connection_bounds(&mut e);
+        self.retained.render(&mut e);
+        self.publish_rate.render(&mut e);
         self.render_pool(&mut e);
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);

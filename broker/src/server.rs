@@ -114,6 +114,7 @@ impl Server {
         }
         accept_tasks.spawn(reloader.clone().run(broker.shutdown.clone()));
         accept_tasks.spawn(crate::keepalive::sweep(broker.ctx.clone()));
+        accept_tasks.spawn(crate::retain::sweep(broker.ctx.clone()));
         broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
