@@ -9,6 +9,7 @@
 //!
 //! - [`server`]: start (bind listeners) and stop the broker (wills first);
 //! - [`config`]: the YAML configuration and its validation;
+//! - [`preflight`]: every check start-up makes before binding (also `--check-config`);
 //! - [`listener`]: accept loops and transport handshakes;
 //! - [`tls`]: TLS configuration, client certificates, certificate reload;
 //! - [`transport`]: WebSocket streams and per-connection transport facts;
@@ -52,6 +53,7 @@ pub mod logging;
 pub mod memory;
 pub mod message;
 pub mod metrics;
+pub mod preflight;
 pub mod publish;
 pub mod reload;
 pub mod router;

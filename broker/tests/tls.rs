@@ -306,12 +306,12 @@ async fn changed_certificate_files_are_picked_up() {
     assert_old_connection_alive(&mut old, "poll/check").await;
 }
 
-/// The startup error for `yaml`; `check_files` (for `--check-config`)
+/// The startup error for `yaml`; `preflight::check` (for `--check-config`)
 /// reports the same without binding.
 async fn start_error(yaml: &str) -> String {
     let yaml = format!("{yaml}storage:\n  durability: memory\n");
     let config = Config::parse(&yaml, Path::new("test.yaml")).expect("valid config");
-    let checked = mqttd::server::check_files(&config)
+    let checked = mqttd::preflight::check(&config)
         .err()
         .map(|e| e.to_string());
     match Server::start(config).await {
