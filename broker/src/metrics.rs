@@ -27,6 +27,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
+mod listener;
+mod process;
+
+pub use listener::ListenerMetrics;
+pub use process::ProcessStats;
+
 use crate::backlog::Backlog;
 use crate::store::StoreMetrics;
 use crate::types::QoS;
@@ -245,6 +251,8 @@ pub struct Metrics {
     auth: OnceLock<Arc<AuthMetrics>>,
     /// The durable store's figures, when there is one.
     store: OnceLock<Arc<StoreMetrics>>,
+    /// Each listener's figures, and whether it speaks TLS.
+    listeners: RwLock<Vec<(Arc<ListenerMetrics>, bool)>>,
 }
 
 impl Default for Metrics {
@@ -291,7 +299,17 @@ impl Metrics {
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
+            listeners: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Reports a listener's figures from now on (`tls`: also its failed
+    /// TLS handshakes).
+    pub fn attach_listener(&self, listener: Arc<ListenerMetrics>, tls: bool) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((listener, tls));
     }
 
     /// Reports the auth layer's figures from now on (once; later calls
@@ -359,6 +377,14 @@ impl Metrics {
                 Value::Gauge(v) => e.single(name, Kind::Gauge, help, v),
             }
         }
+        let (listeners, tls): (Vec<_>, Vec<_>) = self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .unzip();
+        listener::render(&listeners, &tls, &mut e);
         self.render_messages(&mut e);
         self.render_connection_bounds(&mut e);
         self.render_pool(&mut e);
@@ -409,6 +435,7 @@ impl Metrics {
             "Start time of the process since the Unix epoch in seconds.",
         );
         e.sample(name, &[], start);
+        ProcessStats::read().render(e);
     }
 
     /// The unlabelled metrics: name, help and value.

@@ -92,6 +92,12 @@ impl Server {
         let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
         let broker = Broker::new(config, auth, store, listeners);
         broker.ctx.metrics.attach_auth(auth_metrics);
+        for b in &bound {
+            broker
+                .ctx
+                .metrics
+                .attach_listener(b.metrics().clone(), b.tls().is_some());
+        }
         let restored = crate::session::restore::restore(&broker.ctx, loaded);
         let reloader = Reloader::new(broker.ctx.clone(), tls);
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
