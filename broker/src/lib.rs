@@ -13,7 +13,8 @@
 //! - [`listener`]: accept loops and transport handshakes;
 //! - [`tls`]: TLS configuration, client certificates, certificate reload;
 //! - [`transport`]: WebSocket streams and per-connection transport facts;
-//! - [`reload`]: SIGHUP and certificate-file reloads, then subscription re-checks;
+//! - [`reload`]: SIGHUP and changed-file reloads (certificates, passwords, ACL), then subscription re-checks;
+//! - [`file_stamp`]: noticing that a file changed;
 //! - [`connection`]: framing and the per-connection loop;
 //! - [`connect`]: the CONNECT flow (validate, authenticate, authorize the will, start session, CONNACK);
 //! - [`keepalive`]: the 1.5 × keep alive rule, by one sweep of the session table;
@@ -46,6 +47,7 @@ pub mod connect;
 pub mod connection;
 pub mod context;
 pub mod control;
+pub mod file_stamp;
 pub mod keepalive;
 pub mod listener;
 pub mod log_limit;
