@@ -1,5 +1,5 @@
 //! `mqttctl passwd add|set|delete|verify|list FILE [USER]`: edit mqttd's
-//! password file. Works on the file directly, no broker needed; send
+//! password file. Works on the file directly, no broker needed; a running
 //! mqttd notices the change within 2 seconds (or at once on SIGHUP).
 //!
 //! Passwords are read from the terminal without echo (asked twice when
