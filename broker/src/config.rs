@@ -152,6 +152,9 @@ pub struct MqttConfig {
     /// Topic filters the broker refuses to subscribe (SUBACK 0x80): any
     /// requested filter covered by one of these.
     pub deny_subscribe: Vec<String>,
+    /// Seconds between two rounds of `$SYS` topics (Mosquitto's
+    /// `sys_interval`, see [`crate::sys_topics`]); 0: none published.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for MqttConfig {
@@ -171,6 +174,7 @@ impl Default for MqttConfig {
             topic_alias_maximum: 64,
             receive_maximum: 1024,
             deny_subscribe: Vec::new(),
+            sys_interval_secs: 0,
         }
     }
 }

@@ -32,6 +32,7 @@
 //! - [`admin`]: the control API backend over the running broker;
 //! - [`control`]: the admin API on the control socket, health and metrics HTTP server;
 //! - [`metrics`]: broker-wide counters rendered for Prometheus;
+//! - [`sys_topics`]: Mosquitto's `$SYS` topics, every `mqtt.sys_interval_secs`;
 //! - [`logging`]: log setup;
 //! - [`log_limit`]: rate limits for log lines clients can trigger;
 //! - [`types`]: validated newtypes (client id, topic name/filter, packet id, QoS);
@@ -62,6 +63,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod sys_topics;
 pub mod tls;
 pub mod topic_alias;
 pub mod transport;

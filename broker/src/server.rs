@@ -114,6 +114,13 @@ impl Server {
         }
         accept_tasks.spawn(reloader.clone().run(broker.shutdown.clone()));
         accept_tasks.spawn(crate::keepalive::sweep(broker.ctx.clone()));
+        let sys_interval = broker.ctx.config.mqtt.sys_interval_secs;
+        if sys_interval > 0 {
+            accept_tasks.spawn(crate::sys_topics::run(
+                broker.clone(),
+                Duration::from_secs(sys_interval),
+            ));
+        }
         broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),

@@ -85,3 +85,103 @@ async fn metrics_by_listener_and_process_figures() {
     })
     .await;
 }
+
+/// A password file with `users`, cheap hashes (debug-build tests).
+fn password_file(dir: &std::path::Path, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut f = mqttd_passwd::PasswordFile::new();
+    let hasher = mqttd_passwd::Hasher::argon2id(64, 1, 1).expect("hasher");
+    for (u, p) in users {
+        f.add(u, p.as_bytes(), &hasher).expect("add");
+    }
+    let path = dir.join("passwd");
+    f.save(&path).expect("save");
+    path
+}
+
+/// `$SYS` topics as Mosquitto publishes them, to a real client (rumqttc):
+/// retained (a late subscriber gets them at once), refreshed every
+/// `mqtt.sys_interval_secs`, only to a subscription naming `$SYS` (`#`
+/// does not match it), and only where the ACL grants read on `$SYS/#`.
+#[tokio::test]
+async fn sys_topics_for_clients_the_acl_allows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pw = password_file(dir.path(), &[("watcher", "w"), ("device", "d")]);
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite app/#\nuser watcher\ntopic read $SYS/#\n",
+    )
+    .expect("acl");
+    let b = start_broker(&format!(
+        "mqtt:\n  sys_interval_secs: 1\nauth:\n  allow_anonymous: false\n  password_file: {}\n  acl_file: {}\n",
+        pw.display(),
+        acl.display()
+    ))
+    .await;
+    let login = |id: &str, user: &str, pass: &str| {
+        let mut o = options(b.addr, id);
+        o.set_credentials(user, pass);
+        o
+    };
+    // A device subscribed to everything: `#` never matches `$SYS`, and
+    // it may not subscribe to `$SYS` itself.
+    let mut device = connect(login("device-1", "device", "d")).await;
+    assert_eq!(
+        device.subscribe("#", rumqttc::QoS::AtMostOnce).await,
+        [rumqttc::SubscribeReasonCode::Failure],
+        "the ACL grants app/# only"
+    );
+    device.subscribe("app/#", rumqttc::QoS::AtMostOnce).await;
+    let refused = device.subscribe("$SYS/#", rumqttc::QoS::AtMostOnce).await;
+    assert_eq!(refused, [rumqttc::SubscribeReasonCode::Failure]);
+
+    let mut watcher = connect(login("dash", "watcher", "w")).await;
+    let granted = watcher
+        .subscribe("$SYS/broker/#", rumqttc::QoS::AtMostOnce)
+        .await;
+    assert_eq!(
+        granted,
+        [rumqttc::SubscribeReasonCode::Success(
+            rumqttc::QoS::AtMostOnce
+        )]
+    );
+    // Within a few rounds: the version, and both clients connected.
+    let mut seen = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen
+        .get("$SYS/broker/clients/connected")
+        .map(String::as_str)
+        != Some("2")
+        || !seen.contains_key("$SYS/broker/version")
+        || !seen.contains_key("$SYS/broker/uptime")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "$SYS values: {seen:?}"
+        );
+        if let Some(p) = watcher.try_publish(std::time::Duration::from_secs(2)).await {
+            seen.insert(
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            );
+        }
+    }
+    assert_eq!(
+        seen["$SYS/broker/version"],
+        format!("mqttd {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"), "{seen:?}");
+
+    // Retained: a later subscriber gets the current values at once, with
+    // the retain flag.
+    let mut late = connect(login("dash-2", "watcher", "w")).await;
+    late.subscribe("$SYS/broker/version", rumqttc::QoS::AtMostOnce)
+        .await;
+    let p = late.publish().await;
+    assert!(p.retain, "retained");
+    assert_eq!(p.topic, "$SYS/broker/version");
+
+    device
+        .no_publish(std::time::Duration::from_millis(1500))
+        .await;
+}
