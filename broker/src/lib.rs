@@ -1,4 +1,4 @@
-//! `mqttd`: an MQTT 3.1.1 and 5.0 broker for the edge.
+//! `mqttd`: an MQTT 3.1, 3.1.1 and 5.0 broker for the edge.
 //!
 //! The connect/session core follows emqttd's design: a connection validates
 //! CONNECT and authenticates, then a pool of session-manager workers

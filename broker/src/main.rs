@@ -10,7 +10,7 @@ use clap::Parser;
 use mqttd::config::{Config, Durability};
 use mqttd::server::{Server, StartError};
 
-/// An MQTT 3.1.1 and 5.0 broker for the edge.
+/// An MQTT 3.1, 3.1.1 and 5.0 broker for the edge.
 #[derive(Debug, Parser)]
 #[command(name = "mqttd", version, about)]
 struct Args {

@@ -333,3 +333,89 @@ fn failed_start_is_reported_once_in_plain_text() {
         "{err}"
     );
 }
+
+/// The README, read from the workspace.
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README")
+}
+
+/// The first fenced block (after its opening ```line) that follows
+/// `marker` in `text`.
+fn block_after<'a>(text: &'a str, marker: &str) -> &'a str {
+    let rest = &text[text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in README"))..];
+    let start = rest.find("```").expect("a block") + 3;
+    let body = &rest[start..];
+    let body = &body[body.find('\n').expect("fence line") + 1..];
+    &body[..body.find("```").expect("closing fence")]
+}
+
+/// "An empty file gives the defaults shown here": the README's sample
+/// configuration parses, and gives exactly the defaults.
+#[test]
+fn readme_sample_config_is_the_defaults() {
+    let text = readme();
+    let sample = block_after(&text, "an empty file gives the defaults shown here");
+    for section in [
+        "listeners:",
+        "control:",
+        "http:",
+        "storage:",
+        "auth:",
+        "mqtt:",
+    ] {
+        assert!(
+            sample.contains(&format!("\n{section}")) || sample.starts_with(section),
+            "{section} in the sample"
+        );
+    }
+    let parsed = mqttd::config::Config::parse(sample, std::path::Path::new("README.md"))
+        .unwrap_or_else(|e| panic!("README sample: {e}"));
+    assert_eq!(
+        format!("{parsed:?}"),
+        format!("{:?}", mqttd::config::Config::default()),
+        "the README's sample is the defaults"
+    );
+}
+
+/// The README's bad example gives, word for word, the error it shows.
+#[test]
+fn readme_bad_config_example_prints_what_readme_says() {
+    let text = readme();
+    let yaml = block_after(&text, "With this `mqttd.yaml`:");
+    let shown = block_after(&text, "`mqttd --check-config mqttd.yaml` prints:");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("mqttd.yaml"), yaml).expect("write");
+    let out = Command::new(MQTTD)
+        .args(["--check-config", "mqttd.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), shown);
+}
+
+/// One list of protocol versions everywhere it is stated: README,
+/// `--help`, the image label, the chart.
+#[test]
+fn protocol_versions_agree_everywhere() {
+    const VERSIONS: &str = "MQTT 3.1, 3.1.1 and 5.0 broker";
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let help = Command::new(MQTTD).arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for (what, text) in [
+        ("README.md", readme()),
+        ("mqttd --help", help),
+        (
+            "docker/Dockerfile",
+            std::fs::read_to_string(format!("{root}/docker/Dockerfile")).expect("Dockerfile"),
+        ),
+        (
+            "helm/mqttd/Chart.yaml",
+            std::fs::read_to_string(format!("{root}/helm/mqttd/Chart.yaml")).expect("Chart.yaml"),
+        ),
+    ] {
+        assert!(text.contains(VERSIONS), "{what} says {VERSIONS:?}");
+    }
+}
