@@ -30,7 +30,7 @@ fn check_config_accepts_good_and_names_key_in_bad() {
     let mut good = tempfile::NamedTempFile::new().expect("temp");
     writeln!(
         good,
-        "listeners:\n  - bind: 127.0.0.1:1883\nlog:\n  format: json"
+        "listeners:\n  - bind: 127.0.0.1:1883\nlog:\n  format: json\nstorage:\n  durability: memory"
     )
     .expect("write");
     let out = Command::new(MQTTD)
