@@ -234,6 +234,9 @@ impl ControlBackend for Admin {
         let m = &ctx.metrics;
         m.retained_messages
             .set(i64::try_from(ctx.retained.len()).unwrap_or(i64::MAX));
+        m.retained
+            .bytes
+            .set(i64::try_from(ctx.retained.bytes()).unwrap_or(i64::MAX));
         m.subscriptions
             .set(i64::try_from(ctx.router.subscription_count()).unwrap_or(i64::MAX));
         m

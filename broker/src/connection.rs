@@ -79,6 +79,9 @@ pub(crate) enum Ending {
     WriteTimeout,
     /// A packet begun did not arrive whole within the packet timeout.
     PacketTimeout,
+    /// The client stayed over its publish rate past the grace
+    /// (`limits.publish_rate_grace_secs`, see [`crate::rate`]).
+    RateTooHigh,
     /// The client broke the protocol; `code` goes into a 5.0 DISCONNECT.
     Violation { reason: String, code: ReasonCode },
     /// The session or the broker closed it.
@@ -341,6 +344,7 @@ where
         match ending {
             Ending::Violation { .. } => broker.ctx.metrics.malformed_packets.inc(),
             Ending::KeepAliveTimeout => broker.ctx.metrics.keepalive_timeouts.inc(),
+            Ending::RateTooHigh => broker.ctx.metrics.publish_rate.disconnects.inc(),
             _ => {}
         }
         let version = accepted.version;
@@ -390,6 +394,7 @@ fn disconnect_code(ending: &Ending, version: ProtocolVersion) -> Option<ReasonCo
     match ending {
         Ending::Violation { code, .. } => Some(*code),
         Ending::KeepAliveTimeout | Ending::PacketTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+        Ending::RateTooHigh => Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
         Ending::ByServer(r) => Some(close_code(*r)),
         Ending::Stopping => Some(ReasonCode::SERVER_SHUTTING_DOWN),
         Ending::Disconnected(_) | Ending::Closed(_) | Ending::WriteTimeout => None,
@@ -446,6 +451,9 @@ fn log_ending(client_id: &ClientId, peer: SocketAddr, ending: &Ending) {
         Ending::PacketTimeout => {
             tracing::debug!(%client_id, %peer, "packet timeout: a packet did not arrive whole")
         }
+        Ending::RateTooHigh => {
+            tracing::debug!(%client_id, %peer, "publish rate above limits.max_publish_rate_* past the grace")
+        }
         Ending::Violation { reason, .. } => {
             if let Some(suppressed) = VIOLATION_LOG.check() {
                 tracing::warn!(%client_id, %peer, %reason, suppressed, "closing connection: protocol violation")
@@ -481,26 +489,36 @@ where
         let mut partial_since: Option<Instant> = None;
         // When the bytes waiting to be written last moved.
         let mut write_since: Option<Instant> = None;
-        // Publishers pause while subscribers lag far behind (crate::backlog).
-        let mut paused: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+        // Publishers pause while subscribers lag far behind (crate::backlog),
+        // or while they are over their own publish rate (crate::rate).
+        let mut rate = crate::rate::PublishRate::new(&ctx.config.limits, Instant::now());
+        let mut paused: Option<Pause<'_>> = None;
         // Armed only while a packet is partly read or bytes wait to be
         // written; keep alive needs none (see crate::keepalive).
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut session_first = false;
         loop {
+            // This round's drain left packets for the publish rate.
+            let mut held_back = false;
             // Packets that arrived (with the CONNECT, or read since). Boxed:
             // its state is large and only needed while there is input, so an
             // idle connection does not carry it.
             if !framed.rbuf.is_empty() && paused.is_none() {
                 let ticket = ctx.store.ticket();
-                let drained = Box::pin(drain_buffered(framed, broker, a)).await;
+                let drained =
+                    Box::pin(drain_buffered(framed, broker, a, rate.as_deref_mut())).await;
                 // `storage.durability: sync`: the acknowledgements just
                 // queued go out once what they cover is fsynced.
                 if ctx.store.acks_wait() && ctx.store.ticket() > ticket {
                     Box::pin(ctx.store.wait_durable(ctx.store.ticket())).await;
                 }
                 match drained {
-                    Ok(Drained { any, published }) => {
+                    Ok(Drained {
+                        any,
+                        published,
+                        held_back: held,
+                    }) => {
+                        held_back = held;
                         if any {
                             a.session.touch();
                             partial_since = None;
@@ -514,6 +532,12 @@ where
                     Err(e) => return e,
                 }
             }
+            if let (Some(r), None) = (rate.as_mut(), paused.as_ref()) {
+                match rate_pause(r, ctx, &a.session, held_back) {
+                    Ok(pause) => paused = pause,
+                    Err(e) => return e,
+                }
+            }
             if let Err(e) = encode_outbound(framed, broker, a) {
                 return e;
             }
@@ -523,7 +547,8 @@ where
             } else if write_since.is_none() {
                 write_since = Some(now);
             }
-            if framed.rbuf.is_empty() {
+            // While paused the broker does not read: what waits is not late.
+            if framed.rbuf.is_empty() || paused.is_some() {
                 partial_since = None;
             } else if partial_since.is_none() {
                 partial_since = Some(now);
@@ -616,6 +641,32 @@ where
             }
             a.session.publish_counters();
         }
+    }
+}
+
+/// A pause in reading: until it completes the connection reads nothing.
+type Pause<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What the publish rate makes of the connection before it waits (see
+/// [`crate::rate`]): go on reading, pause reading, or end.
+fn rate_pause(
+    rate: &mut crate::rate::PublishRate,
+    ctx: &Context,
+    session: &Session,
+    held_back: bool,
+) -> Result<Option<Pause<'static>>, Ending> {
+    match rate.check(Instant::now(), &ctx.metrics.publish_rate) {
+        // The debt was repaid since the drain stopped (it may have waited
+        // for the store): drain again at once.
+        crate::rate::Verdict::Go if held_back => Ok(Some(Box::pin(std::future::ready(())))),
+        crate::rate::Verdict::Go => Ok(None),
+        crate::rate::Verdict::Wait(until) => {
+            // Not reading is the broker's choice, not the client's
+            // silence (keep alive).
+            session.touch();
+            Ok(Some(Box::pin(tokio::time::sleep_until(until))))
+        }
+        crate::rate::Verdict::Disconnect => Err(Ending::RateTooHigh),
     }
 }
 
@@ -715,14 +766,20 @@ struct Drained {
     any: bool,
     /// At least one PUBLISH.
     published: bool,
+    /// Stopped for the publish rate with packets left in the buffer.
+    held_back: bool,
 }
 
 /// Handles every whole packet in the read buffer; their answers are
 /// written together afterwards.
+///
+/// With a publish rate, it stops at a PUBLISH that puts the client in
+/// debt: the rest waits in the buffer until the debt is repaid.
 async fn drain_buffered<S>(
     framed: &mut Framed<S>,
     broker: &Broker,
     a: &mut Accepted,
+    mut rate: Option<&mut crate::rate::PublishRate>,
 ) -> Result<Drained, Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -730,10 +787,24 @@ where
     let mut d = Drained {
         any: false,
         published: false,
+        held_back: false,
     };
-    while let Some(packet) = framed.try_decode()? {
+    loop {
+        if rate.as_mut().is_some_and(|r| r.in_debt(Instant::now())) {
+            d.held_back = !framed.rbuf.is_empty();
+            break;
+        }
+        let buffered = framed.rbuf.len();
+        let Some(packet) = framed.try_decode()? else {
+            break;
+        };
         d.any = true;
-        d.published |= matches!(packet, Packet::Publish(_));
+        if matches!(packet, Packet::Publish(_)) {
+            d.published = true;
+            if let Some(r) = rate.as_mut() {
+                r.charge(buffered - framed.rbuf.len(), Instant::now());
+            }
+        }
         handle_incoming(framed, broker, a, packet).await?;
     }
     Ok(d)

@@ -8,7 +8,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::router::{RetainedStore, Router};
+use crate::router::{RetainedLimits, RetainedStore, Router};
 use crate::session::{DeliverTx, SessionTable};
 use crate::store::Store;
 
@@ -33,12 +33,16 @@ impl Context {
         if let Some(m) = store.metrics() {
             metrics.attach_store(m.clone());
         }
+        let limits = RetainedLimits {
+            max_messages: config.limits.max_retained_messages,
+            max_bytes: config.limits.max_retained_bytes,
+        };
         Arc::new(Context {
+            retained: RetainedStore::with_limits(limits),
             config,
             auth,
             table: SessionTable::new(),
             router: Router::new(),
-            retained: RetainedStore::new(),
             store,
             metrics,
             next_id: AtomicU64::new(1),

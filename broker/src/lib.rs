@@ -11,6 +11,7 @@
 //! - [`config`]: the YAML configuration and its validation;
 //! - [`preflight`]: every check start-up makes before binding (also `--check-config`);
 //! - [`listener`]: accept loops and transport handshakes;
+//! - [`admission`]: connection limits, accept rates and cheap refusals;
 //! - [`tls`]: TLS configuration, client certificates, certificate reload;
 //! - [`transport`]: WebSocket streams and per-connection transport facts;
 //! - [`reload`]: SIGHUP and changed-file reloads (certificates, passwords, ACL), then subscription re-checks;
@@ -23,9 +24,11 @@
 //!   task or an offline holder), the session table, the manager pool
 //!   (sessions belong to identities), re-authorization and stopping;
 //! - [`router`]: topic matching and retained messages;
+//! - [`retain`]: retained messages under their limits, restored, expired;
 //! - [`topic_alias`]: MQTT 5.0 topic aliases of a connection;
 //! - [`publish`]: a client's PUBLISH/PUBREL and routing to sessions;
 //! - [`backlog`]: back-pressure from the broker to publishers;
+//! - [`rate`]: the per-connection publish rate (slowed by reading less);
 //! - [`message`]: an application message in flight through the broker;
 //! - [`memory`]: allocator settings that give memory back after a load;
 //! - [`broker`], [`context`]: state shared by tasks;
@@ -39,6 +42,7 @@
 //! - [`codec`]: the MQTT wire format.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod backlog;
 pub mod broker;
@@ -58,7 +62,9 @@ pub mod message;
 pub mod metrics;
 pub mod preflight;
 pub mod publish;
+pub mod rate;
 pub mod reload;
+pub mod retain;
 pub mod router;
 pub mod server;
 pub mod session;

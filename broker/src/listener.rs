@@ -2,6 +2,12 @@
 //! connections until shutdown, one task per connection. A connection's
 //! task first runs its transport's handshake (TLS, WebSocket upgrade, or
 //! both), bounded in time and abandoned on shutdown, then serves MQTT.
+//!
+//! Every accepted connection is counted against the broker's and the
+//! listener's connection bounds first ([`crate::admission`]): above them
+//! it is refused cheaply with CONNACK, after the same transport
+//! handshake. A listener with a `max_accept_rate` stops accepting while
+//! its rate is spent.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -11,7 +17,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
+use crate::admission::rate::AcceptRate;
+use crate::admission::{
+    refuse, Admission, ConnectionLimits, ListenerGate, Refusal, Slot, REFUSAL_DEADLINE,
+};
 use crate::auth::{Auth, CertUser};
 use crate::broker::Broker;
 use crate::config::{ListenerConfig, ListenerKind, DEFAULT_HANDSHAKE_TIMEOUT_SECS};
@@ -29,6 +40,14 @@ const ACCEPT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// At most one accept-error warning per period (per process), with the
 /// number left out; `mqttd_accept_errors_total` counts them all.
 static ACCEPT_ERROR_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
+
+/// At most one warning per period that a connection limit refuses
+/// connections, with the number left out; the metrics count them all.
+static REFUSAL_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
+
+/// The largest WebSocket message a connection being refused may send:
+/// its CONNECT is only peeked at.
+const PEEK_HANDSHAKE_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} (listener `{name}`): {error}")]
@@ -54,6 +73,8 @@ struct Transport {
     ws_path: String,
     /// Bound on the WebSocket upgrade (and TLS handshake) time.
     handshake_timeout: Duration,
+    /// The listener's connection bound, under the broker's.
+    gate: Arc<ListenerGate>,
 }
 
 /// A bound listener, not yet accepting.
@@ -63,6 +84,8 @@ pub struct Bound {
     pub local_addr: SocketAddr,
     listener: TcpListener,
     transport: Arc<Transport>,
+    /// `max_accept_rate`, if set.
+    rate: Option<AcceptRate>,
 }
 
 impl Bound {
@@ -97,8 +120,13 @@ pub fn load_tls(cfg: &ListenerConfig) -> Result<Option<TlsServer>, ListenerError
     }
 }
 
-/// Loads the listener's certificates (if any) and binds its address.
-pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, ListenerError> {
+/// Loads the listener's certificates (if any) and binds its address; its
+/// connections count against `limits`.
+pub async fn bind(
+    cfg: &ListenerConfig,
+    auth: Arc<Auth>,
+    limits: &Arc<ConnectionLimits>,
+) -> Result<Bound, ListenerError> {
     let name = listener_name(cfg);
     let tls = load_tls(cfg)?.map(Arc::new);
     let err = |error| BindError {
@@ -126,6 +154,7 @@ pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, Listen
         tls,
         ws_path: cfg.ws_path().to_string(),
         handshake_timeout,
+        gate: limits.listener(name.clone(), cfg.max_connections),
     });
     Ok(Bound {
         name,
@@ -133,14 +162,36 @@ pub async fn bind(cfg: &ListenerConfig, auth: Arc<Auth>) -> Result<Bound, Listen
         local_addr,
         listener,
         transport,
+        rate: (cfg.max_accept_rate > 0).then(|| AcceptRate::new(cfg.max_accept_rate)),
     })
 }
 
-/// Accepts connections on `bound` until the broker shuts down.
-pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
-    tracing::info!(listener = %bound.name, addr = %bound.local_addr, kind = bound.kind.as_str(), "listening");
+/// Accepts connections on `bound` until the broker shuts down. Each
+/// turn of the loop accepts a connection or waits (accept-rate pause,
+/// back-off after a failed accept): it never spins.
+pub async fn accept_loop(mut bound: Bound, broker: Arc<Broker>) {
+    tracing::info!(
+        listener = %bound.name,
+        addr = %bound.local_addr,
+        kind = bound.kind.as_str(),
+        max_connections = bound.transport.gate.max(),
+        max_accept_rate = bound.rate.as_ref().map_or(0, AcceptRate::per_sec),
+        "listening"
+    );
     let mut backoff = ACCEPT_ERROR_BACKOFF;
     loop {
+        if let Some(until) = bound
+            .rate
+            .as_ref()
+            .and_then(|r| r.wait_until(Instant::now()))
+        {
+            // The rate is spent: connections wait in the kernel's backlog.
+            bound.transport.gate.paused_for_rate();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = broker.shutdown.cancelled() => break,
+            }
+        }
         let accepted = tokio::select! {
             a = bound.listener.accept() => a,
             _ = broker.shutdown.cancelled() => break,
@@ -148,9 +199,22 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_ERROR_BACKOFF;
-                // Small MQTT packets must not wait for Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
-                spawn_connection(stream, peer, bound.transport.clone(), broker.clone());
+                if let Some(r) = bound.rate.as_mut() {
+                    r.take(Instant::now());
+                }
+                let t = &bound.transport;
+                match t.gate.admit() {
+                    Admission::Admit(slot) => {
+                        // Small MQTT packets must not wait for Nagle's algorithm.
+                        let _ = stream.set_nodelay(true);
+                        spawn_connection(stream, peer, t.clone(), broker.clone(), slot);
+                    }
+                    Admission::Refuse(refusal) => {
+                        spawn_refusal(stream, peer, t.clone(), &broker, refusal);
+                    }
+                    // Dropping the stream closes it.
+                    Admission::Drop => {}
+                }
             }
             Err(e) => {
                 broker.ctx.metrics.accept_errors.inc();
@@ -171,25 +235,96 @@ pub async fn accept_loop(bound: Bound, broker: Arc<Broker>) {
 /// Starts one connection's task: the transport handshake, then MQTT. Each
 /// kind is its own task type, so that a plain TCP connection neither
 /// reserves room for the TLS and WebSocket state of the other kinds nor
-/// needs a second allocation.
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, t: Arc<Transport>, broker: Arc<Broker>) {
+/// needs a second allocation. The task holds `slot` until it ends.
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    t: Arc<Transport>,
+    broker: Arc<Broker>,
+    slot: Slot,
+) {
     let tasks = broker.connections.clone();
     match (t.ctx.kind, t.tls.clone()) {
         (ListenerKind::Tcp, _) => {
-            tasks.spawn(serve_mqtt(stream, peer, &t, CertUser::None, broker));
+            tasks.spawn(holding(
+                slot,
+                serve_mqtt(stream, peer, &t, CertUser::None, broker),
+            ));
         }
         (ListenerKind::Ws, _) => {
-            tasks.spawn(serve_ws(stream, peer, t, CertUser::None, broker));
+            tasks.spawn(holding(
+                slot,
+                serve_ws(stream, peer, t, CertUser::None, broker),
+            ));
         }
         (ListenerKind::Tls, Some(tls)) => {
-            tasks.spawn(serve_tls(stream, peer, t, tls, broker, false));
+            tasks.spawn(holding(
+                slot,
+                serve_tls(stream, peer, t, tls, broker, false),
+            ));
         }
         (ListenerKind::Wss, Some(tls)) => {
-            tasks.spawn(serve_tls(stream, peer, t, tls, broker, true));
+            tasks.spawn(holding(slot, serve_tls(stream, peer, t, tls, broker, true)));
         }
         // `bind` makes TLS state for every TLS kind.
         (ListenerKind::Tls | ListenerKind::Wss, None) => {}
     }
+}
+
+/// Runs `task`, then gives `slot` back.
+async fn holding(slot: Slot, task: impl Future<Output = ()>) {
+    task.await;
+    drop(slot);
+}
+
+/// Starts the refusal of a connection over a bound: the transport
+/// handshake, then CONNACK 0x97 / 0x03 ([`refuse::answer`]), all within
+/// [`REFUSAL_DEADLINE`]. Tracked with the connections, so that shutdown
+/// waits for it; it ends as soon as the broker starts to stop.
+fn spawn_refusal(
+    stream: TcpStream,
+    peer: SocketAddr,
+    t: Arc<Transport>,
+    broker: &Broker,
+    refusal: Refusal,
+) {
+    if let Some(suppressed) = REFUSAL_LOG.check() {
+        tracing::warn!(listener = %t.ctx.name, %peer, reason = refusal.bound().label(), suppressed, "connection limit reached; refusing new connections");
+    }
+    let stopping = broker.stopping.clone();
+    broker.connections.spawn(async move {
+        let code = refusal.code();
+        // Boxed: TLS and WebSocket state, on a rare path.
+        let refuse = Box::pin(async {
+            let max_packet = PEEK_HANDSHAKE_BYTES;
+            match (t.ctx.kind, &t.tls) {
+                (ListenerKind::Tcp, _) => refuse::answer(stream, code).await,
+                (ListenerKind::Ws, _) => {
+                    if let Ok(ws) = ws::accept(stream, &t.ws_path, max_packet).await {
+                        refuse::answer(ws, code).await;
+                    }
+                }
+                (ListenerKind::Tls, Some(tls)) => {
+                    if let Ok((s, _)) = tls.accept(stream).await {
+                        refuse::answer(s, code).await;
+                    }
+                }
+                (ListenerKind::Wss, Some(tls)) => {
+                    if let Ok((s, _)) = tls.accept(stream).await {
+                        if let Ok(ws) = ws::accept(s, &t.ws_path, max_packet).await {
+                            refuse::answer(ws, code).await;
+                        }
+                    }
+                }
+                (ListenerKind::Tls | ListenerKind::Wss, None) => {}
+            }
+        });
+        tokio::select! {
+            _ = tokio::time::timeout(REFUSAL_DEADLINE, refuse) => {}
+            _ = stopping.cancelled() => {}
+        }
+        drop(refusal);
+    });
 }
 
 /// MQTT over an established transport. Not an `async fn`, so that the

@@ -108,6 +108,9 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     mqttd::memory::tune();
+    // Before anything is opened: the connection bound is derived from
+    // the limit in force (see `admission::open_files`).
+    mqttd::admission::open_files::raise_soft_limit();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,6 +14,10 @@
 //! memory`, so that no `mqttd_store_*` family claims a store that does
 //! not exist).
 //!
+//! Connection admission figures (bounds, refusals, accept-rate pauses)
+//! live in [`AdmissionMetrics`], owned by [`crate::admission`] and
+//! attached with [`Metrics::attach_admission`].
+//!
 //! [`Metrics::render`] writes the Prometheus text exposition format 0.0.4
 //! (`# HELP` / `# TYPE` then samples) served on `GET /metrics`. It is
 //! hand-rolled rather than built on `prometheus-client` because the set is
@@ -105,6 +109,90 @@ impl ByQos {
     /// The counter of `qos`.
     pub fn qos(&self, qos: QoS) -> &Counter {
         &self.0[qos as usize]
+    }
+}
+
+/// Retained messages: what the limits refused, what expired.
+#[derive(Debug, Default)]
+pub struct RetainedMetrics {
+    /// Bytes (payload and topic) retained now; read at scrape time.
+    pub bytes: Gauge,
+    /// Retained publishes to a new topic not retained because
+    /// `limits.max_retained_messages` was reached.
+    pub refused_messages: Counter,
+    /// The same for `limits.max_retained_bytes`.
+    pub refused_bytes: Counter,
+    /// Stored retained messages left on disk at start-up because a limit
+    /// was reached.
+    pub not_restored: Counter,
+    /// Retained messages removed because their expiry passed.
+    pub expired: Counter,
+}
+
+impl RetainedMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_retained_bytes",
+            Kind::Gauge,
+            "Bytes (payload and topic) of the retained messages.",
+            self.bytes.get(),
+        );
+        let name = "mqttd_retained_refused_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Retained publishes to a new topic not retained (still delivered) because limits.max_retained_<limit> was reached.",
+        );
+        e.sample(name, &[("limit", "messages")], self.refused_messages.get());
+        e.sample(name, &[("limit", "bytes")], self.refused_bytes.get());
+        e.single(
+            "mqttd_retained_not_restored_total",
+            Kind::Counter,
+            "Stored retained messages left on disk, not loaded, at start-up because a retained limit was reached.",
+            self.not_restored.get(),
+        );
+        e.single(
+            "mqttd_retained_expired_total",
+            Kind::Counter,
+            "Retained messages removed because their message expiry interval passed.",
+            self.expired.get(),
+        );
+    }
+}
+
+/// Per-connection publish rate: how often and how long connections were
+/// slowed, and how many were disconnected.
+#[derive(Debug, Default)]
+pub struct PublishRateMetrics {
+    /// Times a connection went over its rate (its first pause since its
+    /// allowance was last full).
+    pub throttled: Counter,
+    /// Time connections spent not read for their rate, in microseconds.
+    pub throttled_micros: Counter,
+    /// Connections closed for staying over their rate past the grace.
+    pub disconnects: Counter,
+}
+
+impl PublishRateMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_publish_rate_throttled_total",
+            Kind::Counter,
+            "Times a connection went over limits.max_publish_rate_* and was slowed (not read until its allowance returned).",
+            self.throttled.get(),
+        );
+        e.single(
+            "mqttd_publish_rate_throttled_seconds_total",
+            Kind::Counter,
+            "Time connections were not read because they published over their rate.",
+            self.throttled_micros.get() as f64 / 1e6,
+        );
+        e.single(
+            "mqttd_publish_rate_disconnects_total",
+            Kind::Counter,
+            "Connections closed (MQTT 5.0: DISCONNECT 0x96) for staying over their publish rate past limits.publish_rate_grace_secs.",
+            self.disconnects.get(),
+        );
     }
 }
 
@@ -245,6 +333,10 @@ pub struct Metrics {
     pub keepalive_timeouts: Counter,
     /// Failed `accept` calls (e.g. out of file descriptors).
     pub accept_errors: Counter,
+    /// Retained limits and expiry (see [`crate::retain`]).
+    pub retained: RetainedMetrics,
+    /// Per-connection publish rate (see [`crate::rate`]).
+    pub publish_rate: PublishRateMetrics,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
@@ -253,6 +345,8 @@ pub struct Metrics {
     store: OnceLock<Arc<StoreMetrics>>,
     /// Each listener's figures, and whether it speaks TLS.
     listeners: RwLock<Vec<(Arc<ListenerMetrics>, bool)>>,
+    /// Connection bounds and refusals, once the listeners are bound.
+    admission: OnceLock<Arc<AdmissionMetrics>>,
 }
 
 impl Default for Metrics {
@@ -295,11 +389,14 @@ impl Metrics {
             packet_timeouts: Counter::default(),
             keepalive_timeouts: Counter::default(),
             accept_errors: Counter::default(),
+            retained: RetainedMetrics::default(),
+            publish_rate: PublishRateMetrics::default(),
             backlog: Arc::default(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
             listeners: RwLock::new(Vec::new()),
+            admission: OnceLock::new(),
         }
     }
 
@@ -321,6 +418,11 @@ impl Metrics {
     /// Reports the store's figures from now on (once).
     pub fn attach_store(&self, store: Arc<StoreMetrics>) {
         let _ = self.store.set(store);
+    }
+
+    /// Reports the connection bounds' figures from now on (once).
+    pub fn attach_admission(&self, admission: Arc<AdmissionMetrics>) {
+        let _ = self.admission.set(admission);
     }
 
     /// The auth layer's figures, once attached.
@@ -387,12 +489,17 @@ impl Metrics {
         listener::render(&listeners, &tls, &mut e);
         self.render_messages(&mut e);
         self.render_connection_bounds(&mut e);
+        self.retained.render(&mut e);
+        self.publish_rate.render(&mut e);
         self.render_pool(&mut e);
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);
         }
         if let Some(store) = self.store.get() {
             render_store(store, &mut e);
+        }
+        if let Some(admission) = self.admission.get() {
+            admission.render(&mut e);
         }
         self.render_control(&mut e);
         e.out
@@ -552,6 +659,99 @@ impl Metrics {
             ] {
                 e.sample(name, &[("worker", &worker), ("op", op)], v);
             }
+        }
+    }
+}
+
+/// Connection bounds, broker-wide: the state [`crate::admission`] keeps
+/// its bounds with, and reports.
+#[derive(Debug, Default)]
+pub struct AdmissionMetrics {
+    /// `limits.max_connections` in force (derived from the open-file
+    /// limit when not set).
+    pub limit: Gauge,
+    /// Connections held against it now (TLS and WebSocket handshakes
+    /// included; `mqttd_connections` counts them once MQTT begins).
+    pub open: Gauge,
+    /// Refusals in progress now (bounded).
+    pub refusing: Gauge,
+    /// Refused connections closed without a CONNACK because the most
+    /// refusals were already in progress.
+    pub refused_unanswered: Counter,
+    /// Held only to add a listener or render, never across an await.
+    listeners: RwLock<Vec<Arc<ListenerAdmissionMetrics>>>,
+}
+
+/// One listener's connection bound, refusals and accept-rate pauses.
+#[derive(Debug)]
+pub struct ListenerAdmissionMetrics {
+    pub name: Arc<str>,
+    /// The listener's `max_connections` (0: none).
+    pub limit: Gauge,
+    /// Connections held through this listener now (handshakes included).
+    pub open: Gauge,
+    /// Refused by `limits.max_connections`.
+    pub refused_broker: Counter,
+    /// Refused by the listener's `max_connections`.
+    pub refused_listener: Counter,
+    /// Times the listener stopped accepting for its `max_accept_rate`.
+    pub rate_pauses: Counter,
+}
+
+impl ListenerAdmissionMetrics {
+    /// The refusal counter of `bound`.
+    pub fn refused(&self, bound: crate::admission::Bound) -> &Counter {
+        match bound {
+            crate::admission::Bound::Broker => &self.refused_broker,
+            crate::admission::Bound::Listener => &self.refused_listener,
+        }
+    }
+}
+
+impl AdmissionMetrics {
+    /// Registers a listener's figures.
+    pub fn add_listener(&self, name: Arc<str>) -> Arc<ListenerAdmissionMetrics> {
+        let m = Arc::new(ListenerAdmissionMetrics {
+            name,
+            limit: Gauge::default(),
+            open: Gauge::default(),
+            refused_broker: Counter::default(),
+            refused_listener: Counter::default(),
+            rate_pauses: Counter::default(),
+        });
+        let mut all = self.listeners.write().unwrap_or_else(|e| e.into_inner());
+        all.push(m.clone());
+        m
+    }
+
+    #[rustfmt::skip] // a table reads better one metric per line
+    fn render(&self, e: &mut Exposition) {
+        use crate::admission::Bound;
+        e.single("mqttd_connections_limit", Kind::Gauge, "Connections the broker holds at most (limits.max_connections in force).", self.limit.get());
+        e.single("mqttd_connections_refusing", Kind::Gauge, "Connections being refused with CONNACK now.", self.refusing.get());
+        e.single("mqttd_connections_refused_unanswered_total", Kind::Counter, "Connections over a limit closed without a CONNACK because the most refusals were already in progress.", self.refused_unanswered.get());
+        let listeners = self.listeners.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let name = "mqttd_connections_refused_total";
+        e.family(name, Kind::Counter, "Connections refused (CONNACK 0x97 / 0x03, or closed) by a connection limit, by listener and reason.");
+        for l in &listeners {
+            for bound in [Bound::Broker, Bound::Listener] {
+                e.sample(name, &[("listener", &l.name), ("reason", bound.label())], l.refused(bound).get());
+            }
+        }
+        let name = "mqttd_listener_connections";
+        e.family(name, Kind::Gauge, "Connections held through a listener (TLS and WebSocket handshakes included).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.open.get());
+        }
+        let name = "mqttd_listener_connections_limit";
+        e.family(name, Kind::Gauge, "A listener's max_connections (0: only the broker-wide limit).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.limit.get());
+        }
+        let name = "mqttd_accept_rate_pauses_total";
+        e.family(name, Kind::Counter, "Times a listener stopped accepting for a moment because of its max_accept_rate (connections wait in the kernel's backlog).");
+        for l in &listeners {
+            e.sample(name, &[("listener", &l.name)], l.rate_pauses.get());
         }
     }
 }

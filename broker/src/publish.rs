@@ -141,18 +141,7 @@ pub(crate) fn route(
     qos2_mark: Option<(&ClientId, PacketId)>,
 ) -> usize {
     if msg.retain && ctx.config.mqtt.retain_available {
-        // An empty retained payload clears the topic [MQTT-3.3.1-10] and
-        // is still delivered to current subscribers. The payload is the
-        // message's own copy (see `Message::from_publish`), so storing it
-        // keeps no connection's read buffer alive.
-        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
-        match ctx.retained.set(&msg.topic, stored) {
-            Ok(()) => {
-                let kept = (!msg.payload.is_empty()).then_some(&*msg);
-                ctx.store.set_retained(msg.topic.as_str(), kept);
-            }
-            Err(e) => tracing::info!(topic = %msg.topic, error = %e, "retained message not stored"),
-        }
+        crate::retain::apply(ctx, &msg);
     }
     let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
     // Each delivery's first choice of receiver (a shared group's next

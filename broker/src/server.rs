@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
+use crate::admission::ConnectionLimits;
 use crate::auth::AuthSetupError;
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
@@ -75,9 +76,10 @@ impl Server {
                 path: config.storage.data_dir.clone(),
                 reason: format!("the opening task failed: {e}"),
             })??;
+        let limits = ConnectionLimits::new(&config);
         let mut bound = Vec::new();
         for l in &config.listeners {
-            bound.push(listener::bind(l, auth.clone()).await?);
+            bound.push(listener::bind(l, auth.clone(), &limits).await?);
         }
         let tls = bound.iter().filter_map(|b| b.tls().cloned()).collect();
         let auth_metrics = auth.metrics();
@@ -98,6 +100,10 @@ impl Server {
                 .metrics
                 .attach_listener(b.metrics().clone(), b.tls().is_some());
         }
+        broker
+            .ctx
+            .metrics
+            .attach_admission(limits.metrics().clone());
         let restored = crate::session::restore::restore(&broker.ctx, loaded);
         let reloader = Reloader::new(broker.ctx.clone(), tls);
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
@@ -121,6 +127,7 @@ impl Server {
                 Duration::from_secs(sys_interval),
             ));
         }
+        accept_tasks.spawn(crate::retain::sweep(broker.ctx.clone()));
         broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -131,6 +138,9 @@ impl Server {
                 .map_or_else(|| "off".to_string(), |h| h.local_addr().to_string()),
             durability = broker.ctx.config.storage.durability.as_str(),
             restored_sessions = restored,
+            max_connections = limits.max(),
+            open_files_limit = %crate::admission::open_files::soft_limit()
+                .map_or("unlimited".to_string(), |n| n.to_string()),
             "mqttd started"
         );
         Ok(Server {

@@ -1,5 +1,6 @@
 //! The `listeners:` entries of the configuration: kind, address, TLS
-//! settings, per-listener anonymous access and WebSocket path.
+//! settings, per-listener anonymous access, WebSocket path, and the
+//! listener's connection limit and accept rate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,7 +65,24 @@ pub struct ListenerConfig {
     /// default `/mqtt`).
     #[serde(default)]
     pub path: Option<String>,
+    /// Connections open at once through this listener; beyond, refused
+    /// like `limits.max_connections` (CONNACK 0x97 / 0x03, counted with
+    /// `reason="listener_max_connections"`). 0 (default): only the global
+    /// bound applies.
+    #[serde(default)]
+    pub max_connections: u32,
+    /// New connections accepted per second, with a burst of a tenth of a
+    /// second's worth (at least 1). Beyond, the listener stops accepting
+    /// for a moment and connections wait in the kernel's backlog (see
+    /// [`crate::admission::rate`] for why they are not refused). 0
+    /// (default): no limit.
+    #[serde(default)]
+    pub max_accept_rate: u32,
 }
+
+/// Highest `max_accept_rate` accepted: beyond, the accept loop's own cost
+/// is the bound.
+pub const MAX_ACCEPT_RATE: u32 = 1_000_000;
 
 fn default_kind() -> ListenerKind {
     ListenerKind::Tcp
@@ -79,6 +97,8 @@ impl ListenerConfig {
             tls: None,
             allow_anonymous: None,
             path: None,
+            max_connections: 0,
+            max_accept_rate: 0,
         }
     }
 
@@ -96,6 +116,12 @@ impl ListenerConfig {
             }
             (Some(t), true) => t.validate(&format!("{key}.tls"))?,
             (None, false) => {}
+        }
+        if self.max_accept_rate > MAX_ACCEPT_RATE {
+            return err(
+                "max_accept_rate",
+                &format!("must be at most {MAX_ACCEPT_RATE} (0: no limit)"),
+            );
         }
         if let Some(path) = &self.path {
             if !self.kind.is_websocket() {
@@ -225,6 +251,17 @@ mod tests {
         assert_eq!(t.client_auth, ClientAuth::Required);
         assert_eq!(t.username_from_cert, CertUsername::Cn);
         assert_eq!(t.handshake_timeout(), Duration::from_secs(10));
+        assert_eq!((b.max_connections, b.max_accept_rate), (0, 0));
+        let c =
+            parse("listeners:\n  - {bind: 127.0.0.1:1, max_connections: 5, max_accept_rate: 20}\n")
+                .unwrap();
+        assert_eq!(
+            (
+                c.listeners[0].max_connections,
+                c.listeners[0].max_accept_rate
+            ),
+            (5, 20)
+        );
     }
 
     #[test]
@@ -237,6 +274,9 @@ mod tests {
             ("  - {kind: tls, bind: 127.0.0.1:1, tls: {cert_file: c, key_file: k, client_auth: required}}\n", "listeners[0].tls.client_ca_file"),
             ("  - {kind: tls, bind: 127.0.0.1:1, tls: {cert_file: c, key_file: k, username_from_cert: san}}\n", "listeners[0].tls.username_from_cert"),
             ("  - {kind: tls, bind: 127.0.0.1:1, tls: {cert_file: c, key_file: k, handshake_timeout_secs: 0}}\n", "listeners[0].tls.handshake_timeout_secs"),
+            ("  - {bind: 127.0.0.1:1, max_accept_rate: 1000001}\n", "listeners[0].max_accept_rate"),
+            ("  - {bind: 127.0.0.1:1, max_accept_rate: -5}\n", "listeners[0].max_accept_rate"),
+            ("  - {bind: 127.0.0.1:1, max_connections: many}\n", "listeners[0].max_connections"),
         ];
         for (yaml, key) in cases {
             let err = parse(&format!("listeners:\n{yaml}"))

@@ -180,7 +180,13 @@ enum Failure {
 fn open_engine(path: &Path) -> Result<Database, Failure> {
     // fjall reports damage as errors; a panic inside it on damaged files
     // is treated the same way rather than taking the broker down.
-    let opened = std::panic::catch_unwind(|| Database::builder(path).open());
+    // The table cache is bounded so that the descriptors kept for the
+    // store (`admission::open_files::STORE_RESERVE`) suffice.
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder(path)
+            .max_cached_files(Some(crate::admission::open_files::STORE_MAX_CACHED_FILES))
+            .open()
+    });
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(fjall::Error::Locked)) => Err(Failure::Refuse(OpenError::Locked {

@@ -76,6 +76,12 @@ impl Mqttd {
     /// Starts the binary and waits until it accepts connections (or
     /// exits); panics if neither happens within [`START_LIMIT`].
     pub fn start(spec: &Spec<'_>) -> Started {
+        Self::start_with_open_files(spec, None)
+    }
+
+    /// [`Mqttd::start`] with its open-file limit (soft and hard) set to
+    /// `open_files`, if given.
+    pub fn start_with_open_files(spec: &Spec<'_>, open_files: Option<u64>) -> Started {
         let config = spec.dir.join("mqttd.yaml");
         let yaml = format!(
             "listeners:\n  - name: mqtt\n    bind: 127.0.0.1:0\n\
@@ -97,6 +103,24 @@ impl Mqttd {
             .stderr(Stdio::piped());
         if let Some(d) = spec.durability {
             cmd.args(["--durability", d]);
+        }
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt as _;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: between fork and exec only `setrlimit` runs, which
+            // is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn mqttd");
         let stderr = child.stderr.take().expect("piped stderr");
