@@ -448,6 +448,8 @@ async fn restored_session_is_listed_with_its_queue() {
     assert_eq!(row["persistent"], true, "{row}");
     assert_eq!(row["subscriptions"], 1, "{row}");
     assert_eq!(row["queued"], 3, "{row}");
+    // When it went offline survives the restart (from its stored record).
+    assert!(row["disconnected_at"].as_u64().is_some(), "{row}");
     let show = b.json(&["sessions", "show", ID]);
     assert_eq!(show["queued"], 3, "{show}");
     assert_eq!(show["subscription_list"][0]["filter"], "restore/t");
