@@ -144,6 +144,12 @@ pub struct SessionSummary {
     /// When the current connection was accepted (Unix seconds); `None` when
     /// disconnected.
     pub connected_at: Option<u64>,
+    /// When the last connection of an offline session left (Unix
+    /// seconds); `None` while connected, or when not known (a session
+    /// restored from the store of an older mqttd, or that was connected
+    /// when the broker stopped abruptly).
+    #[serde(default)]
+    pub disconnected_at: Option<u64>,
     /// When the session was created (Unix seconds).
     pub created_at: u64,
     /// Number of subscriptions.
@@ -329,6 +335,7 @@ mod tests {
             peer: None,
             protocol: "5.0".into(),
             connected_at: None,
+            disconnected_at: None,
             created_at: 0,
             subscriptions: 0,
             inflight: 0,

@@ -71,6 +71,7 @@ fn summary(e: &SessionEntry) -> SessionSummary {
             .as_ref()
             .filter(|_| connected)
             .map(|c| c.connected_at),
+        disconnected_at: shared.disconnected_at(),
         created_at: unix_secs(e.created_at),
         subscriptions: shared.subscriptions.load(Ordering::Relaxed) as usize,
         inflight: shared.inflight.load(Ordering::Relaxed) as usize,

@@ -154,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             Ok(0) if !self.rbuf.is_empty() => Err(Ending::Closed("connection closed mid-packet")),
             Ok(n) => {
                 self.ctx.metrics.bytes_received.add(n as u64);
+                self.meta.listener.metrics.bytes_received.add(n as u64);
                 Ok(n)
             }
             Err(_) => Err(Ending::Closed("read error")),
@@ -181,6 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         }
         let deadline = Instant::now() + self.write_timeout();
         let ctx = self.ctx.clone();
+        let listener = self.meta.listener.clone();
         let (stream, wbuf) = (&mut self.stream, &mut self.wbuf);
         let write = async {
             while !wbuf.is_empty() {
@@ -189,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
                 ctx.metrics.bytes_sent.add(n as u64);
+                listener.metrics.bytes_sent.add(n as u64);
                 wbuf.advance(n);
             }
             // TLS and WebSocket streams buffer inside: push the bytes out.
@@ -227,6 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.ctx.metrics.bytes_sent.add(n as u64);
+                    self.meta.listener.metrics.bytes_sent.add(n as u64);
                     self.wbuf.advance(n);
                     self.unflushed = true;
                     return Poll::Ready(Ok(Io::Wrote));
@@ -266,6 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             }
             Poll::Ready(Ok(n)) => {
                 self.ctx.metrics.bytes_received.add(n as u64);
+                self.meta.listener.metrics.bytes_received.add(n as u64);
                 Poll::Ready(Ok(Io::Read(n)))
             }
             Poll::Ready(Err(_)) => Poll::Ready(Err(Ending::Closed("read error"))),
@@ -297,6 +302,8 @@ where
     let ctx = &broker.ctx;
     ctx.metrics.connections_total.inc();
     ctx.metrics.connections.inc();
+    meta.listener.metrics.connections_total.inc();
+    meta.listener.metrics.connections.inc();
     let mut framed = Framed {
         stream,
         rbuf: BytesMut::new(),
@@ -316,6 +323,7 @@ where
             connected.await;
         }
         broker.ctx.metrics.connections.dec();
+        framed.meta.listener.metrics.connections.dec();
     }
 }
 
@@ -1113,6 +1121,7 @@ mod tests {
             kind: ListenerKind::Tcp,
             allow_anonymous: None,
             auth,
+            metrics: Arc::new(crate::metrics::ListenerMetrics::new(Arc::from("t"))),
         });
         let meta = ConnMeta {
             listener: ctx.clone(),

@@ -31,6 +31,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
+mod listener;
+mod process;
+
+pub use listener::ListenerMetrics;
+pub use process::ProcessStats;
+
 use crate::backlog::Backlog;
 use crate::budget::MemoryBudget;
 use crate::store::StoreMetrics;
@@ -217,6 +223,14 @@ impl Dropped {
         [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
             .into_iter()
             .map(|q| self.reason(reason, q).get())
+            .sum()
+    }
+
+    /// Every drop, all reasons and QoS levels.
+    pub fn total(&self) -> u64 {
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .map(|q| self.by_qos(q))
             .sum()
     }
 
@@ -508,6 +522,8 @@ pub struct Metrics {
     auth: OnceLock<Arc<AuthMetrics>>,
     /// The durable store's figures, when there is one.
     store: OnceLock<Arc<StoreMetrics>>,
+    /// Each listener's figures, and whether it speaks TLS.
+    listeners: RwLock<Vec<(Arc<ListenerMetrics>, bool)>>,
     /// Connection bounds and refusals, once the listeners are bound.
     admission: OnceLock<Arc<AdmissionMetrics>>,
 }
@@ -558,8 +574,18 @@ impl Metrics {
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
+            listeners: RwLock::new(Vec::new()),
             admission: OnceLock::new(),
         }
+    }
+
+    /// Reports a listener's figures from now on (`tls`: also its failed
+    /// TLS handshakes).
+    pub fn attach_listener(&self, listener: Arc<ListenerMetrics>, tls: bool) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((listener, tls));
     }
 
     /// Reports the auth layer's figures from now on (once; later calls
@@ -637,6 +663,14 @@ impl Metrics {
                 Value::Gauge(v) => e.single(name, Kind::Gauge, help, v),
             }
         }
+        let (listeners, tls): (Vec<_>, Vec<_>) = self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .unzip();
+        listener::render(&listeners, &tls, &mut e);
         self.render_messages(&mut e);
         self.render_connection_bounds(&mut e);
         self.retained.render(&mut e);
@@ -693,6 +727,7 @@ impl Metrics {
             "Start time of the process since the Unix epoch in seconds.",
         );
         e.sample(name, &[], start);
+        ProcessStats::read().render(e);
     }
 
     /// The unlabelled metrics: name, help and value.

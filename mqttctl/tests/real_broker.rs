@@ -264,6 +264,20 @@ async fn status_sessions_pool_against_the_real_broker() {
     let disconnected = b.json(&["sessions", "list", "--disconnected"]);
     assert_eq!(disconnected["sessions"][0]["client_id"], "other-carol");
     assert_eq!(disconnected["sessions"][0]["persistent"], true);
+    // When it went offline, from the session's own record of it.
+    let gone = disconnected["sessions"][0]["disconnected_at"].as_u64();
+    let created = disconnected["sessions"][0]["created_at"].as_u64();
+    assert!(
+        matches!((gone, created), (Some(g), Some(c)) if g >= c),
+        "{disconnected}"
+    );
+    assert!(
+        alice_row["disconnected_at"].is_null(),
+        "connected: {alice_row}"
+    );
+    let shown = b.ctl(&["sessions", "show", "other-carol"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("disconnected at: 20"), "{shown}");
     assert_eq!(
         b.json(&["sessions", "list", "--prefix", "dev-"])["total"],
         2
@@ -439,6 +453,8 @@ async fn restored_session_is_listed_with_its_queue() {
     assert_eq!(row["persistent"], true, "{row}");
     assert_eq!(row["subscriptions"], 1, "{row}");
     assert_eq!(row["queued"], 3, "{row}");
+    // When it went offline survives the restart (from its stored record).
+    assert!(row["disconnected_at"].as_u64().is_some(), "{row}");
     let show = b.json(&["sessions", "show", ID]);
     assert_eq!(show["queued"], 3, "{show}");
     assert_eq!(show["subscription_list"][0]["filter"], "restore/t");

@@ -105,6 +105,7 @@ pub fn sample_session(client_id: &str, connected: bool, username: Option<&str>) 
             peer: Some("10.0.0.7:51234".into()),
             protocol: "5.0".into(),
             connected_at: connected.then_some(FAKE_EPOCH_SECS + 60),
+            disconnected_at: (!connected).then_some(FAKE_EPOCH_SECS + 120),
             created_at: FAKE_EPOCH_SECS,
             subscriptions: 1,
             inflight: 0,

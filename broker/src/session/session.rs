@@ -206,6 +206,9 @@ impl Session {
         let now = Instant::now();
         let wall_now = record::now_ms();
         let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(wall_now));
+        if let Some(ms) = rec.disconnected_at_ms {
+            entry.shared.restore_disconnected_at(ms / 1000);
+        }
         if session.expiry_secs != NEVER_EXPIRES {
             let gone = rec.disconnected_at_ms.unwrap_or(wall_now);
             let ends = gone + u64::from(session.expiry_secs) * 1000;

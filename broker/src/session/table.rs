@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::{Bound, ControlFlow};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -41,6 +41,13 @@ pub struct ClientInfo {
     /// Seconds since the Unix epoch (what operators are shown).
     pub connected_at: u64,
     pub listener: Arc<str>,
+}
+
+/// Seconds since the Unix epoch now (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How many entries a scan copies under one acquisition of the table lock.
@@ -74,6 +81,9 @@ pub struct SessionShared {
     pub subscriptions: AtomicU32,
     pub inflight: AtomicU32,
     pub queued: AtomicU32,
+    /// When the last connection left (Unix seconds; 0 while connected or
+    /// before any connection), for operators (`mqttctl sessions`).
+    disconnected_at: AtomicU64,
     /// Written only with `attachment` locked; read without it.
     connected: AtomicBool,
     /// The connection attached now, or the last one while offline.
@@ -107,9 +117,25 @@ impl SessionShared {
                 counts.connected.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        if was && !now {
+            self.disconnected_at.store(unix_now(), Ordering::Relaxed);
+        } else if now {
+            self.disconnected_at.store(0, Ordering::Relaxed);
+        }
         if let Some(i) = info {
             a.last_client = Some(i);
         }
+    }
+    /// When the last connection left (Unix seconds), if the session is
+    /// offline and has had one.
+    pub fn disconnected_at(&self) -> Option<u64> {
+        let at = self.disconnected_at.load(Ordering::Relaxed);
+        (at != 0 && !self.is_connected()).then_some(at)
+    }
+    /// Sets when the last connection left, for a session restored from
+    /// the store (its record says when).
+    pub fn restore_disconnected_at(&self, unix_secs: u64) {
+        self.disconnected_at.store(unix_secs, Ordering::Relaxed);
     }
     pub fn protocol(&self) -> Option<ProtocolVersion> {
         self.attachment
