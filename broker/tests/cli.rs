@@ -364,6 +364,7 @@ fn readme_sample_config_is_the_defaults() {
         "storage:",
         "auth:",
         "mqtt:",
+        "limits:",
     ] {
         assert!(
             sample.contains(&format!("\n{section}")) || sample.starts_with(section),

@@ -313,31 +313,6 @@ mod session_limit_tests {
         assert_eq!(parse("max_client_id_len: 23"), Ok(()));
     }
 
-    /// The README's sample config shows the defaults ("an empty file gives
-    /// the defaults shown here").
-    #[test]
-    fn readme_sample_shows_the_defaults() {
-        let readme = include_str!("../../../README.md");
-        let sample = readme
-            .split("```yaml\n")
-            .nth(1)
-            .and_then(|rest| rest.split("```").next())
-            .expect("the README has a yaml sample");
-        let block: String = sample
-            .lines()
-            .skip_while(|l| *l != "limits:")
-            .skip(1)
-            .take_while(|l| l.starts_with(' '))
-            .map(|l| format!("{}\n", l.trim_start()))
-            .collect();
-        assert!(!block.is_empty(), "no limits: section in the README sample");
-        let shown: LimitsConfig = serde_yaml::from_str(&block).expect("README limits parse");
-        assert_eq!(
-            format!("{shown:?}"),
-            format!("{:?}", LimitsConfig::default())
-        );
-    }
-
     #[test]
     fn expiry_is_capped() {
         let l = LimitsConfig {
