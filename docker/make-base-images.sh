@@ -9,13 +9,21 @@
 #
 # Both are made from Debian's own mirror and loaded with `docker import`. An
 # image whose tag already exists is kept (a cache between runs); FORCE=1
-# remakes both. Use them with
+# remakes both.
+#
+# Each is also tagged with the name docker/Dockerfile uses by default
+# (debian:bookworm-slim, rust:1-bookworm) unless an image of that name is
+# already here (one pulled from a registry is never replaced), so the
+# documented `docker build -f docker/Dockerfile --target runtime -t mqttd .`
+# works as written without a registry. ALIAS=0 skips those tags; the
+# explicit form works either way:
 #
 #   docker build --build-arg RUNTIME_IMAGE=mqttd-local/debian:bookworm-slim \
 #                --build-arg RUST_IMAGE=mqttd-local/rust:bookworm ...
 #
 # Environment: RUNTIME_TAG, BUILDER_TAG, SUITE (bookworm), MIRROR
-# (http://deb.debian.org/debian), FORCE (0), ONLY (runtime|builder: make one).
+# (http://deb.debian.org/debian), FORCE (0), ONLY (runtime|builder: make one),
+# ALIAS (1: also tag as the Dockerfile's default names).
 # Needs root (debootstrap), a running Docker engine, and for the builder a
 # Rust toolchain on the host (`rustc --print sysroot`).
 set -euo pipefail
@@ -26,6 +34,10 @@ SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 FORCE=${FORCE:-0}
 ONLY=${ONLY:-}
+ALIAS=${ALIAS:-1}
+# The Dockerfile's default base images (its RUNTIME_IMAGE and RUST_IMAGE).
+RUNTIME_ALIAS=debian:bookworm-slim
+BUILDER_ALIAS=rust:1-bookworm
 BASE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf 'make-base-images: %s\n' "$*" >&2; }
@@ -104,6 +116,23 @@ cleanup() {
     rm -rf --one-file-system "$WORK"
 }
 
+# alias_tag LOCAL DEFAULT: tags LOCAL as DEFAULT unless DEFAULT is an image
+# this script did not make.
+alias_tag() {
+    local local_tag=$1 default_tag=$2
+    [ "$ALIAS" = 1 ] && image_exists "$local_tag" || return 0
+    [ "$(docker image inspect -f '{{.Id}}' "$default_tag" 2>/dev/null)" != \
+        "$(docker image inspect -f '{{.Id}}' "$local_tag")" ] || return 0
+    # Ours (made by this script, e.g. before FORCE=1), or none: (re)tag.
+    if ! image_exists "$default_tag" ||
+        docker image inspect -f '{{.Comment}}' "$default_tag" | grep -q 'mqttd make-base-images.sh'; then
+        docker tag "$local_tag" "$default_tag"
+        log "tagged $local_tag as $default_tag (the Dockerfile's default)"
+    else
+        log "$default_tag exists (from a registry?), kept; the Dockerfile's default uses it"
+    fi
+}
+
 main() {
     docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed)"
     local want_runtime=1 want_builder=1
@@ -121,7 +150,10 @@ main() {
             log "$BUILDER_TAG exists, kept (FORCE=1 remakes it)"; want_builder=0
         fi
     fi
-    [ $want_runtime = 1 ] || [ $want_builder = 1 ] || return 0
+    if [ $want_runtime = 0 ] && [ $want_builder = 0 ]; then
+        aliases
+        return 0
+    fi
 
     [ "$(id -u)" -eq 0 ] || die "debootstrap needs root: run this script as root"
     need_debootstrap
@@ -129,7 +161,16 @@ main() {
     trap cleanup EXIT
     [ $want_runtime = 1 ] && make_runtime
     [ $want_builder = 1 ] && make_builder
+    aliases
     return 0
+}
+
+aliases() {
+    case "$ONLY" in
+        runtime) alias_tag "$RUNTIME_TAG" "$RUNTIME_ALIAS" ;;
+        builder) alias_tag "$BUILDER_TAG" "$BUILDER_ALIAS" ;;
+        *) alias_tag "$RUNTIME_TAG" "$RUNTIME_ALIAS"; alias_tag "$BUILDER_TAG" "$BUILDER_ALIAS" ;;
+    esac
 }
 
 main "$@"

@@ -7,11 +7,18 @@
 # store on the data volume: a persistent session, a message queued for it
 # while its client was away and a retained message all survive the
 # container being stopped and replaced by a new one on the same named
-# volume. Reports the image size.
+# volume. Checks the image is at most 20 MB and has no shell, and reports
+# its size.
+#
+# The image is built with the command lines the documentation gives: the
+# `docker build` line of README.md's "Docker" section (full build) or the
+# `prebuilt` recipe of docker/README.md (host binaries), run as written
+# except for the tag, `--network none` and the build id label below.
 #
 # Where no Docker engine answers, prints that the image test is skipped and
-# exits 0. Exits non-zero on any failure; always removes its container and
-# its data volume.
+# exits 0. Exits non-zero on any failure; always removes its containers,
+# its data volume and the intermediate stage images of its own build
+# (labelled io.mqttd.build-stage=<this run's id>; nobody else's).
 #
 # Environment:
 #   MQTTD_IMAGE_BINARIES  build (default): the full multi-stage build users
@@ -19,7 +26,8 @@
 #                         host: build on the host, use the `prebuilt` target
 #                         (fast)
 #   MQTTD_BASE_IMAGES     local (default): base images made by
-#                         make-base-images.sh (no registry needed);
+#                         make-base-images.sh (no registry needed), which
+#                         tags them with the Dockerfile's default names;
 #                         public: the Dockerfile's defaults (rust:1-bookworm,
 #                         debian:bookworm-slim) from a registry
 #   MQTTD_TEST_IMAGE      tag of the image built (mqttd:test)
@@ -35,8 +43,11 @@ BINARIES=${MQTTD_IMAGE_BINARIES:-build}
 BASE_IMAGES=${MQTTD_BASE_IMAGES:-local}
 IMAGE=${MQTTD_TEST_IMAGE:-mqttd:test}
 KEEP_IMAGE=${MQTTD_KEEP_IMAGE:-1}
-LOCAL_RUNTIME=mqttd-local/debian:bookworm-slim
-LOCAL_RUST=mqttd-local/rust:bookworm
+# The image mqttd's runtime files are assembled in; used here to look into
+# the data volume (the runtime image has no shell or stat).
+HELPER_IMAGE=debian:bookworm-slim
+MAX_IMAGE_BYTES=20000000
+BUILD_ID=test-image-$$-$(date +%s)
 CONTAINER=mqttd-image-test-$$
 # A named volume at /var/lib/mqttd, so that a second container finds the
 # first one's store (an anonymous one would be left behind by `rm -f`).
@@ -71,9 +82,13 @@ fail() {
 cleanup() {
     local pid
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+    # -v: also the anonymous volumes of the container, if any.
+    docker rm -f -v "$CONTAINER" "$CONTAINER-tls" >/dev/null 2>&1 || true
     docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
     if [ "$KEEP_IMAGE" = 0 ]; then docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
+    # The stage images this run's build left (untagged, ~1.7 GB for the Rust
+    # stage of a full build), found by this run's label only.
+    docker image prune -f --filter "label=io.mqttd.build-stage=$BUILD_ID" >/dev/null 2>&1 || true
     # Host binaries left in docker/.bin/ would bloat every later build context.
     if [ "$BIN_COPIED" = 1 ]; then rm -f "$HERE/.bin/mqttd" "$HERE/.bin/mqttctl"; fi
     rm -rf "$TMP"
@@ -112,11 +127,12 @@ need_tools() {
 
 # --- build ------------------------------------------------------------------
 
-base_image_args() {
+# Without a registry, the local base images, tagged with the Dockerfile's
+# default names: the documented build lines then work unchanged.
+base_images() {
     case "$BASE_IMAGES" in
         local)
             "$HERE/make-base-images.sh" || fail "could not make the local base images"
-            BUILD_ARGS+=(--build-arg "RUNTIME_IMAGE=$LOCAL_RUNTIME" --build-arg "RUST_IMAGE=$LOCAL_RUST")
             ;;
         public) ;;
         *) fail "MQTTD_BASE_IMAGES must be local or public, not '$BASE_IMAGES'" ;;
@@ -150,22 +166,51 @@ host_binaries() {
     done
 }
 
+# documented_build FILE TARGET: the `docker build` line for TARGET in FILE's
+# sh blocks (continuation lines joined), as documented.
+documented_build() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+    for line in block.replace("\\\n", " ").splitlines():
+        line = re.sub(r"\s+#.*$", "", line).strip()
+        if line.startswith("docker build ") and f"--target {sys.argv[2]} " in line:
+            print(" ".join(line.split()))
+            sys.exit(0)
+sys.exit(f"no 'docker build ... --target {sys.argv[2]}' line in {sys.argv[1]}")
+PY
+}
+
 build_image() {
-    local target
-    BUILD_ARGS=()
-    base_image_args
+    local target line doc old
+    base_images
     case "$BINARIES" in
-        build) vendor_crates; target=runtime ;;
-        host) host_binaries; target=prebuilt ;;
+        build) vendor_crates; target=runtime; doc=$ROOT/README.md ;;
+        host) host_binaries; target=prebuilt; doc=$HERE/README.md ;;
         *) fail "MQTTD_IMAGE_BINARIES must be build or host, not '$BINARIES'" ;;
     esac
-    log "docker build --target $target -t $IMAGE (log: $TMP/build.log)"
-    if ! docker build --network none -f "$HERE/Dockerfile" --target "$target" \
-        "${BUILD_ARGS[@]}" -t "$IMAGE" "$ROOT" >"$TMP/build.log" 2>&1; then
+    # Both READMEs document both targets the same way; the one this mode
+    # builds is run.
+    [ "$(documented_build "$ROOT/README.md" runtime)" = "$(documented_build "$HERE/README.md" runtime)" ] ||
+        fail "README.md and docker/README.md document different runtime build lines"
+    line=$(documented_build "$doc" "$target") || fail "no documented build line for $target"
+    [[ "$line" == *" -t mqttd ."* ]] || fail "the documented line '$line' does not end in '-t mqttd .'"
+    # The documented line, with this test's tag, no network and this run's
+    # label on the intermediate stages.
+    line=${line/ -t mqttd ./ --network none --build-arg MQTTD_BUILD_ID=$BUILD_ID -t $IMAGE .}
+    log "$line (from ${doc#"$ROOT"/}; log: $TMP/build.log)"
+    old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null) || old=""
+    if ! (cd "$ROOT" && eval "$line") >"$TMP/build.log" 2>&1; then
         tail -40 "$TMP/build.log" | sed 's/^/    | /' >&2
         fail "docker build failed (target $target)"
     fi
-    pass "image built (target $target, binaries: $BINARIES, base images: $BASE_IMAGES)"
+    # The previous run's image, untagged by this build: removed unless a
+    # container or another tag still uses it.
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]; then
+        docker rmi "$old" >/dev/null 2>&1 || true
+    fi
+    pass "image built with the documented line (target $target, binaries: $BINARIES, base images: $BASE_IMAGES)"
 }
 
 # --- run --------------------------------------------------------------------
@@ -173,10 +218,13 @@ build_image() {
 check_configs() {
     docker run --rm "$IMAGE" --check-config /etc/mqttd/mqttd.yaml >"$TMP/check.log" 2>&1 ||
         { cat "$TMP/check.log" >&2; fail "mqttd --check-config rejects the image's default config"; }
-    docker run --rm -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
-        "$IMAGE" --check-config /etc/mqttd/mqttd.yaml >"$TMP/check.log" 2>&1 ||
-        { cat "$TMP/check.log" >&2; fail "mqttd --check-config rejects docker/mqttd-tls.yaml"; }
-    pass "default and TLS configs pass --check-config"
+    local conf
+    for conf in mqttd-tls.yaml test-image.yaml; do
+        docker run --rm -v "$HERE/$conf:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+            "$IMAGE" --check-config /etc/mqttd/mqttd.yaml >"$TMP/check.log" 2>&1 ||
+            { cat "$TMP/check.log" >&2; fail "mqttd --check-config rejects docker/$conf"; }
+    done
+    pass "the default config, compose's TLS-only mqttd-tls.yaml and the test's pass --check-config"
 }
 
 # host_port VAR PORT: the host port published for the container's PORT.
@@ -194,7 +242,7 @@ host_port() {
 start_container() {
     docker run -d --name "$CONTAINER" \
         -p 127.0.0.1::1883 -p 127.0.0.1::8883 -p 127.0.0.1::8083 -p 127.0.0.1::8084 -p 127.0.0.1::8080 \
-        -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+        -v "$HERE/test-image.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
         -v "$VOLUME:/var/lib/mqttd" \
         --read-only --tmpfs /run/mqttd:uid=10001,gid=10001,mode=0750 --tmpfs /tmp \
         --cap-drop ALL --security-opt no-new-privileges \
@@ -282,12 +330,25 @@ check_http() {
     pass "HTTP /healthz, /readyz and /metrics"
 }
 
+# The image has no shell or ps: ask Docker (docker top runs ps outside).
 check_non_root() {
-    local uids
-    uids=$(docker exec "$CONTAINER" cat /proc/1/status | awk '/^Uid:/ {print $2, $3, $4, $5}')
-    [ "$uids" = "10001 10001 10001 10001" ] || fail "mqttd (pid 1) runs with uids '$uids', want 10001"
-    [ "$(docker exec "$CONTAINER" id -un)" = mqttd ] || fail "docker exec does not run as user mqttd"
-    pass "mqttd runs as uid 10001 (user mqttd), not root"
+    local uids user
+    uids=$(docker top "$CONTAINER" -o pid,uid,ruid,comm | awk 'NR > 1 && $4 == "mqttd" {print $2, $3}')
+    [ "$uids" = "10001 10001" ] || fail "mqttd runs with uid/ruid '$uids', want 10001"
+    user=$(docker inspect -f '{{.Config.User}}' "$IMAGE")
+    [ "$user" = 10001:10001 ] || fail "the image's user is '$user', want 10001:10001"
+    pass "mqttd runs as uid 10001 (user mqttd), not root; docker exec runs as 10001"
+}
+
+# Only the binaries, their libraries and the defaults: no shell, at most
+# MAX_IMAGE_BYTES.
+check_minimal() {
+    local size
+    if docker exec "$CONTAINER" sh -c true >/dev/null 2>&1; then fail "the image has a shell"; fi
+    size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+    [ "$size" -le "$MAX_IMAGE_BYTES" ] ||
+        fail "the image is $size bytes, more than $MAX_IMAGE_BYTES"
+    pass "no shell in the image; $(awk -v s="$size" 'BEGIN {printf "%.1f MB", s / 1e6}') <= $((MAX_IMAGE_BYTES / 1000000)) MB"
 }
 
 check_health() {
@@ -368,7 +429,8 @@ check_store_status() {
 # image's /var/lib/mqttd ownership, copied into the new volume).
 check_volume_owner() {
     local owners
-    owners=$(docker exec "$CONTAINER" stat -c '%u:%g' /var/lib/mqttd /var/lib/mqttd/store 2>&1) ||
+    owners=$(docker run --rm --network none -v "$VOLUME:/data:ro" --entrypoint stat "$HELPER_IMAGE" \
+        -c '%u:%g' /data /data/store 2>&1) ||
         { echo "$owners" >&2; fail "no store under /var/lib/mqttd"; }
     [ "$owners" = $'10001:10001\n10001:10001' ] ||
         fail "/var/lib/mqttd and its store are owned by '$(tr '\n' ' ' <<<"$owners")', want 10001:10001"
@@ -382,7 +444,7 @@ replace_container() {
     local code
     code=$(docker inspect -f '{{.State.ExitCode}}' "$CONTAINER")
     [ "$code" = 0 ] || fail "mqttd exited with code $code on SIGTERM before the restart"
-    docker rm "$CONTAINER" >/dev/null || fail "docker rm failed"
+    docker rm -v "$CONTAINER" >/dev/null || fail "docker rm failed"
     start_container
     wait_ready
     pass "container replaced by a new one on volume $VOLUME"
@@ -482,6 +544,34 @@ check_compose() {
     pass "compose.yaml is valid for ${compose[*]}"
 }
 
+# compose.yaml's configuration (mqttd-tls.yaml) opens TLS only: a client
+# with the example certificate gets through on 8883, one without is
+# refused, and nothing answers on the plain MQTT port.
+check_tls_only() {
+    local c=$CONTAINER-tls certs=$TMP/certs i mapping port plain
+    docker run -d --name "$c" -p 127.0.0.1::8883 -p 127.0.0.1::1883 \
+        -v "$HERE/mqttd-tls.yaml:/etc/mqttd/mqttd.yaml:ro" -v "$TMP/certs:/etc/mqttd/tls:ro" \
+        --read-only --tmpfs /run/mqttd:uid=10001,gid=10001,mode=0750 --cap-drop ALL \
+        "$IMAGE" >/dev/null || fail "docker run with mqttd-tls.yaml failed"
+    for ((i = 0; i < READY_TRIES; i++)); do
+        docker exec "$c" mqttctl status >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    mapping=$(docker port "$c" 8883/tcp | head -n1); port=${mapping##*:}
+    mapping=$(docker port "$c" 1883/tcp | head -n1); plain=${mapping##*:}
+    roundtrip tls-only -h localhost -p "$port" --cafile "$certs/ca.crt" \
+        --cert "$certs/client.crt" --key "$certs/client.key"
+    if mosquitto_pub -h localhost -p "$port" --cafile "$certs/ca.crt" -i "no-cert-$$" \
+        -t mqttd-image-test/no-cert -m x 2>/dev/null; then
+        fail "mqttd-tls.yaml accepted a client without a certificate"
+    fi
+    if mosquitto_pub -h 127.0.0.1 -p "$plain" -i "plain-$$" -t mqttd-image-test/plain -m x 2>/dev/null; then
+        fail "mqttd-tls.yaml answers plain MQTT on 1883"
+    fi
+    docker rm -f -v "$c" >/dev/null
+    pass "compose's mqttd-tls.yaml: TLS with a client certificate only (refused without one; no plain MQTT)"
+}
+
 report() {
     local size
     size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
@@ -500,6 +590,7 @@ main() {
     start_container
     wait_ready
     check_non_root
+    check_minimal
     check_mqtt
     check_mqttctl
     check_http
@@ -511,6 +602,7 @@ main() {
     check_store_status
     check_restart
     check_stop
+    check_tls_only
     report
     log "PASSED"
 }

@@ -156,6 +156,8 @@ mqtt:
   max_pending_qos0_messages: 1000000
 session_manager:
   pool_size: 0
+limits:
+  max_sessions: 250000
 storage:
   data_dir: $WORK/mqttd-data
 $2control:

@@ -2,7 +2,8 @@
 # The whole test suite, runnable on a fresh Debian machine: installs what
 # it needs (apt packages, Python venvs, local Docker base images), then
 # runs format and lint checks, every Rust test, the paho-mqtt interop
-# test, the fuzz target build, the Helm chart test and the Docker image test.
+# test, the fuzz target build, the Helm chart test, the Docker image test
+# and the Debian package test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,5 +46,10 @@ helm/test-chart.sh
 # multi-stage build from vendored sources instead.
 step "docker image: build, run, MQTT/MQTTS from the host, mqttctl inside"
 MQTTD_IMAGE_BINARIES=${MQTTD_IMAGE_BINARIES:-host} docker/test-image.sh
+
+# Reuses the release binaries built for the image test (same target dir);
+# skipped, with a message, where no Docker engine runs.
+step "debian package: build, install with systemd in a Debian container, mqttctl as group mqttd, docs/security.md, purge"
+packaging/test-deb.sh
 
 step "all tests passed"

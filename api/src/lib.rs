@@ -63,6 +63,23 @@ pub struct Status {
     /// field is then absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreInfo>,
+    /// The memory budget for message copies and what is held against it;
+    /// `None` from a broker older than the budget (the field is then absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryInfo>,
+}
+
+/// The broker's memory budget (`limits.max_memory_bytes`): the bytes of
+/// the message copies sessions hold (payload, topic and a fixed overhead
+/// each), against the budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    /// The budget; 0: none.
+    pub budget_bytes: u64,
+    /// Charged now.
+    pub accounted_bytes: u64,
+    /// The most charged at once since start.
+    pub peak_bytes: u64,
 }
 
 /// Where and how the broker keeps persistent sessions, their queued
@@ -127,6 +144,12 @@ pub struct SessionSummary {
     /// When the current connection was accepted (Unix seconds); `None` when
     /// disconnected.
     pub connected_at: Option<u64>,
+    /// When the last connection of an offline session left (Unix
+    /// seconds); `None` while connected, or when not known (a session
+    /// restored from the store of an older mqttd, or that was connected
+    /// when the broker stopped abruptly).
+    #[serde(default)]
+    pub disconnected_at: Option<u64>,
     /// When the session was created (Unix seconds).
     pub created_at: u64,
     /// Number of subscriptions.
@@ -135,8 +158,9 @@ pub struct SessionSummary {
     pub inflight: usize,
     /// Messages waiting to be delivered.
     pub queued: usize,
-    /// MQTT 5 session expiry interval; `None` when it never expires or for
-    /// MQTT 3 sessions.
+    /// Session expiry interval granted (MQTT 5.0, or a 3.1.1 persistent
+    /// session, which gets `limits.max_session_expiry_secs`); `None` for a
+    /// 3.1.1 clean session.
     pub expiry_interval_secs: Option<u32>,
 }
 
@@ -311,6 +335,7 @@ mod tests {
             peer: None,
             protocol: "5.0".into(),
             connected_at: None,
+            disconnected_at: None,
             created_at: 0,
             subscriptions: 0,
             inflight: 0,
@@ -364,6 +389,7 @@ mod tests {
             "connections":0,"sessions":0,"subscriptions":0,"retained_messages":0,"pool_size":2}"#;
         let s: Status = serde_json::from_str(old).unwrap();
         assert_eq!(s.store, None);
+        assert_eq!(s.memory, None);
         assert!(serde_json::to_value(&s).unwrap().get("store").is_none());
     }
 
@@ -390,6 +416,11 @@ mod tests {
                     path: "/var/lib/mqttd/quarantine/x/store".into(),
                     reason: "damaged".into(),
                 }],
+            }),
+            memory: Some(MemoryInfo {
+                budget_bytes: 2 << 20,
+                accounted_bytes: 1000,
+                peak_bytes: 5000,
             }),
         };
         let v = serde_json::to_value(&s).unwrap();

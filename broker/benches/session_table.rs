@@ -14,7 +14,8 @@ const SESSIONS: usize = 100_000;
 
 fn table() -> SessionTable {
     let t = SessionTable::new();
-    let (tx, _, _inbox) = mqttd::session::inbox::inbox(Default::default());
+    let account = mqttd::budget::Account::new(Default::default());
+    let (tx, _, _inbox) = mqttd::session::inbox::inbox(Default::default(), account);
     for i in 0..SESSIONS {
         t.insert(Arc::new(SessionEntry::new(
             i as u64,

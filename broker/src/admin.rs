@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use mqttd_api::{
-    ListenerInfo, PoolInfo, SessionDetail, SessionPage, SessionQuery, SessionSummary, Status,
-    StoreInfo, StoreRecovery, SubscriptionInfo,
+    ListenerInfo, MemoryInfo, PoolInfo, SessionDetail, SessionPage, SessionQuery, SessionSummary,
+    Status, StoreInfo, StoreRecovery, SubscriptionInfo,
 };
 use tokio::sync::oneshot;
 
@@ -71,11 +71,13 @@ fn summary(e: &SessionEntry) -> SessionSummary {
             .as_ref()
             .filter(|_| connected)
             .map(|c| c.connected_at),
+        disconnected_at: shared.disconnected_at(),
         created_at: unix_secs(e.created_at),
         subscriptions: shared.subscriptions.load(Ordering::Relaxed) as usize,
         inflight: shared.inflight.load(Ordering::Relaxed) as usize,
         queued: shared.queued.load(Ordering::Relaxed) as usize,
-        expiry_interval_secs: (protocol == Some(ProtocolVersion::V5))
+        // 3.1.1 persistent sessions expire too (limits.max_session_expiry_secs).
+        expiry_interval_secs: (protocol == Some(ProtocolVersion::V5) || shared.is_persistent())
             .then(|| shared.expiry_interval_secs.load(Ordering::Relaxed)),
     }
 }
@@ -160,6 +162,11 @@ impl ControlBackend for Admin {
             // A few `stat`s of the journal files at most: cheap enough
             // to do inline.
             store: Some(store_info(b.ctx.store.status())),
+            memory: Some(MemoryInfo {
+                budget_bytes: b.ctx.budget.limit(),
+                accounted_bytes: b.ctx.budget.accounted(),
+                peak_bytes: b.ctx.budget.peak(),
+            }),
         };
         async move { status }.boxed()
     }
@@ -233,6 +240,9 @@ impl ControlBackend for Admin {
         let m = &ctx.metrics;
         m.retained_messages
             .set(i64::try_from(ctx.retained.len()).unwrap_or(i64::MAX));
+        m.retained
+            .bytes
+            .set(i64::try_from(ctx.retained.bytes()).unwrap_or(i64::MAX));
         m.subscriptions
             .set(i64::try_from(ctx.router.subscription_count()).unwrap_or(i64::MAX));
         m

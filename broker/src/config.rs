@@ -152,6 +152,9 @@ pub struct MqttConfig {
     /// Topic filters the broker refuses to subscribe (SUBACK 0x80): any
     /// requested filter covered by one of these.
     pub deny_subscribe: Vec<String>,
+    /// Seconds between two rounds of `$SYS` topics (Mosquitto's
+    /// `sys_interval`, see [`crate::sys_topics`]); 0: none published.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for MqttConfig {
@@ -171,6 +174,7 @@ impl Default for MqttConfig {
             topic_alias_maximum: 64,
             receive_maximum: 1024,
             deny_subscribe: Vec::new(),
+            sys_interval_secs: 0,
         }
     }
 }
@@ -314,6 +318,7 @@ impl Config {
             }
             l.validate(&format!("listeners[{i}]"))?;
         }
+        self.check_addresses()?;
         self.auth.validate()?;
         self.limits.validate()?;
         let m = &self.mqtt;
@@ -365,6 +370,58 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// No two sockets of the broker (listeners, the HTTP server, the TCP
+    /// control API) on one address: the second bind would fail at start.
+    /// Port 0 (any free port) never clashes; an unspecified address
+    /// (`0.0.0.0`, `::`) clashes with every address of its port.
+    fn check_addresses(&self) -> Result<(), (String, String)> {
+        let mut seen: Vec<(String, SocketAddr)> = Vec::new();
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("listeners[{i}].bind"), l.bind));
+        let http = self
+            .http
+            .enabled
+            .then(|| ("http.bind".to_string(), self.http.bind));
+        let control = self
+            .control
+            .tcp
+            .as_ref()
+            .map(|t| ("control.tcp.bind".to_string(), t.bind));
+        for (key, addr) in listeners.chain(http).chain(control) {
+            if addr.port() == 0 {
+                continue;
+            }
+            let clash = seen.iter().find(|(_, other)| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+            if let Some((other_key, other)) = clash {
+                return Err((
+                    key,
+                    format!("{addr} clashes with {other_key} ({other}): one port, one socket"),
+                ));
+            }
+            seen.push((key, addr));
+        }
+        Ok(())
+    }
+
+    /// Checks the configuration again after command-line overrides
+    /// (`--listen`, `--http`, `--data-dir`): they may clash with the file.
+    pub fn revalidate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            })
     }
 
     /// Replaces the plain TCP listeners with `binds` (the `--listen` flag).
@@ -432,6 +489,29 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("mqtt.{key}")), "{err}");
         }
+    }
+
+    #[test]
+    fn two_sockets_on_one_address_are_refused() {
+        let err = parse(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:1883\n  - name: b\n    kind: ws\n    bind: 0.0.0.0:1883\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("listeners[1].bind") && err.contains("listeners[0].bind"),
+            "{err}"
+        );
+        let err = parse("listeners:\n  - bind: 0.0.0.0:8080\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.bind"), "{err}");
+        // Off, the HTTP server's address is free; port 0 never clashes.
+        parse("listeners:\n  - bind: 0.0.0.0:8080\nhttp:\n  enabled: false\n").unwrap();
+        parse(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:0\n  - name: b\n    bind: 127.0.0.1:0\n",
+        )
+        .unwrap();
     }
 
     #[test]

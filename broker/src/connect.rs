@@ -24,16 +24,23 @@ use crate::codec::{
 use tokio::sync::oneshot;
 
 use crate::connection::{Ending, Framed};
+use crate::log_limit::LogLimit;
 use crate::session::manager::owner;
 use crate::session::reauthorize::denied_subscriptions;
+use crate::session::ManagerError;
 use crate::session::{
     holder, ClientInfo, ConnHandle, DetachKind, Session, StartRequest, NEVER_EXPIRES,
 };
+use crate::session_limits::{self, Hit};
 use crate::topic_alias::{InboundAliases, OutboundAliases};
 use crate::types::ClientId;
 
 /// Longest client id MQTT 3.1 allows.
 const MAX_CLIENT_ID_LEN_V31: usize = 23;
+
+/// At most one line a second for CONNECTs refused by a limit: at the
+/// bound, every device retrying would otherwise write one each.
+static LIMIT_LOG: LogLimit = LogLimit::new(std::time::Duration::from_secs(1));
 
 /// What happens to the session when the connection ends.
 #[derive(Debug)]
@@ -185,6 +192,36 @@ where
     .await;
 }
 
+/// Refuses a CONNECT whose client id, username or will topic is longer
+/// than `limits:` allows, with the code the specification has for each:
+/// 0x85 client identifier not valid (3.1.1: 0x02), 0x86 bad user name or
+/// password, "not accepted" (3.1.1: 0x04), 0x90 topic name invalid (3.1.1
+/// has no such code: 0x05 not authorized, as for a will the ACL refuses).
+async fn refuse_over_limit<S>(framed: &mut Framed<S>, broker: &Broker, c: &Connect, hit: Hit)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hit.count(&broker.ctx.metrics.session_limits);
+    if let Some(suppressed) = LIMIT_LOG.check() {
+        let peer = framed.meta.peer;
+        tracing::info!(%peer, limit = hit.key(), suppressed, "CONNECT refused: over a limit");
+    }
+    let (v3, v5) = match hit {
+        Hit::ClientIdLen => (
+            connack_v3::IDENTIFIER_REJECTED,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        ),
+        Hit::UsernameLen => (
+            connack_v3::BAD_USER_NAME_OR_PASSWORD,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        ),
+        Hit::TopicLen | Hit::TopicLevels => {
+            (connack_v3::NOT_AUTHORIZED, ReasonCode::TOPIC_NAME_INVALID)
+        }
+    };
+    refuse(framed, c.protocol, v3, v5).await;
+}
+
 /// The client id to use, and whether the broker assigned it; `Err` when
 /// the id must be rejected (CONNACK 0x02 / 0x85).
 fn client_id_for(c: &Connect) -> Result<(ClientId, bool), &'static str> {
@@ -213,6 +250,10 @@ where
     let ctx = &broker.ctx;
     let version = c.protocol;
     let peer = framed.meta.peer;
+    if let Err(hit) = session_limits::check_connect(&ctx.config.limits, &c) {
+        refuse_over_limit(framed, broker, &c, hit).await;
+        return None;
+    }
     let (client_id, assigned) = match client_id_for(&c) {
         Ok(x) => x,
         Err(why) => {
@@ -278,11 +319,14 @@ where
         }
         _ => Vec::new(),
     };
-    let session_expiry_secs = match (version.is_v5(), c.clean_start) {
+    let asked_expiry_secs = match (version.is_v5(), c.clean_start) {
         (true, _) => c.properties.session_expiry_interval.unwrap_or(0),
         (false, true) => 0,
         (false, false) => NEVER_EXPIRES,
     };
+    // Capped by limits.max_session_expiry_secs; a 5.0 client is told in
+    // CONNACK (below), a 3.1.1 one cannot be.
+    let session_expiry_secs = ctx.config.limits.granted_session_expiry(asked_expiry_secs);
     let keep_alive_secs = granted_keep_alive(c.keep_alive, ctx.config.mqtt.max_keepalive_secs);
     let conn_id = ctx.next_id();
     let info = Arc::new(ClientInfo {
@@ -318,6 +362,20 @@ where
     let ticket = ctx.store.ticket();
     let started = match broker.manager.start_session(request).await {
         Ok(s) => s,
+        Err(ManagerError::TooManySessions(max)) => {
+            ctx.metrics.session_limits.sessions.inc();
+            if let Some(suppressed) = LIMIT_LOG.check() {
+                tracing::warn!(%peer, %client_id, max, suppressed, "CONNECT refused: limits.max_sessions reached");
+            }
+            refuse(
+                framed,
+                version,
+                connack_v3::SERVER_UNAVAILABLE,
+                ReasonCode::QUOTA_EXCEEDED,
+            )
+            .await;
+            return None;
+        }
         Err(e) => {
             tracing::error!(%peer, %client_id, error = %e, "cannot start session");
             refuse_unavailable(framed, version).await;
@@ -338,6 +396,11 @@ where
         p.topic_alias_maximum = (m.topic_alias_maximum > 0).then_some(m.topic_alias_maximum);
         p.retain_available = (!m.retain_available).then_some(0);
         p.server_keep_alive = (keep_alive_secs != c.keep_alive).then_some(keep_alive_secs);
+        if session_expiry_secs != asked_expiry_secs {
+            // MQTT 5.0 section 3.2.2.3.2: the client uses the broker's value.
+            p.session_expiry_interval = Some(session_expiry_secs);
+            ctx.metrics.session_limits.expiry_capped.inc();
+        }
         fit_connack(&mut ack, c.properties.maximum_packet_size);
     }
     // With `storage.durability: sync`, a persistent session is on disk

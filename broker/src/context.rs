@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::router::{RetainedStore, Router};
+use crate::router::{RetainedLimits, RetainedStore, Router};
 use crate::session::{DeliverTx, SessionTable};
 use crate::store::Store;
 
@@ -24,6 +25,8 @@ pub struct Context {
     /// Where persistent sessions and retained messages are kept.
     pub store: Store,
     pub metrics: Metrics,
+    /// `limits.max_memory_bytes` and the message copies charged to it.
+    pub budget: Arc<MemoryBudget>,
     next_id: AtomicU64,
 }
 
@@ -33,14 +36,30 @@ impl Context {
         if let Some(m) = store.metrics() {
             metrics.attach_store(m.clone());
         }
+        let limit = config.limits.max_memory_bytes.resolve();
+        if limit == 0 {
+            tracing::info!("no memory budget (limits.max_memory_bytes: 0)");
+        } else {
+            tracing::info!(
+                bytes = limit,
+                "memory budget for message copies (limits.max_memory_bytes)"
+            );
+        }
+        let budget = Arc::new(MemoryBudget::new(limit));
+        metrics.attach_memory(budget.clone());
+        let limits = RetainedLimits {
+            max_messages: config.limits.max_retained_messages,
+            max_bytes: config.limits.max_retained_bytes,
+        };
         Arc::new(Context {
+            retained: RetainedStore::with_limits(limits),
             config,
             auth,
             table: SessionTable::new(),
             router: Router::new(),
-            retained: RetainedStore::new(),
             store,
             metrics,
+            budget,
             next_id: AtomicU64::new(1),
         })
     }

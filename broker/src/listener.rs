@@ -93,6 +93,11 @@ impl Bound {
     pub fn tls(&self) -> Option<&Arc<TlsServer>> {
         self.transport.tls.as_ref()
     }
+
+    /// The listener's figures, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::ListenerMetrics> {
+        &self.transport.ctx.metrics
+    }
 }
 
 /// The name a listener is known by (defaults to `KIND-PORT`).
@@ -144,6 +149,7 @@ pub async fn bind(
             kind: cfg.kind,
             allow_anonymous: cfg.allow_anonymous,
             auth,
+            metrics: Arc::new(crate::metrics::ListenerMetrics::new(name.clone())),
         }),
         tls,
         ws_path: cfg.ws_path().to_string(),
@@ -350,7 +356,15 @@ async fn serve_tls(
     broker: Arc<Broker>,
     websocket: bool,
 ) {
-    let Some((s, user)) = handshake(&broker, &t, peer, tls.accept(stream)).await else {
+    let accept = async {
+        let r = tls.accept(stream).await;
+        if let Err(e) = &r {
+            let reason = crate::tls::HandshakeFailure::of(e);
+            t.ctx.metrics.tls_failure(reason).inc();
+        }
+        r
+    };
+    let Some((s, user)) = handshake(&broker, &t, peer, accept).await else {
         return;
     };
     if websocket {

@@ -10,7 +10,7 @@ use clap::Parser;
 use mqttd::config::{Config, Durability};
 use mqttd::server::{Server, StartError};
 
-/// An MQTT 3.1.1 and 5.0 broker for the edge.
+/// An MQTT 3.1, 3.1.1 and 5.0 broker for the edge.
 #[derive(Debug, Parser)]
 #[command(name = "mqttd", version, about)]
 struct Args {
@@ -32,9 +32,30 @@ struct Args {
     /// (overrides `storage.durability`; see docs/storage.md).
     #[arg(long, value_name = "MODE", value_parser = parse_durability)]
     durability: Option<Durability>,
-    /// Check the configuration file and exit (0 if valid, 2 if not).
+    /// Serve health and metrics on ADDR:PORT, or `off` for no HTTP server
+    /// (overrides `http.bind` and `http.enabled`).
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_http)]
+    http: Option<HttpFlag>,
+    /// Check the configuration file (with the other flags applied) as
+    /// start-up does, short of binding sockets, and exit: 0 if valid, 2 if not.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+}
+
+/// The `--http` flag's value.
+#[derive(Debug, Clone, Copy)]
+enum HttpFlag {
+    Off,
+    Bind(SocketAddr),
+}
+
+fn parse_http(s: &str) -> Result<HttpFlag, String> {
+    if s == "off" {
+        return Ok(HttpFlag::Off);
+    }
+    s.parse()
+        .map(HttpFlag::Bind)
+        .map_err(|_| format!("{s:?} is neither ADDR:PORT nor `off`"))
 }
 
 /// Exit code for an unusable configuration.
@@ -53,40 +74,34 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let file = args.check_config.as_ref().or(args.config.as_ref());
+    let config = match file.map_or_else(|| Ok(Config::default()), |p| Config::load(p)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mqttd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = match apply_flags(config, &args, file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mqttd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if let Some(path) = &args.check_config {
-        let checked = Config::load(path)
-            .map_err(|e| e.to_string())
-            .and_then(|c| mqttd::server::check_files(&c).map_err(|e| e.to_string()));
-        return match checked {
-            Ok(()) => {
+        // Every check start-up makes before binding (`Server::start` runs
+        // the same function first).
+        return match mqttd::preflight::check(&config) {
+            Ok(_) => {
                 println!("{}: configuration is valid", path.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("mqttd: {e}");
+                eprintln!("mqttd: {}", error_chain(&e));
                 ExitCode::from(EXIT_CONFIG)
             }
         };
-    }
-    let mut config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("mqttd: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => Config::default(),
-    };
-    config.override_listeners(&args.listen);
-    if let Some(path) = args.control_socket {
-        config.control.socket = Some(path);
-    }
-    if let Some(path) = args.data_dir {
-        config.storage.data_dir = path;
-    }
-    if let Some(d) = args.durability {
-        config.storage.durability = d;
     }
     if let Err(e) = mqttd::logging::init(&config.log) {
         eprintln!("mqttd: {e}");
@@ -99,8 +114,14 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mqttd: {e:#}");
+            // Once: in the log when errors are logged (JSON stays JSON),
+            // else as a plain line.
+            let text = error_chain(e.as_ref());
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{text}");
+            } else {
+                eprintln!("mqttd: {text}");
+            }
             let incompatible = matches!(
                 e.downcast_ref::<StartError>(),
                 Some(StartError::Store(s)) if s.is_incompatible()
@@ -112,6 +133,53 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Applies the command-line overrides to `config` and checks the result
+/// again (a `--listen` may clash with the file's HTTP port).
+fn apply_flags(
+    mut config: Config,
+    args: &Args,
+    file: Option<&PathBuf>,
+) -> Result<Config, mqttd::config::ConfigError> {
+    config.override_listeners(&args.listen);
+    if let Some(path) = &args.control_socket {
+        config.control.socket = Some(path.clone());
+    }
+    if let Some(path) = &args.data_dir {
+        config.storage.data_dir = path.clone();
+    }
+    if let Some(d) = args.durability {
+        config.storage.durability = d;
+    }
+    match args.http {
+        Some(HttpFlag::Off) => config.http.enabled = false,
+        Some(HttpFlag::Bind(addr)) => {
+            config.http.enabled = true;
+            config.http.bind = addr;
+        }
+        None => {}
+    }
+    let origin = file.map_or_else(|| PathBuf::from("(command line)"), PathBuf::clone);
+    config.revalidate(&origin)?;
+    Ok(config)
+}
+
+/// The error and its causes, each cause left out when the text before it
+/// already says it (thiserror messages often embed their source, so a
+/// plain `{:#}` printed "Address in use (os error 98)" twice).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[tokio::main]

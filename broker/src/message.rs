@@ -79,6 +79,13 @@ impl Message {
         })
     }
 
+    /// When the MQTT 5.0 message expiry interval passes, if it is set.
+    pub fn expires_at(&self) -> Option<Instant> {
+        let secs = self.properties.message_expiry_interval?;
+        self.received_at
+            .checked_add(std::time::Duration::from_secs(u64::from(secs)))
+    }
+
     /// Whether the MQTT 5.0 message expiry interval has passed.
     pub fn is_expired(&self) -> bool {
         self.properties
@@ -111,6 +118,18 @@ impl Message {
             payload: self.payload.clone(),
             properties,
         }
+    }
+}
+
+/// Retained messages count their payload and topic against
+/// `limits.max_retained_bytes`.
+impl crate::router::Retainable for Arc<Message> {
+    fn retained_bytes(&self) -> u64 {
+        (self.payload.len() + self.topic.as_str().len()) as u64
+    }
+
+    fn expires_at(&self) -> Option<Instant> {
+        Message::expires_at(self)
     }
 }
 

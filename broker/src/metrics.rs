@@ -31,7 +31,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mqttd_api::{WorkerInfo, WorkerOperations};
 
+mod listener;
+mod process;
+
+pub use listener::ListenerMetrics;
+pub use process::ProcessStats;
+
 use crate::backlog::Backlog;
+use crate::budget::MemoryBudget;
 use crate::store::StoreMetrics;
 use crate::types::QoS;
 
@@ -103,6 +110,220 @@ impl ByQos {
     /// The counter of `qos`.
     pub fn qos(&self, qos: QoS) -> &Counter {
         &self.0[qos as usize]
+    }
+}
+
+/// Why a message (one copy for one session, or a whole PUBLISH that no
+/// session got) was dropped: the `reason` label of
+/// `mqttd_messages_dropped_total`. Each is counted where it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A session's queue reached `mqtt.max_queued_messages`.
+    QueueFull,
+    /// A session's queue reached `mqtt.max_queued_bytes`.
+    QueueBytes,
+    /// A client's unwritten QoS 0 messages reached `mqtt.max_pending_qos0_messages`.
+    Qos0Overflow,
+    /// A client's unwritten QoS 0 payload reached `mqtt.max_pending_qos0_bytes`.
+    Qos0Bytes,
+    /// QoS 0 for a session without a connection (never queued).
+    Qos0Offline,
+    /// Its MQTT 5.0 message expiry interval passed before delivery.
+    Expired,
+    /// Authorization refused the PUBLISH or the will.
+    AclDenied,
+    /// No subscription matched (or no shared-group member could take it).
+    NoSubscribers,
+    /// Queued for a subscription that is gone (unsubscribed or revoked).
+    Unsubscribed,
+    /// A queued message the store no longer had when read back.
+    StoreMissing,
+    /// A retained-message replay was already as long as the retained set.
+    ReplayOverflow,
+    /// Larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
+    PacketTooLarge,
+    /// QoS 0 handed to a connection that closed before writing it.
+    Disconnected,
+    /// `limits.max_memory_bytes`: QoS 0 for a slow session (or the budget full).
+    MemoryBudgetQos0,
+    /// `limits.max_memory_bytes`: QoS 1/2 for an offline session.
+    MemoryBudgetOffline,
+    /// `limits.max_memory_bytes`: QoS 1/2 for a connected session not reading.
+    MemoryBudgetSlow,
+    /// `limits.max_memory_bytes`: QoS 1/2 with the budget full.
+    MemoryBudgetFull,
+    /// Its topic is over `limits.max_topic_len` or `limits.max_topic_levels`.
+    TopicInvalid,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 18] = [
+        DropReason::QueueFull,
+        DropReason::QueueBytes,
+        DropReason::Qos0Overflow,
+        DropReason::Qos0Bytes,
+        DropReason::Qos0Offline,
+        DropReason::Expired,
+        DropReason::AclDenied,
+        DropReason::NoSubscribers,
+        DropReason::Unsubscribed,
+        DropReason::StoreMissing,
+        DropReason::ReplayOverflow,
+        DropReason::PacketTooLarge,
+        DropReason::Disconnected,
+        DropReason::MemoryBudgetQos0,
+        DropReason::MemoryBudgetOffline,
+        DropReason::MemoryBudgetSlow,
+        DropReason::MemoryBudgetFull,
+        DropReason::TopicInvalid,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::QueueBytes => "queue_bytes",
+            DropReason::Qos0Overflow => "qos0_overflow",
+            DropReason::Qos0Bytes => "qos0_bytes",
+            DropReason::Qos0Offline => "qos0_offline",
+            DropReason::Expired => "expired",
+            DropReason::AclDenied => "acl_denied",
+            DropReason::NoSubscribers => "no_subscribers",
+            DropReason::Unsubscribed => "unsubscribed",
+            DropReason::StoreMissing => "store_missing",
+            DropReason::ReplayOverflow => "replay_overflow",
+            DropReason::PacketTooLarge => "packet_too_large",
+            DropReason::Disconnected => "disconnected",
+            DropReason::MemoryBudgetQos0 => "memory_budget_qos0",
+            DropReason::MemoryBudgetOffline => "memory_budget_offline",
+            DropReason::MemoryBudgetSlow => "memory_budget_slow",
+            DropReason::MemoryBudgetFull => "memory_budget_full",
+            DropReason::TopicInvalid => "topic_invalid",
+        }
+    }
+}
+
+/// Dropped messages by reason and QoS.
+#[derive(Debug, Default)]
+pub struct Dropped([ByQos; DropReason::ALL.len()]);
+
+impl Dropped {
+    /// The counter of `reason` and `qos`.
+    pub fn reason(&self, reason: DropReason, qos: QoS) -> &Counter {
+        self.0[reason as usize].qos(qos)
+    }
+
+    /// Counts one drop.
+    pub fn inc(&self, reason: DropReason, qos: QoS) {
+        self.reason(reason, qos).inc();
+    }
+
+    /// Drops of `reason`, all QoS levels.
+    pub fn by_reason(&self, reason: DropReason) -> u64 {
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .map(|q| self.reason(reason, q).get())
+            .sum()
+    }
+
+    /// Every drop, all reasons and QoS levels.
+    pub fn total(&self) -> u64 {
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .map(|q| self.by_qos(q))
+            .sum()
+    }
+
+    /// Drops of `qos`, all reasons.
+    pub fn by_qos(&self, qos: QoS) -> u64 {
+        DropReason::ALL
+            .into_iter()
+            .map(|r| self.reason(r, qos).get())
+            .sum()
+    }
+}
+
+/// Retained messages: what the limits refused, what expired.
+#[derive(Debug, Default)]
+pub struct RetainedMetrics {
+    /// Bytes (payload and topic) retained now; read at scrape time.
+    pub bytes: Gauge,
+    /// Retained publishes to a new topic not retained because
+    /// `limits.max_retained_messages` was reached.
+    pub refused_messages: Counter,
+    /// The same for `limits.max_retained_bytes`.
+    pub refused_bytes: Counter,
+    /// Stored retained messages left on disk at start-up because a limit
+    /// was reached.
+    pub not_restored: Counter,
+    /// Retained messages removed because their expiry passed.
+    pub expired: Counter,
+}
+
+impl RetainedMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_retained_bytes",
+            Kind::Gauge,
+            "Bytes (payload and topic) of the retained messages.",
+            self.bytes.get(),
+        );
+        let name = "mqttd_retained_refused_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Retained publishes to a new topic not retained (still delivered) because limits.max_retained_<limit> was reached.",
+        );
+        e.sample(name, &[("limit", "messages")], self.refused_messages.get());
+        e.sample(name, &[("limit", "bytes")], self.refused_bytes.get());
+        e.single(
+            "mqttd_retained_not_restored_total",
+            Kind::Counter,
+            "Stored retained messages left on disk, not loaded, at start-up because a retained limit was reached.",
+            self.not_restored.get(),
+        );
+        e.single(
+            "mqttd_retained_expired_total",
+            Kind::Counter,
+            "Retained messages removed because their message expiry interval passed.",
+            self.expired.get(),
+        );
+    }
+}
+
+/// Per-connection publish rate: how often and how long connections were
+/// slowed, and how many were disconnected.
+#[derive(Debug, Default)]
+pub struct PublishRateMetrics {
+    /// Times a connection went over its rate (its first pause since its
+    /// allowance was last full).
+    pub throttled: Counter,
+    /// Time connections spent not read for their rate, in microseconds.
+    pub throttled_micros: Counter,
+    /// Connections closed for staying over their rate past the grace.
+    pub disconnects: Counter,
+}
+
+impl PublishRateMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.single(
+            "mqttd_publish_rate_throttled_total",
+            Kind::Counter,
+            "Times a connection went over limits.max_publish_rate_* and was slowed (not read until its allowance returned).",
+            self.throttled.get(),
+        );
+        e.single(
+            "mqttd_publish_rate_throttled_seconds_total",
+            Kind::Counter,
+            "Time connections were not read because they published over their rate.",
+            self.throttled_micros.get() as f64 / 1e6,
+        );
+        e.single(
+            "mqttd_publish_rate_disconnects_total",
+            Kind::Counter,
+            "Connections closed (MQTT 5.0: DISCONNECT 0x96) for staying over their publish rate past limits.publish_rate_grace_secs.",
+            self.disconnects.get(),
+        );
     }
 }
 
@@ -178,6 +399,55 @@ impl AuthMetrics {
     }
 }
 
+/// The session limits of `limits:` (see [`crate::config::LimitsConfig`]),
+/// counted each time one refuses something, by the key that did.
+#[derive(Debug, Default)]
+pub struct SessionLimitMetrics {
+    /// CONNECTs refused: `limits.max_sessions` reached.
+    pub sessions: Counter,
+    /// SUBSCRIBE filters refused: `limits.max_subscriptions_per_client`.
+    pub subscriptions: Counter,
+    /// CONNECTs refused: client id longer than `limits.max_client_id_len`.
+    pub client_id_len: Counter,
+    /// CONNECTs refused: username longer than `limits.max_username_len`.
+    pub username_len: Counter,
+    /// PUBLISH, SUBSCRIBE filters and wills refused: topic longer than
+    /// `limits.max_topic_len`.
+    pub topic_len: Counter,
+    /// The same for more levels than `limits.max_topic_levels`.
+    pub topic_levels: Counter,
+    /// Session expiries lowered to `limits.max_session_expiry_secs`
+    /// (5.0 CONNECT or DISCONNECT asking for more).
+    pub expiry_capped: Counter,
+}
+
+impl SessionLimitMetrics {
+    fn render(&self, e: &mut Exposition) {
+        let name = "mqttd_session_limit_refusals_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "CONNECTs, SUBSCRIBE filters and PUBLISHes refused by a session limit, by its limits.* key.",
+        );
+        for (limit, c) in [
+            ("max_sessions", &self.sessions),
+            ("max_subscriptions_per_client", &self.subscriptions),
+            ("max_client_id_len", &self.client_id_len),
+            ("max_username_len", &self.username_len),
+            ("max_topic_len", &self.topic_len),
+            ("max_topic_levels", &self.topic_levels),
+        ] {
+            e.sample(name, &[("limit", limit)], c.get());
+        }
+        e.single(
+            "mqttd_session_expiry_capped_total",
+            Kind::Counter,
+            "Session expiries asked by 5.0 clients (CONNECT, DISCONNECT) lowered to limits.max_session_expiry_secs.",
+            self.expiry_capped.get(),
+        );
+    }
+}
+
 /// Everything `/metrics` reports. Field names say what is counted; the
 /// Prometheus names are in [`Metrics::render`].
 #[derive(Debug)]
@@ -210,14 +480,8 @@ pub struct Metrics {
     pub messages_received: ByQos,
     /// PUBLISH packets sent to clients.
     pub messages_sent: ByQos,
-    /// Messages discarded (queue full, expired, no route for QoS 0 ...).
-    pub messages_dropped: ByQos,
-    /// QoS 0 messages dropped because a client's unwritten QoS 0 payload
-    /// reached `mqtt.max_pending_qos0_bytes` (also in `messages_dropped`).
-    pub qos0_byte_limit_drops: Counter,
-    /// Messages dropped because a session's queue reached
-    /// `mqtt.max_queued_bytes`.
-    pub queue_byte_limit_drops: Counter,
+    /// Messages discarded, by reason and QoS.
+    pub messages_dropped: Dropped,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub malformed_packets: Counter,
@@ -228,6 +492,9 @@ pub struct Metrics {
     pub pool_size: Gauge,
     /// Messages in transit to sessions; drives publisher back-pressure.
     pub backlog: Arc<Backlog>,
+    /// The memory budget and the bytes charged against it (see
+    /// [`crate::budget`]), once attached.
+    memory: OnceLock<Arc<MemoryBudget>>,
     /// Requests to the TCP control API with a missing or wrong bearer token.
     pub control_auth_failures: Counter,
     /// Requests to the TCP control API refused with 429 because their peer
@@ -243,12 +510,20 @@ pub struct Metrics {
     pub keepalive_timeouts: Counter,
     /// Failed `accept` calls (e.g. out of file descriptors).
     pub accept_errors: Counter,
+    /// Retained limits and expiry (see [`crate::retain`]).
+    pub retained: RetainedMetrics,
+    /// Per-connection publish rate (see [`crate::rate`]).
+    pub publish_rate: PublishRateMetrics,
+    /// Refusals by the session limits of `limits:`.
+    pub session_limits: SessionLimitMetrics,
     /// Held only to clone or resize the list, never across an await.
     workers: RwLock<Vec<Arc<WorkerMetrics>>>,
     /// Set once the broker's auth layer is attached.
     auth: OnceLock<Arc<AuthMetrics>>,
     /// The durable store's figures, when there is one.
     store: OnceLock<Arc<StoreMetrics>>,
+    /// Each listener's figures, and whether it speaks TLS.
+    listeners: RwLock<Vec<(Arc<ListenerMetrics>, bool)>>,
     /// Connection bounds and refusals, once the listeners are bound.
     admission: OnceLock<Arc<AdmissionMetrics>>,
 }
@@ -277,9 +552,7 @@ impl Metrics {
             wills_denied: Counter::default(),
             messages_received: ByQos::default(),
             messages_sent: ByQos::default(),
-            messages_dropped: ByQos::default(),
-            qos0_byte_limit_drops: Counter::default(),
-            queue_byte_limit_drops: Counter::default(),
+            messages_dropped: Dropped::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             malformed_packets: Counter::default(),
@@ -293,18 +566,37 @@ impl Metrics {
             packet_timeouts: Counter::default(),
             keepalive_timeouts: Counter::default(),
             accept_errors: Counter::default(),
+            retained: RetainedMetrics::default(),
+            publish_rate: PublishRateMetrics::default(),
+            session_limits: SessionLimitMetrics::default(),
             backlog: Arc::default(),
+            memory: OnceLock::new(),
             workers: RwLock::new(Vec::new()),
             auth: OnceLock::new(),
             store: OnceLock::new(),
+            listeners: RwLock::new(Vec::new()),
             admission: OnceLock::new(),
         }
+    }
+
+    /// Reports a listener's figures from now on (`tls`: also its failed
+    /// TLS handshakes).
+    pub fn attach_listener(&self, listener: Arc<ListenerMetrics>, tls: bool) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((listener, tls));
     }
 
     /// Reports the auth layer's figures from now on (once; later calls
     /// are ignored).
     pub fn attach_auth(&self, auth: Arc<AuthMetrics>) {
         let _ = self.auth.set(auth);
+    }
+
+    /// Reports the memory budget from now on (once).
+    pub fn attach_memory(&self, budget: Arc<MemoryBudget>) {
+        let _ = self.memory.set(budget);
     }
 
     /// Reports the store's figures from now on (once).
@@ -371,8 +663,19 @@ impl Metrics {
                 Value::Gauge(v) => e.single(name, Kind::Gauge, help, v),
             }
         }
+        let (listeners, tls): (Vec<_>, Vec<_>) = self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .unzip();
+        listener::render(&listeners, &tls, &mut e);
         self.render_messages(&mut e);
         self.render_connection_bounds(&mut e);
+        self.retained.render(&mut e);
+        self.publish_rate.render(&mut e);
+        self.session_limits.render(&mut e);
         self.render_pool(&mut e);
         if let Some(auth) = self.auth.get() {
             auth.render(&mut e);
@@ -424,6 +727,7 @@ impl Metrics {
             "Start time of the process since the Unix epoch in seconds.",
         );
         e.sample(name, &[], start);
+        ProcessStats::read().render(e);
     }
 
     /// The unlabelled metrics: name, help and value.
@@ -452,8 +756,10 @@ impl Metrics {
             ("mqttd_session_manager_pool_size", "Session-manager workers.", G(self.pool_size.get())),
             ("mqttd_delivery_backlog", "Messages routed to sessions and not yet taken in by them.", G(self.backlog.get() as i64)),
             ("mqttd_publisher_pauses_total", "Times a publishing connection paused reading because the delivery backlog was high.", C(self.backlog.pauses())),
-            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes.", C(self.queue_byte_limit_drops.get())),
-            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes.", C(self.qos0_byte_limit_drops.get())),
+            // Kept for dashboards that read them: the same figures as
+            // mqttd_messages_dropped_total{reason="queue_bytes"} and {reason="qos0_bytes"}.
+            ("mqttd_queue_byte_limit_drops_total", "Messages dropped because a session's queued bytes reached mqtt.max_queued_bytes (deprecated: mqttd_messages_dropped_total{reason=\"queue_bytes\"}).", C(self.messages_dropped.by_reason(DropReason::QueueBytes))),
+            ("mqttd_qos0_byte_limit_drops_total", "QoS 0 messages dropped because a client's unwritten QoS 0 payload reached mqtt.max_pending_qos0_bytes (deprecated: mqttd_messages_dropped_total{reason=\"qos0_bytes\"}).", C(self.messages_dropped.by_reason(DropReason::Qos0Bytes))),
         ]
     }
 
@@ -498,17 +804,42 @@ impl Metrics {
                 "PUBLISH packets sent to clients.",
                 &self.messages_sent,
             ),
-            (
-                "mqttd_messages_dropped_total",
-                "Messages discarded before delivery.",
-                &self.messages_dropped,
-            ),
         ];
+        let levels = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
         for (name, help, by_qos) in families {
             e.family(name, Kind::Counter, help);
-            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for qos in levels {
                 let label = (qos as u8).to_string();
                 e.sample(name, &[("qos", &label)], by_qos.qos(qos).get());
+            }
+        }
+        let name = "mqttd_messages_dropped_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Messages discarded before delivery (one per session copy, or per PUBLISH no session got), by reason.",
+        );
+        for reason in DropReason::ALL {
+            for qos in levels {
+                let label = (qos as u8).to_string();
+                let v = self.messages_dropped.reason(reason, qos).get();
+                e.sample(name, &[("qos", &label), ("reason", reason.label())], v);
+            }
+        }
+        if let Some(m) = self.memory.get() {
+            #[rustfmt::skip]
+            let gauges = [
+                ("mqttd_memory_budget_bytes", "The memory budget for message copies (limits.max_memory_bytes; 0: none).", m.limit()),
+                ("mqttd_memory_accounted_bytes", "Bytes of message copies held by sessions now (payload, topic and a fixed overhead each).", m.accounted()),
+                ("mqttd_memory_accounted_peak_bytes", "The most bytes of message copies held at once since start.", m.peak()),
+            ];
+            for (name, help, v) in gauges {
+                e.single(
+                    name,
+                    Kind::Gauge,
+                    help,
+                    i64::try_from(v).unwrap_or(i64::MAX),
+                );
             }
         }
     }
@@ -813,6 +1144,40 @@ mod tests {
             1.0
         );
         assert_eq!(s["mqttd_session_manager_queue_depth{worker=\"2\"}"], 4.0);
+    }
+
+    /// Each reason has its own series, the old byte-limit names follow
+    /// their reasons, and the memory gauges appear once a budget is attached.
+    #[test]
+    fn drops_by_reason_and_the_memory_budget() {
+        for (i, r) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "{r:?} out of place in ALL");
+        }
+        let m = Metrics::new();
+        m.messages_dropped
+            .inc(DropReason::MemoryBudgetQos0, QoS::AtMostOnce);
+        m.messages_dropped
+            .inc(DropReason::Qos0Bytes, QoS::AtMostOnce);
+        m.messages_dropped
+            .inc(DropReason::QueueBytes, QoS::AtLeastOnce);
+        m.messages_dropped
+            .inc(DropReason::QueueBytes, QoS::ExactlyOnce);
+        let s = parse(&m.render());
+        assert!(!s.contains_key("mqttd_memory_budget_bytes"));
+        let dropped = |qos: &str, reason: &str| {
+            s[&format!("mqttd_messages_dropped_total{{qos=\"{qos}\",reason=\"{reason}\"}}")]
+        };
+        assert_eq!(dropped("0", "memory_budget_qos0"), 1.0);
+        assert_eq!(dropped("1", "memory_budget_qos0"), 0.0);
+        assert_eq!(dropped("2", "queue_bytes"), 1.0);
+        assert_eq!(s["mqttd_queue_byte_limit_drops_total"], 2.0);
+        assert_eq!(s["mqttd_qos0_byte_limit_drops_total"], 1.0);
+        assert_eq!(m.messages_dropped.by_qos(QoS::AtMostOnce), 2);
+
+        m.attach_memory(Arc::new(MemoryBudget::new(4096)));
+        let s = parse(&m.render());
+        assert_eq!(s["mqttd_memory_budget_bytes"], 4096.0);
+        assert_eq!(s["mqttd_memory_accounted_bytes"], 0.0);
     }
 
     #[test]

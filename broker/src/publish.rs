@@ -2,12 +2,19 @@
 //! connection task (which owns the publisher's session and with it the
 //! incoming QoS 2 ids awaiting PUBREL), and routing a message to the
 //! matching sessions' delivery mailboxes.
+//!
+//! Each copy handed to a session is first admitted by the memory budget
+//! (see [`crate::budget`]) and carries its charge; a copy the budget
+//! refuses is counted by reason, and a 5.0 publisher whose message no
+//! session took because of the budget gets 0x97 quota exceeded.
 
 use std::sync::Arc;
 
+use crate::budget::{self, Charge, Refusal};
 use crate::codec::{Packet, PubResp, Publish, ReasonCode};
 use crate::context::Context;
 use crate::message::Message;
+use crate::metrics::{DropReason, Metrics};
 use crate::session::{DeliverTx, Delivery};
 use crate::store::{QueuedRecord, Store};
 use crate::types::{ClientId, PacketId, PacketIdSet, QoS};
@@ -58,8 +65,25 @@ pub(crate) fn on_publish(
             // The id is stored with the message's copies, in one write:
             // a crash cannot keep one without the other.
             let mark = (new && stored).then_some((client_id, id));
-            let n = if new { route(ctx, msg, mark) } else { 1 };
-            Reply::PubRec(ack(id, n, v5))
+            let n = if new {
+                route(ctx, msg, mark)
+            } else {
+                Routed {
+                    taken: 1,
+                    refused: 0,
+                }
+            };
+            let ack = ack(id, n, v5);
+            if ack.code.is_error() {
+                // A failed 5.0 PUBREC (quota exceeded) ends the exchange
+                // [MQTT-4.3.3-4]: no PUBREL will release the id, and the
+                // client may use it again at once.
+                ids.remove(&id);
+                if mark.is_some() {
+                    ctx.store.qos2_released(client_id.as_str(), id);
+                }
+            }
+            Reply::PubRec(ack)
         }
         _ => {
             route(ctx, msg, None);
@@ -77,7 +101,7 @@ pub(crate) fn on_denied_publish(
     packet_id: Option<PacketId>,
     v5: bool,
 ) -> Reply {
-    ctx.metrics.messages_dropped.qos(qos).inc();
+    ctx.metrics.messages_dropped.inc(DropReason::AclDenied, qos);
     let Some(id) = packet_id else {
         return Reply::None;
     };
@@ -119,18 +143,41 @@ pub(crate) fn on_pubrel(
     Packet::PubComp(resp)
 }
 
-/// PUBACK/PUBREC for a message that reached `receivers` sessions.
-fn ack(id: PacketId, receivers: usize, v5: bool) -> PubResp {
+/// PUBACK/PUBREC for a message routed as `routed`: 5.0 says when no
+/// session took it, and whether the memory budget was why (3.1.1 has no
+/// code for either; the drops are counted).
+fn ack(id: PacketId, routed: Routed, v5: bool) -> PubResp {
     let mut ack = PubResp::success(id);
-    if receivers == 0 && v5 {
-        ack.code = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+    if routed.taken == 0 && v5 {
+        ack.code = if routed.refused > 0 {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        };
     }
     ack
 }
 
-/// Stores a retained message and hands `msg` to every matching session;
-/// returns how many sessions took it (0: PUBACK/PUBREC "no matching
-/// subscribers" for 5.0).
+/// What became of a routed message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Routed {
+    /// Sessions that took a copy.
+    pub taken: usize,
+    /// Copies the memory budget refused (each counted by reason).
+    pub refused: usize,
+}
+
+/// A session chosen for a copy, with the copy's charge.
+struct Pick<'d> {
+    to: &'d RouteDelivery,
+    charge: Charge,
+}
+
+/// Stores a retained message and hands `msg` to every matching session
+/// the memory budget lets take it; says how many took it and how many
+/// the budget refused (none taken: PUBACK/PUBREC "no matching
+/// subscribers" or "quota exceeded" for 5.0). A message no session took
+/// for another reason (and not retained) is counted as `no_subscribers`.
 ///
 /// Copies for persistent sessions are stored before any is handed over
 /// (see [`crate::store`]), with `qos2_mark`, the publisher's incoming QoS
@@ -139,36 +186,94 @@ pub(crate) fn route(
     ctx: &Context,
     msg: Arc<Message>,
     qos2_mark: Option<(&ClientId, PacketId)>,
-) -> usize {
+) -> Routed {
+    let mut kept = false;
     if msg.retain && ctx.config.mqtt.retain_available {
-        // An empty retained payload clears the topic [MQTT-3.3.1-10] and
-        // is still delivered to current subscribers. The payload is the
-        // message's own copy (see `Message::from_publish`), so storing it
-        // keeps no connection's read buffer alive.
-        let stored = (!msg.payload.is_empty()).then(|| msg.clone());
-        match ctx.retained.set(&msg.topic, stored) {
-            Ok(()) => {
-                let kept = (!msg.payload.is_empty()).then_some(&*msg);
-                ctx.store.set_retained(msg.topic.as_str(), kept);
-            }
-            Err(e) => tracing::info!(topic = %msg.topic, error = %e, "retained message not stored"),
-        }
+        crate::retain::apply(ctx, &msg);
+        // Kept as the topic's retained message (unless a retained limit
+        // refused it, which is counted there): not a drop.
+        kept = !msg.payload.is_empty();
     }
     let deliveries = ctx.router.route(&msg.topic, msg.publisher.as_ref());
-    // Each delivery's first choice of receiver (a shared group's next
-    // member in turn), then their stored copies in one write.
-    let picks: Vec<Option<&RouteDelivery>> =
-        deliveries.iter().map(|d| first_pick(&msg, d)).collect();
-    let seqs = store_copies(&ctx.store, &msg, &picks, qos2_mark);
-    deliveries
+    // Each delivery's first choice of receiver the budget admits (a
+    // shared group's next member in turn), then their stored copies in
+    // one write.
+    let cost = budget::cost(&msg);
+    let mut refused = 0;
+    let picks: Vec<Option<Pick<'_>>> = deliveries
         .iter()
-        .zip(&picks)
-        .zip(seqs)
-        .filter(|((d, pick), seq)| pick.is_some_and(|p| hand_over(&ctx.store, &msg, d, p, *seq)))
-        .count()
+        .map(|d| pick(&ctx.metrics, &msg, d, cost, &mut refused))
+        .collect();
+    let targets: Vec<Option<&RouteDelivery>> =
+        picks.iter().map(|p| p.as_ref().map(|p| p.to)).collect();
+    let seqs = store_copies(&ctx.store, &msg, &targets, qos2_mark);
+    let mut taken = 0;
+    for ((d, pick), seq) in deliveries.iter().zip(picks).zip(seqs) {
+        if pick.is_some_and(|p| hand_over(&ctx.store, &msg, d, p, seq, cost)) {
+            taken += 1;
+        }
+    }
+    // A retained message no session took now is kept, not dropped.
+    if taken == 0 && refused == 0 && !kept {
+        ctx.metrics
+            .messages_dropped
+            .inc(DropReason::NoSubscribers, msg.qos);
+    }
+    Routed { taken, refused }
 }
 
-/// Sends `msg` to `pick`, delivery `d`'s first choice, whose copy has
+/// The drop reason of a budget refusal.
+fn refusal_reason(r: Refusal) -> DropReason {
+    match r {
+        Refusal::Qos0 => DropReason::MemoryBudgetQos0,
+        Refusal::Offline => DropReason::MemoryBudgetOffline,
+        Refusal::Slow => DropReason::MemoryBudgetSlow,
+        Refusal::Full => DropReason::MemoryBudgetFull,
+    }
+}
+
+/// Asks the budget to admit a copy of `msg` (costing `cost`) for `m`.
+fn admit(msg: &Message, m: &RouteDelivery, cost: u64) -> Result<Charge, Refusal> {
+    let qos0 = msg.qos.min(m.qos) == QoS::AtMostOnce;
+    m.handle.account().admit(cost, qos0, m.handle.is_online())
+}
+
+/// Who gets `msg` for delivery `d`, among those the budget admits; a
+/// delivery no one could take for the budget is counted (once) under the
+/// first refusal's reason and in `refused`.
+///
+/// For a shared group (MQTT 5.0 section 4.8.2) only one member must get
+/// it: connected members first, in turn; then, for QoS 1/2, an offline
+/// persistent member, which queues it. QoS 0 is never given to an
+/// offline member: it would be dropped while the group may still get it.
+fn pick<'d>(
+    metrics: &Metrics,
+    msg: &'d Message,
+    d: &'d RouteDelivery,
+    cost: u64,
+    refused: &mut usize,
+) -> Option<Pick<'d>> {
+    let mut first_refusal = None;
+    let candidates: Box<dyn Iterator<Item = &'d RouteDelivery> + 'd> = if d.shared {
+        Box::new(members_in_order(msg, d))
+    } else {
+        Box::new(std::iter::once(d))
+    };
+    for m in candidates {
+        match admit(msg, m, cost) {
+            Ok(charge) => return Some(Pick { to: m, charge }),
+            Err(r) => {
+                first_refusal.get_or_insert((r, msg.qos.min(m.qos)));
+            }
+        }
+    }
+    let (r, qos) = first_refusal?;
+    metrics.messages_dropped.inc(refusal_reason(r), qos);
+    *refused += 1;
+    None
+}
+
+/// Sends `msg` to `pick`, delivery `d`'s choice, whose copy has
 /// sequence number `seq` if stored; true if some session took it. A
 /// shared group whose pick refuses it (its session is ending) tries its
 /// next members.
@@ -176,29 +281,18 @@ fn hand_over(
     store: &Store,
     msg: &Arc<Message>,
     d: &RouteDelivery,
-    pick: &RouteDelivery,
+    pick: Pick<'_>,
     seq: Option<u64>,
+    cost: u64,
 ) -> bool {
-    if send(msg, pick, seq) {
+    let to = pick.to;
+    if send(msg, to, seq, pick.charge) {
         return true;
     }
     if let Some(seq) = seq {
-        store.remove_message(pick.client_id.as_str(), seq);
+        store.remove_message(to.client_id.as_str(), seq);
     }
-    d.shared && offer_others(store, msg, d, pick)
-}
-
-/// Who gets `msg` for delivery `d` first.
-///
-/// For a shared group (MQTT 5.0 section 4.8.2) only one member must get
-/// it: connected members first, in turn; then, for QoS 1/2, an offline
-/// persistent member, which queues it. QoS 0 is never given to an
-/// offline member: it would be dropped while the group may still get it.
-fn first_pick<'d>(msg: &'d Message, d: &'d RouteDelivery) -> Option<&'d RouteDelivery> {
-    if !d.shared {
-        return Some(d);
-    }
-    members_in_order(msg, d).next()
+    d.shared && offer_others(store, msg, d, to, cost)
 }
 
 fn members_in_order<'d>(
@@ -211,17 +305,22 @@ fn members_in_order<'d>(
     )
 }
 
-/// A shared group's first pick refused `msg` (its session is ending): the
-/// next members are tried in order, each copy stored before it is sent.
+/// A shared group's pick refused `msg` (its session is ending): the next
+/// members the budget admits are tried in order, each copy stored before
+/// it is sent.
 fn offer_others(
     store: &Store,
     msg: &Arc<Message>,
     d: &RouteDelivery,
     failed: &RouteDelivery,
+    cost: u64,
 ) -> bool {
     for m in members_in_order(msg, d).filter(|m| !std::ptr::eq(*m, failed)) {
+        let Ok(charge) = admit(msg, m, cost) else {
+            continue;
+        };
         let seq = store_copies(store, msg, &[Some(m)], None).pop().flatten();
-        if send(msg, m, seq) {
+        if send(msg, m, seq, charge) {
             return true;
         }
         if let Some(seq) = seq {
@@ -274,7 +373,7 @@ fn store_copies(
         .collect()
 }
 
-fn send(msg: &Arc<Message>, d: &RouteDelivery, seq: Option<u64>) -> bool {
+fn send(msg: &Arc<Message>, d: &RouteDelivery, seq: Option<u64>, charge: Charge) -> bool {
     let delivery = Delivery {
         msg: msg.clone(),
         qos: d.qos,
@@ -283,7 +382,9 @@ fn send(msg: &Arc<Message>, d: &RouteDelivery, seq: Option<u64>) -> bool {
         retain: d.retain_as_published && msg.retain,
         subscription_ids: d.subscription_ids.clone(),
         seq,
+        charge,
     };
+    // A refused delivery is dropped here, and its charge given back.
     d.handle.send(delivery).is_ok()
 }
 
@@ -312,7 +413,10 @@ mod tests {
     /// Routing of one delivery, as `route` does it, without a store.
     fn offer(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
         let store = Store::memory();
-        first_pick(msg, d).is_some_and(|p| hand_over(&store, msg, d, p, None))
+        let metrics = Metrics::default();
+        let cost = budget::cost(msg);
+        pick(&metrics, msg, d, cost, &mut 0)
+            .is_some_and(|p| hand_over(&store, msg, d, p, None, cost))
     }
 
     fn member(name: &str, tx: &DeliverTx, qos: QoS) -> RouteDelivery {

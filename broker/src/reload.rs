@@ -1,8 +1,9 @@
 //! Reloading credentials while the broker runs, without dropping
 //! connections: on SIGHUP the password file, the ACL file and every
-//! listener's certificates are re-read; certificate files are also polled
-//! every [`CERT_POLL_INTERVAL`] and reloaded when they change (as
-//! cert-manager or certbot renew them). A file that fails to load keeps
+//! listener's certificates are re-read; those files are also polled every
+//! [`CERT_POLL_INTERVAL`] and reloaded when they change (as cert-manager
+//! or certbot renew certificates, or Kubernetes updates a mounted Secret
+//! holding the password or ACL file). A file that fails to load keeps
 //! its previous contents and the error is logged. After the ACL is
 //! reloaded, every live session's subscriptions are checked again
 //! ([`crate::session::reauthorize`]).
@@ -21,7 +22,7 @@ use crate::context::Context;
 use crate::session::reauthorize;
 use crate::tls::TlsServer;
 
-/// How often certificate files are checked for changes.
+/// How often certificate, password and ACL files are checked for changes.
 pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything that can be reloaded.
@@ -70,13 +71,31 @@ impl Reloader {
         ok
     }
 
-    /// Reloads the certificates whose files changed, on a blocking thread.
-    pub async fn reload_changed_certs(&self) {
+    /// Reloads the certificates, password and ACL files that changed, on
+    /// a blocking thread; then re-checks subscriptions if the ACL (or the
+    /// passwords) did.
+    pub async fn reload_changed_files(&self) {
         let this = self.clone();
-        off_runtime(move || this.reload_changed_certs_blocking()).await;
+        let auth_reloaded = off_runtime(move || this.reload_changed_files_blocking()).await;
+        if auth_reloaded {
+            tokio::spawn(reauthorize::recheck_all(self.ctx.clone()));
+        }
     }
 
-    fn reload_changed_certs_blocking(&self) {
+    /// `true` if the auth files changed and at least one loaded.
+    fn reload_changed_files_blocking(&self) -> bool {
+        let auth = match self.auth.reload_if_changed() {
+            None => false,
+            Some(Ok(())) => {
+                tracing::info!("password or ACL file changed; reloaded");
+                true
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "password or ACL file changed but cannot be loaded; previous contents kept");
+                // The other file may have loaded: re-check anyway.
+                true
+            }
+        };
         for t in &self.tls {
             match t.reload_if_changed() {
                 None => {}
@@ -89,6 +108,7 @@ impl Reloader {
                 }
             }
         }
+        auth
     }
 
     /// Runs until `stop`: reloads on SIGHUP and polls certificate files.
@@ -101,6 +121,7 @@ impl Reloader {
                 None
             }
         };
+        let watched = !self.tls.is_empty() || self.auth.has_files();
         let mut poll = tokio::time::interval(CERT_POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -110,7 +131,7 @@ impl Reloader {
                     tracing::info!("SIGHUP received: reloading certificates, passwords and ACL");
                     self.reload_all().await;
                 }
-                _ = poll.tick(), if !self.tls.is_empty() => self.reload_changed_certs().await,
+                _ = poll.tick(), if watched => self.reload_changed_files().await,
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::Admin;
 use crate::admission::ConnectionLimits;
-use crate::auth::{Auth, AuthSetupError};
+use crate::auth::AuthSetupError;
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
 use crate::control::{
@@ -46,23 +46,18 @@ pub enum StartError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
-}
-
-/// Loads every password, ACL and certificate file `config` names, without
-/// binding anything (for `mqttd --check-config`).
-pub fn check_files(config: &Config) -> Result<(), StartError> {
-    Auth::new(&config.auth)?;
-    for l in &config.listeners {
-        listener::load_tls(l)?;
-    }
-    Ok(())
+    #[error("{0}")]
+    Log(String),
+    #[error(transparent)]
+    DataDir(#[from] crate::preflight::DataDirError),
 }
 
 pub struct Server {
     broker: Arc<Broker>,
     accept_tasks: JoinSet<()>,
     control: ControlServer,
-    http: HttpServer,
+    /// `None` with `http.enabled: false`.
+    http: Option<HttpServer>,
     reloader: Reloader,
 }
 
@@ -70,7 +65,8 @@ impl Server {
     /// Loads credentials and certificates, binds every listener, the
     /// control socket and the HTTP port, then starts accepting.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        let auth = Arc::new(Auth::new(&config.auth)?);
+        // The same checks as `mqttd --check-config`, before anything is bound.
+        let auth = Arc::new(crate::preflight::check(&config)?);
         // Before binding: a store another broker holds stops this one
         // before it takes any port.
         let storage = config.storage.clone();
@@ -98,6 +94,12 @@ impl Server {
         let (control_cfg, http_cfg) = (config.control.clone(), config.http.clone());
         let broker = Broker::new(config, auth, store, listeners);
         broker.ctx.metrics.attach_auth(auth_metrics);
+        for b in &bound {
+            broker
+                .ctx
+                .metrics
+                .attach_listener(b.metrics().clone(), b.tls().is_some());
+        }
         broker
             .ctx
             .metrics
@@ -107,19 +109,33 @@ impl Server {
         let backend: Arc<dyn ControlBackend> = Arc::new(Admin(broker.clone()));
         let token = broker.shutdown.clone();
         let control = serve_control(backend.clone(), &control_cfg, token.clone()).await?;
-        let http = serve_http(backend, &http_cfg, token).await?;
+        let http = if http_cfg.enabled {
+            Some(serve_http(backend, &http_cfg, token).await?)
+        } else {
+            None
+        };
         let mut accept_tasks = JoinSet::new();
         for b in bound {
             accept_tasks.spawn(listener::accept_loop(b, broker.clone()));
         }
         accept_tasks.spawn(reloader.clone().run(broker.shutdown.clone()));
         accept_tasks.spawn(crate::keepalive::sweep(broker.ctx.clone()));
+        let sys_interval = broker.ctx.config.mqtt.sys_interval_secs;
+        if sys_interval > 0 {
+            accept_tasks.spawn(crate::sys_topics::run(
+                broker.clone(),
+                Duration::from_secs(sys_interval),
+            ));
+        }
+        accept_tasks.spawn(crate::retain::sweep(broker.ctx.clone()));
         broker.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             pool_size = broker.manager.snapshot().size,
             control_socket = %control.socket_path().display(),
-            http = %http.local_addr(),
+            http = %http
+                .as_ref()
+                .map_or_else(|| "off".to_string(), |h| h.local_addr().to_string()),
             durability = broker.ctx.config.storage.durability.as_str(),
             restored_sessions = restored,
             max_connections = limits.max(),
@@ -168,9 +184,10 @@ impl Server {
         self.control.tcp_addr()
     }
 
-    /// The health and metrics address actually bound.
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr()
+    /// The health and metrics address actually bound; `None` when the
+    /// server is off (`http.enabled: false`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// Stops accepting, publishes every client's will to the subscribers
@@ -217,7 +234,9 @@ impl Server {
             tracing::warn!("store still flushing after {SHUTDOWN_GRACE:?}; exiting anyway (the journal is replayed at start-up)");
         }
         self.control.join().await;
-        self.http.join().await;
+        if let Some(http) = self.http {
+            http.join().await;
+        }
         tracing::info!("stopped");
     }
 }

@@ -72,7 +72,6 @@ async fn denied_publishes_are_acknowledged_dropped_and_counted() {
         .ctx
         .metrics
         .messages_dropped
-        .qos(mqttd::types::QoS::AtLeastOnce)
-        .get();
+        .by_qos(mqttd::types::QoS::AtLeastOnce);
     assert_eq!(dropped, 1);
 }

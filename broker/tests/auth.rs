@@ -227,3 +227,81 @@ async fn http_hook_authenticates_connect() {
     );
     assert_eq!(connack_code(b.addr, 5, None, None).await, V5_NOT_AUTHORIZED);
 }
+
+/// How long a changed file may take to be picked up: the poll interval
+/// (2 s) and a debug build's slack.
+const FILE_CHANGE_WAIT: Duration = Duration::from_secs(10);
+
+/// A Kubernetes Secret update, as the kubelet makes it: the file is a
+/// symbolic link through `..data`, which is switched to a new directory.
+/// The broker notices without SIGHUP and a new user logs in within
+/// seconds; a removed user is refused.
+#[tokio::test]
+async fn changed_password_file_is_picked_up_without_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = |n: u32, users: &[(&str, &str)]| {
+        let v = dir.path().join(format!("..v{n}"));
+        std::fs::create_dir(&v).unwrap();
+        password_file(&v, users);
+        let link = dir.path().join(format!("..data_tmp{n}"));
+        std::os::unix::fs::symlink(&v, &link).unwrap();
+        std::fs::rename(&link, dir.path().join("..data")).unwrap();
+    };
+    version(1, &[("alice", "one")]);
+    let pw = dir.path().join("passwd");
+    std::os::unix::fs::symlink(dir.path().join("..data/passwd"), &pw).unwrap();
+    let b = start_broker(&format!(
+        "auth:\n  allow_anonymous: false\n  password_file: {}\n  max_failures_per_address: 0\n  max_failures_per_username: 0\n",
+        pw.display()
+    ))
+    .await;
+    assert_eq!(
+        connack_code(b.addr, 4, Some("bob"), Some("two")).await,
+        V3_BAD_CREDENTIALS
+    );
+
+    version(2, &[("bob", "two")]);
+    let deadline = tokio::time::Instant::now() + FILE_CHANGE_WAIT;
+    while connack_code(b.addr, 4, Some("bob"), Some("two")).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "changed password file not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        connack_code(b.addr, 4, Some("alice"), Some("one")).await,
+        V3_BAD_CREDENTIALS,
+        "alice was removed"
+    );
+}
+
+/// The ACL file too: a subscription refused (SUBACK 0x80) is granted once
+/// the file is rewritten, without SIGHUP.
+#[tokio::test]
+async fn changed_acl_file_is_picked_up_without_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic read public/#\n").unwrap();
+    let b = start_broker(&format!("auth:\n  acl_file: {}\n", acl.display())).await;
+    let mut c = connect_id(b.addr, "reader").await;
+    let refused = c.subscribe("private/x", QoS::AtMostOnce).await;
+    assert_eq!(refused, [rumqttc::SubscribeReasonCode::Failure]);
+
+    let next = dir.path().join("acl.new");
+    std::fs::write(&next, "topic read public/#\ntopic read private/#\n").unwrap();
+    std::fs::rename(&next, &acl).unwrap();
+    let deadline = tokio::time::Instant::now() + FILE_CHANGE_WAIT;
+    loop {
+        let got = c.subscribe("private/x", QoS::AtMostOnce).await;
+        if got == [rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "changed ACL file not picked up: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.disconnect().await;
+}

@@ -81,7 +81,9 @@ async fn connack_from(host: u8, addr: SocketAddr, version: u8, user: &str, passw
 
 /// The broker's `/metrics` samples, by series.
 async fn metrics(b: &TestBroker) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(b.server.http_addr()).await.unwrap();
+    let mut s = TcpStream::connect(b.server.http_addr().expect("http on"))
+        .await
+        .unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: mqttd\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

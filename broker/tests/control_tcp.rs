@@ -91,7 +91,7 @@ async fn failed_token_attempts_are_throttled_per_address() {
         401
     );
 
-    let metrics = get(me, server.http_addr(), "/metrics", None).await;
+    let metrics = get(me, server.http_addr().expect("http on"), "/metrics", None).await;
     assert_eq!(metric(&metrics, "mqttd_control_auth_failures_total"), 6);
     assert_eq!(metric(&metrics, "mqttd_control_auth_throttled_total"), 1);
     server.shutdown().await;

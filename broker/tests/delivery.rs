@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{
     connect_bytes, frame, parse_publish, publish_bytes, start_broker, v5, wait_until, WAIT,
 };
+use mqttd::metrics::DropReason;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -267,11 +268,11 @@ async fn stalled_qos0_subscriber_is_bounded_in_bytes() {
     // far more bytes than the byte bound and the socket buffers.
     for _ in 0..400 {
         p.send(&publish_bytes("big", 0, false, 0, &payload)).await;
-        if metrics.qos0_byte_limit_drops.get() > 0 {
+        if metrics.messages_dropped.by_reason(DropReason::Qos0Bytes) > 0 {
             break;
         }
     }
-    wait_until(|| metrics.qos0_byte_limit_drops.get() > 0).await;
+    wait_until(|| metrics.messages_dropped.by_reason(DropReason::Qos0Bytes) > 0).await;
     let text = metrics.render();
     assert!(text.contains("mqttd_qos0_byte_limit_drops_total"), "{text}");
 }
@@ -357,8 +358,7 @@ async fn retained_replay_is_paced_not_cut_qos1() {
         .ctx
         .metrics
         .messages_dropped
-        .qos(mqttd::types::QoS::AtLeastOnce)
-        .get();
+        .by_qos(mqttd::types::QoS::AtLeastOnce);
     assert_eq!(dropped, 0);
 }
 
@@ -384,8 +384,7 @@ async fn repeated_subscribes_without_reading_do_not_grow_the_replay() {
     let dropped = || {
         metrics
             .messages_dropped
-            .qos(mqttd::types::QoS::AtLeastOnce)
-            .get()
+            .by_qos(mqttd::types::QoS::AtLeastOnce)
     };
     // 50 replays of 2,000: all but about one replay's worth (less what
     // went into the window) are refused.

@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 
 /// `/metrics` as the broker serves it, `series -> value`.
 async fn metrics(b: &TestBroker) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(b.server.http_addr()).await.unwrap();
+    let mut s = TcpStream::connect(b.server.http_addr().expect("http on"))
+        .await
+        .unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: mqttd\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

@@ -250,8 +250,7 @@ async fn offline_queue_is_bounded_and_drops_are_counted() {
     let metrics = &b.server.broker().ctx.metrics;
     let dropped = metrics
         .messages_dropped
-        .qos(mqttd::types::QoS::AtLeastOnce)
-        .get();
+        .by_qos(mqttd::types::QoS::AtLeastOnce);
     assert_eq!(dropped, 5);
 
     let mut o = options(b.addr, "offline");

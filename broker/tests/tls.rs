@@ -43,6 +43,21 @@ fn mtls(files: &TlsFiles, mode: &str, from_cert: &str) -> String {
     )
 }
 
+/// The value of one series (`name{labels}`) in the broker's `/metrics`.
+fn metric(b: &TestBroker, series: &str) -> Option<f64> {
+    let text = b.server.broker().ctx.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn tls_failures(b: &TestBroker, reason: &str) -> f64 {
+    metric(
+        b,
+        &format!("mqttd_tls_handshake_failures_total{{listener=\"mqtts\",reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
+
 /// The username the broker recorded for `client_id`.
 fn username_of(b: &TestBroker, client_id: &str) -> Option<String> {
     let entry = b.server.broker().ctx.table.get(client_id)?;
@@ -97,6 +112,7 @@ async fn plaintext_mqtt_is_refused_on_the_tls_port() {
         Some(&0x20),
         "no CONNACK on the TLS port: {got:?}"
     );
+    wait_until(|| tls_failures(&b, "protocol_mismatch") == 1.0).await;
 }
 
 #[tokio::test]
@@ -116,6 +132,8 @@ async fn handshake_timeout_closes_silent_connections() {
         matches!(n, Ok(Ok(0)) | Ok(Err(_))),
         "closed after the handshake timeout: {n:?}"
     );
+    wait_until(|| tls_failures(&b, "timeout") == 1.0).await;
+    assert_eq!(tls_failures(&b, "other"), 0.0);
 }
 
 #[tokio::test]
@@ -144,6 +162,12 @@ async fn mutual_tls_requires_a_certificate_from_the_client_ca() {
     ))
     .await;
     assert!(rogue.is_err(), "client certificate from another CA");
+    // Each failure counted under its reason, for this listener.
+    wait_until(|| {
+        tls_failures(&b, "no_client_cert") == 1.0 && tls_failures(&b, "unknown_ca") == 1.0
+    })
+    .await;
+    assert_eq!(tls_failures(&b, "protocol_mismatch"), 0.0);
 }
 
 #[tokio::test]
@@ -306,12 +330,12 @@ async fn changed_certificate_files_are_picked_up() {
     assert_old_connection_alive(&mut old, "poll/check").await;
 }
 
-/// The startup error for `yaml`; `check_files` (for `--check-config`)
+/// The startup error for `yaml`; `preflight::check` (for `--check-config`)
 /// reports the same without binding.
 async fn start_error(yaml: &str) -> String {
     let yaml = format!("{yaml}storage:\n  durability: memory\n");
     let config = Config::parse(&yaml, Path::new("test.yaml")).expect("valid config");
-    let checked = mqttd::server::check_files(&config)
+    let checked = mqttd::preflight::check(&config)
         .err()
         .map(|e| e.to_string());
     match Server::start(config).await {

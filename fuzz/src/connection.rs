@@ -586,6 +586,7 @@ async fn scenario(s: Scenario) {
         kind: ListenerKind::Tcp,
         allow_anonymous: None,
         auth: auth.clone(),
+        metrics: Arc::new(mqttd::metrics::ListenerMetrics::new(Arc::from("fuzz"))),
     });
     let broker = Broker::new(config, auth, mqttd::store::Store::memory(), Vec::new());
     let mut slots: [Option<Conn>; 2] = [None, None];

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, Parser, Subcommand};
 
 use crate::commands::{completions, passwd, pool, sessions, status};
 use crate::output::Format;
@@ -89,4 +89,34 @@ pub enum Command {
     /// Maintain a password file (no broker needed).
     #[command(subcommand)]
     Passwd(passwd::Command),
+}
+
+/// The flags that say how to reach the broker: `passwd` works on a file
+/// and never uses them.
+const CONNECTION_FLAGS: [&str; 4] = ["socket", "socket_owner", "url", "token"];
+
+/// The command tree, with the broker-connection flags hidden from the help
+/// of `passwd` and its commands. They are global, so clap would copy them
+/// into every command; a command that already has an argument of the same
+/// id keeps its own, here a hidden copy (still accepted, never listed).
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let hidden: Vec<Arg> = cmd
+        .get_arguments()
+        .filter(|a| CONNECTION_FLAGS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    cmd.mut_subcommand("passwd", |p| with_hidden(p, &hidden))
+}
+
+fn with_hidden(cmd: clap::Command, hidden: &[Arg]) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let mut cmd = cmd.args(hidden.iter().cloned());
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |c| with_hidden(c, hidden));
+    }
+    cmd
 }

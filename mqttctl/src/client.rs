@@ -100,6 +100,16 @@ impl Client {
         }
         let reason = match resp.json::<ApiError>().await {
             Ok(body) => body.error,
+            // Not mqttd's control API: its every error is an ApiError. A
+            // 404 there is the wrong endpoint (the metrics port, a proxy),
+            // not a missing session.
+            Err(_) if matches!(self.target, Target::Tcp { .. }) => {
+                return Err(CtlError::Unreachable(format!(
+                    "{} answered {status} without mqttd's error body: is --url the control API \
+                     (control.tcp.bind), not the health and metrics port or another server?",
+                    self.describe()
+                )))
+            }
             Err(_) => format!("mqttd answered {status}"),
         };
         Err(match status {

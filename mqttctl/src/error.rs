@@ -44,11 +44,28 @@ impl CtlError {
 /// Explains why the socket at `path` cannot be used, given the I/O error
 /// met while connecting (or checking the path).
 pub fn socket_unreachable(path: &Path, err: &io::Error) -> CtlError {
+    socket_unreachable_with(path, err, std::env::var_os("MQTTD_SOCKET"))
+}
+
+/// [`socket_unreachable`] given the value of `MQTTD_SOCKET`: a user who
+/// set it is not told to set it.
+fn socket_unreachable_with(
+    path: &Path,
+    err: &io::Error,
+    env_socket: Option<std::ffi::OsString>,
+) -> CtlError {
     let at = format!("cannot reach mqttd at {}", path.display());
     let msg = match err.kind() {
-        io::ErrorKind::NotFound => {
-            format!("{at}: no such file — is mqttd running? pass --socket or set MQTTD_SOCKET")
-        }
+        io::ErrorKind::NotFound => match env_socket.filter(|v| !v.is_empty()) {
+            Some(v) => format!(
+                "{at}: no such file — is mqttd running? MQTTD_SOCKET is set to {}: \
+                 make it mqttd's control.socket, or unset it to use the default locations",
+                Path::new(&v).display()
+            ),
+            None => {
+                format!("{at}: no such file — is mqttd running? pass --socket or set MQTTD_SOCKET")
+            }
+        },
         io::ErrorKind::PermissionDenied => {
             format!("{at}: permission denied — {}", permission_hint(path))
         }
@@ -71,10 +88,31 @@ fn permission_hint(path: &Path) -> String {
     let mode = meta.permissions().mode() & 0o777;
     let owner = name_of("/etc/passwd", meta.uid()).unwrap_or_else(|| meta.uid().to_string());
     let group = name_of("/etc/group", meta.gid()).unwrap_or_else(|| meta.gid().to_string());
-    format!(
-        "the socket is owned by {owner}:{group} with mode {mode:04o}; run mqttctl as {owner}, \
-         as a member of group {group} (e.g. `usermod -aG {group} $USER`), or with sudo"
-    )
+    permission_advice(&owner, &group, meta.gid(), mode)
+}
+
+/// What to do about a socket owned by `owner:group` (gid `gid`) with
+/// `mode`. Joining the group is advised only when it would help: the
+/// group may connect (mode g+rw) and it is not root's group (gid 0),
+/// which would hand out far more than mqttctl.
+fn permission_advice(owner: &str, group: &str, gid: u32, mode: u32) -> String {
+    let facts = format!("the socket is owned by {owner}:{group} with mode {mode:04o}");
+    if gid == 0 {
+        format!(
+            "{facts}; run mqttctl as {owner} or with sudo (do not add users to group {group}: \
+             run mqttd with its own group, e.g. `mqttd`, whose members may then use mqttctl)"
+        )
+    } else if mode & 0o060 != 0o060 {
+        format!(
+            "{facts}, so its group may not connect; run mqttctl as {owner} or with sudo, \
+             or set control.socket_mode to \"0660\""
+        )
+    } else {
+        format!(
+            "{facts}; run mqttctl as {owner}, as a member of group {group} \
+             (e.g. `usermod -aG {group} $USER`, then log in again), or with sudo"
+        )
+    }
 }
 
 /// Looks a numeric id up in a passwd/group style file (`name:x:id:...`).
@@ -114,7 +152,34 @@ mod tests {
         let msg = socket_unreachable(&path, &err).to_string();
         assert!(msg.contains("permission denied"), "{msg}");
         assert!(msg.contains("mode 0660"), "{msg}");
-        assert!(msg.contains("member of group"), "{msg}");
+        // The group named is the file's own (which advice follows is
+        // `permission_advice`'s test).
+        let meta = std::fs::metadata(&path).unwrap();
+        let group = name_of("/etc/group", meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+        assert!(msg.contains(&format!(":{group} with mode")), "{msg}");
+    }
+
+    #[test]
+    fn set_socket_variable_is_not_advised_again() {
+        let err = io::Error::from(io::ErrorKind::NotFound);
+        let path = Path::new("/srv/x.sock");
+        let msg = socket_unreachable_with(path, &err, Some("/srv/x.sock".into())).to_string();
+        assert!(msg.contains("MQTTD_SOCKET is set to /srv/x.sock"), "{msg}");
+        assert!(!msg.contains("set MQTTD_SOCKET"), "{msg}");
+    }
+
+    #[test]
+    fn root_group_is_never_advised() {
+        let msg = permission_advice("root", "root", 0, 0o660);
+        assert!(!msg.contains("usermod"), "{msg}");
+        assert!(msg.contains("do not add users to group root"), "{msg}");
+        let msg = permission_advice("mqttd", "mqttd", 998, 0o660);
+        assert!(msg.contains("usermod -aG mqttd"), "{msg}");
+        let msg = permission_advice("mqttd", "mqttd", 998, 0o600);
+        assert!(
+            !msg.contains("usermod") && msg.contains("socket_mode"),
+            "{msg}"
+        );
     }
 
     #[test]

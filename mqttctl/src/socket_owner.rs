@@ -9,6 +9,13 @@
 //! the service user when an administrator runs `sudo mqttctl`. mqttctl then
 //! connects to the resolved path, so a link swapped after the check is not
 //! followed.
+//!
+//! The owner of a directory that root handed out is trusted too: when the
+//! socket's directory sits in a parent that root owns and only root may
+//! write (`/run` for systemd's `RuntimeDirectory=mqttd`), no other user can
+//! have made or swapped it, so the socket there may belong to the
+//! directory's owner. That lets members of group `mqttd` use the packaged
+//! service's `/run/mqttd/mqttd.sock` without `--socket-owner`.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -38,7 +45,9 @@ pub fn trusted_socket(path: &Path, extra_owner: Option<u32>) -> Result<PathBuf, 
         )));
     }
     let me = mqttd_api::socket::effective_uid();
-    let trusted = |uid: u32| uid == 0 || uid == me || Some(uid) == extra_owner;
+    let delegated = real.parent().and_then(root_delegated_owner);
+    let trusted =
+        |uid: u32| uid == 0 || uid == me || Some(uid) == extra_owner || Some(uid) == delegated;
     if !trusted(meta.uid()) {
         return Err(untrusted(
             "the socket",
@@ -59,6 +68,23 @@ pub fn trusted_socket(path: &Path, extra_owner: Option<u32>) -> Result<PathBuf, 
         }
     }
     Ok(real)
+}
+
+/// The owner of `dir` when root alone can have put it there: its parent is
+/// a real directory owned by root and writable by nobody else.
+fn root_delegated_owner(dir: &Path) -> Option<u32> {
+    let dmeta = std::fs::symlink_metadata(dir).ok()?;
+    let parent = std::fs::symlink_metadata(dir.parent()?).ok()?;
+    if !(dmeta.is_dir() && parent.is_dir()) {
+        return None;
+    }
+    delegated_owner(parent.uid(), parent.mode(), dmeta.uid())
+}
+
+/// Pure rule of [`root_delegated_owner`]: the directory's owner, if its
+/// parent belongs to root and is not writable by group or others.
+fn delegated_owner(parent_uid: u32, parent_mode: u32, dir_uid: u32) -> Option<u32> {
+    (parent_uid == 0 && parent_mode & 0o022 == 0).then_some(dir_uid)
 }
 
 fn describe(path: &Path, real: &Path) -> String {
@@ -102,6 +128,17 @@ mod tests {
         assert_eq!(parse_owner("4242").unwrap(), 4242);
         let err = parse_owner("no-such-user-here").unwrap_err();
         assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
+    }
+
+    #[test]
+    fn only_a_root_only_parent_delegates() {
+        // /run (root, 0755) holding /run/mqttd of uid 999: trusted.
+        assert_eq!(delegated_owner(0, 0o40755, 999), Some(999));
+        // /tmp (root, 1777): anyone may have made the directory.
+        assert_eq!(delegated_owner(0, 0o41777, 999), None);
+        // A group-writable parent, or one another user owns.
+        assert_eq!(delegated_owner(0, 0o40775, 999), None);
+        assert_eq!(delegated_owner(1000, 0o40755, 999), None);
     }
 
     #[test]

@@ -203,6 +203,19 @@ async fn sessions_list_filters_and_pages() {
         &first[..5],
         ["dev-1", "connected", "5.0", "alice", "10.0.0.7:51234"]
     );
+    // An offline session shows how long it has been offline; a
+    // connected one a dash.
+    assert!(header.ends_with("OFFLINE FOR"), "{header}");
+    assert_eq!(first.last(), Some(&"-"));
+    let second: Vec<&str> = r
+        .stdout
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(second[..2], ["dev-2", "disconnected"]);
+    assert!(second.last().unwrap().ends_with('d'), "{second:?}");
     assert_eq!(r.stdout.lines().count(), 7);
 
     let p: SessionPage = b
@@ -279,6 +292,11 @@ async fn sessions_show() {
     );
     assert!(
         r.stdout.contains("created at:      2024-01-01T00:00:00Z ("),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("disconnected at: 2024-01-01T00:02:00Z ("),
         "{}",
         r.stdout
     );
@@ -385,7 +403,7 @@ async fn pool_show_and_resize() {
 async fn unreachable_broker_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.sock");
-    let r = run_with(&[("MQTTD_SOCKET", missing.to_str().unwrap())], &["status"]).await;
+    let r = run_with(&[], &["--socket", missing.to_str().unwrap(), "status"]).await;
     assert_eq!(r.code, 3);
     assert_eq!(
         r.stderr,
@@ -394,6 +412,16 @@ async fn unreachable_broker_exits_3() {
              pass --socket or set MQTTD_SOCKET\n",
             missing.display()
         )
+    );
+    // A user who set MQTTD_SOCKET is told it points nowhere, not to set it.
+    let r = run_with(&[("MQTTD_SOCKET", missing.to_str().unwrap())], &["status"]).await;
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr
+            .contains(&format!("MQTTD_SOCKET is set to {}", missing.display()))
+            && !r.stderr.contains("set MQTTD_SOCKET"),
+        "{}",
+        r.stderr
     );
 
     // A socket file nobody listens on.
@@ -442,4 +470,63 @@ async fn completions_and_usage() {
     assert_eq!(r.code, 2);
     let r = run_with(&[], &["--help"]).await;
     assert!(r.stdout.contains("3  cannot reach mqttd"), "{}", r.stdout);
+}
+
+/// `passwd` works on a file: its help lists no broker-connection flag
+/// (the broker commands' help still does).
+#[tokio::test]
+async fn passwd_help_lists_no_connection_flags() {
+    for args in [&["passwd", "--help"][..], &["passwd", "add", "--help"]] {
+        let r = run_with(&[], args).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        for flag in ["--socket", "--url", "--token"] {
+            assert!(
+                !r.stdout.contains(flag),
+                "{flag} in {args:?}:\n{}",
+                r.stdout
+            );
+        }
+    }
+    let r = run_with(&[], &["status", "--help"]).await;
+    assert!(
+        r.stdout.contains("--socket") && r.stdout.contains("--url"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A malformed `--url` is a usage error (2); a URL that answers 404
+/// without the API's error body (the metrics port, another server) is
+/// "unreachable" (3) with a hint, not "the operation failed" (1).
+#[tokio::test]
+async fn wrong_url_is_usage_or_unreachable() {
+    for bad in ["localhost:8081", "ftp://127.0.0.1/", "http//x"] {
+        let r = run_with(&[], &["--url", bad, "status"]).await;
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("invalid --url"), "{}", r.stderr);
+    }
+    // A plain HTTP server answering 404 to everything, as the health and
+    // metrics port does for /v1/status.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let r = run_with(&[], &["--url", &format!("http://{addr}"), "status"]).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is --url the control API"),
+        "{}",
+        r.stderr
+    );
+    server.abort();
 }

@@ -264,6 +264,20 @@ async fn status_sessions_pool_against_the_real_broker() {
     let disconnected = b.json(&["sessions", "list", "--disconnected"]);
     assert_eq!(disconnected["sessions"][0]["client_id"], "other-carol");
     assert_eq!(disconnected["sessions"][0]["persistent"], true);
+    // When it went offline, from the session's own record of it.
+    let gone = disconnected["sessions"][0]["disconnected_at"].as_u64();
+    let created = disconnected["sessions"][0]["created_at"].as_u64();
+    assert!(
+        matches!((gone, created), (Some(g), Some(c)) if g >= c),
+        "{disconnected}"
+    );
+    assert!(
+        alice_row["disconnected_at"].is_null(),
+        "connected: {alice_row}"
+    );
+    let shown = b.ctl(&["sessions", "show", "other-carol"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("disconnected at: 20"), "{shown}");
     assert_eq!(
         b.json(&["sessions", "list", "--prefix", "dev-"])["total"],
         2
@@ -377,11 +391,16 @@ async fn status_shows_memory_mode() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("store:         none\n"), "{text}");
     assert!(text.contains("durability:    memory ("), "{text}");
+    // The memory budget (limits.max_memory_bytes: auto by default).
+    let memory = b.json(&["status"])["memory"].clone();
+    assert!(memory["budget_bytes"].as_u64().unwrap_or(0) > 0, "{memory}");
+    assert!(text.contains("budget held by messages"), "{text}");
     let (_, body) = http_get(b.http, "/metrics").await;
     assert!(
         !body.contains("mqttd_store_"),
         "memory mode exports store metrics"
     );
+    assert!(body.contains("mqttd_memory_budget_bytes "), "{body}");
 }
 
 /// A persistent session with messages queued while its client was away
@@ -434,6 +453,8 @@ async fn restored_session_is_listed_with_its_queue() {
     assert_eq!(row["persistent"], true, "{row}");
     assert_eq!(row["subscriptions"], 1, "{row}");
     assert_eq!(row["queued"], 3, "{row}");
+    // When it went offline survives the restart (from its stored record).
+    assert!(row["disconnected_at"].as_u64().is_some(), "{row}");
     let show = b.json(&["sessions", "show", ID]);
     assert_eq!(show["queued"], 3, "{show}");
     assert_eq!(show["subscription_list"][0]["filter"], "restore/t");

@@ -102,6 +102,10 @@ impl PasswordFile {
 
     /// Writes the file atomically (a temporary file in the same directory,
     /// synced, then renamed over `path`) with mode 0600.
+    ///
+    /// An existing file keeps its owner and group: root editing the file of
+    /// a broker that runs as `mqttd` (owner mqttd, mode 0600) must not
+    /// leave it unreadable to the broker.
     pub fn save(&self, path: &Path) -> Result<(), PasswdError> {
         let err = |error| PasswdError::Write {
             path: path.to_path_buf(),
@@ -120,6 +124,15 @@ impl PasswordFile {
             use std::os::unix::fs::PermissionsExt;
             let perms = std::fs::Permissions::from_mode(FILE_MODE);
             tmp.as_file().set_permissions(perms).map_err(err)?;
+            if let Ok(old) = std::fs::metadata(path) {
+                use std::os::unix::fs::MetadataExt;
+                let same = |uid, gid| old.uid() == uid && old.gid() == gid;
+                let new = tmp.as_file().metadata().map_err(err)?;
+                if !same(new.uid(), new.gid()) {
+                    std::os::unix::fs::fchown(tmp.as_file(), Some(old.uid()), Some(old.gid()))
+                        .map_err(err)?;
+                }
+            }
         }
         tmp.write_all(self.to_text().as_bytes()).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
@@ -327,6 +340,24 @@ mod tests {
         assert_eq!(PasswordFile::load(&path).unwrap(), f);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            // A rewrite keeps the owner and group the file had (root may
+            // give it away; anyone may give it to their own group).
+            use std::os::unix::fs::MetadataExt;
+            let before = std::fs::metadata(&path).unwrap();
+            let (uid, gid) = if before.uid() == 0 {
+                (4242, 4242)
+            } else {
+                (before.uid(), before.gid())
+            };
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            f.add("bob", b"two", &cheap(Algorithm::Argon2id)).unwrap();
+            f.save(&path).unwrap();
+            let after = std::fs::metadata(&path).unwrap();
+            assert_eq!((after.uid(), after.gid()), (uid, gid));
+            assert_eq!(after.mode() & 0o777, 0o600);
+        }
         let missing = PasswordFile::load(&dir.path().join("nope")).unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
     }

@@ -47,6 +47,7 @@ use parking_lot::RwLock;
 
 use crate::codec::{connack_v3, Connect, ReasonCode};
 use crate::config::AuthConfig;
+use crate::file_stamp::{stamp, FileStamp};
 use crate::metrics::AuthMetrics;
 pub use acl::{Acl, AclError, Decision};
 use http_hook::{HookAction, HttpHook};
@@ -225,6 +226,8 @@ pub struct Auth {
     hashes: HashGate,
     throttle: LoginThrottle,
     metrics: Arc<AuthMetrics>,
+    /// The password and ACL files as last loaded, to notice changes.
+    stamps: parking_lot::Mutex<Vec<FileStamp>>,
 }
 
 impl fmt::Debug for Auth {
@@ -242,6 +245,12 @@ impl Auth {
     /// Loads the configured files; fails naming the file that is missing
     /// or malformed.
     pub fn new(cfg: &AuthConfig) -> Result<Auth, AuthSetupError> {
+        // Before reading: a change while loading is seen by the next poll.
+        let stamps = [&cfg.password_file, &cfg.acl_file]
+            .into_iter()
+            .flatten()
+            .map(|p| stamp(p))
+            .collect();
         let passwords = cfg
             .password_file
             .as_deref()
@@ -268,7 +277,31 @@ impl Auth {
             ),
             throttle: LoginThrottle::new(cfg, metrics.clone()),
             metrics,
+            stamps: parking_lot::Mutex::new(stamps),
         })
+    }
+
+    /// Whether there are password or ACL files to watch.
+    pub fn has_files(&self) -> bool {
+        self.passwords.is_some() || self.acl_file.is_some()
+    }
+
+    fn file_stamps(&self) -> Vec<FileStamp> {
+        let passwords = self.passwords.as_ref().map(|p| p.path());
+        passwords
+            .into_iter()
+            .chain(self.acl_file.as_deref())
+            .map(stamp)
+            .collect()
+    }
+
+    /// Reloads the password and ACL files if either changed since the
+    /// last load or attempt; `None` if neither did. Blocking file I/O.
+    pub fn reload_if_changed(&self) -> Option<Result<(), AuthSetupError>> {
+        if self.file_stamps() == *self.stamps.lock() {
+            return None;
+        }
+        Some(self.reload())
     }
 
     /// Password hashing and throttling figures, for `/metrics`.
@@ -281,6 +314,7 @@ impl Auth {
     /// error is returned after both were tried. Blocking file I/O: the
     /// broker calls it on a blocking thread (see [`crate::reload`]).
     pub fn reload(&self) -> Result<(), AuthSetupError> {
+        *self.stamps.lock() = self.file_stamps();
         let mut first_error = None;
         if let Some(p) = &self.passwords {
             match p.reload() {

@@ -73,6 +73,9 @@ impl fmt::Debug for TcpApiConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Whether the health and metrics server runs at all (`false` on a
+    /// device nothing scrapes or probes; `mqttd --http off`).
+    pub enabled: bool,
     /// Address serving `/healthz`, `/readyz` and `/metrics`.
     pub bind: SocketAddr,
 }
@@ -80,6 +83,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            enabled: true,
             bind: DEFAULT_HTTP_BIND,
         }
     }
@@ -140,6 +144,9 @@ mod tests {
         assert_eq!(c.socket_mode, 0o660);
         let h: HttpConfig = serde_yaml::from_str("{}").unwrap();
         assert_eq!(h.bind.to_string(), "0.0.0.0:8080");
+        assert!(h.enabled);
+        let h: HttpConfig = serde_yaml::from_str("enabled: false").unwrap();
+        assert!(!h.enabled);
     }
 
     #[test]

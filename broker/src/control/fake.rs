@@ -105,6 +105,7 @@ pub fn sample_session(client_id: &str, connected: bool, username: Option<&str>) 
             peer: Some("10.0.0.7:51234".into()),
             protocol: "5.0".into(),
             connected_at: connected.then_some(FAKE_EPOCH_SECS + 60),
+            disconnected_at: (!connected).then_some(FAKE_EPOCH_SECS + 120),
             created_at: FAKE_EPOCH_SECS,
             subscriptions: 1,
             inflight: 0,
@@ -169,6 +170,7 @@ impl ControlBackend for FakeBackend {
             retained_messages: 0,
             pool_size: self.metrics.workers().len(),
             store: self.store.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            memory: None,
         };
         async move { status }.boxed()
     }

@@ -93,6 +93,16 @@ impl ControlServer {
     }
 }
 
+/// The control settings start-up checks before binding anything (the TCP
+/// listener's token), for `mqttd --check-config` too.
+pub fn check_config(cfg: &ControlConfig) -> Result<(), ControlError> {
+    cfg.tcp
+        .as_ref()
+        .map(auth::BearerToken::from_config)
+        .transpose()
+        .map(drop)
+}
+
 /// Binds the control socket (and TCP listener, if configured) before
 /// returning, so configuration and bind errors surface at startup, then
 /// serves until `shutdown` is cancelled. The socket file is removed when the

@@ -343,6 +343,7 @@ async fn http_server_binds_port_zero() {
     let shutdown = CancellationToken::new();
     let cfg = HttpConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
+        ..HttpConfig::default()
     };
     let server = serve_http(backend_with(&[]), &cfg, shutdown.clone())
         .await
@@ -357,6 +358,7 @@ async fn http_server_binds_port_zero() {
     // The same address again is a bind error, returned not logged.
     let taken = HttpConfig {
         bind: server.local_addr(),
+        ..HttpConfig::default()
     };
     let err = serve_http(backend_with(&[]), &taken, CancellationToken::new())
         .await

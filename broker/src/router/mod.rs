@@ -22,7 +22,7 @@ mod tests;
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use retained::RetainedStore;
+pub use retained::{Retainable, RetainedLimit, RetainedLimits, RetainedStore, SetOutcome};
 
 use crate::codec::packet::SubscriptionOptions;
 use crate::types::{ClientId, QoS, TopicFilter, TopicName};
@@ -39,8 +39,9 @@ pub const MAX_TOPIC_LEVELS: usize = 200;
 
 /// Why the router refused a subscription or a retained message.
 ///
-/// All but [`RouterError::NoLocalOnShared`] become a SUBACK failure
-/// ("topic filter invalid", 0x8F); that one is a protocol error.
+/// Subscription errors but [`RouterError::NoLocalOnShared`] become a
+/// SUBACK failure ("topic filter invalid", 0x8F); that one is a protocol
+/// error. The last two concern retained messages only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
     #[error("shared subscription {filter} has an empty share name")]
@@ -55,6 +56,11 @@ pub enum RouterError {
     FilterTooDeep { filter: TopicFilter },
     #[error("topic {topic} has more than {MAX_TOPIC_LEVELS} levels and cannot be retained")]
     TopicTooDeep { topic: TopicName },
+    #[error("topic {topic} not retained: limits.max_retained_{} reached", limit.as_str())]
+    RetainedFull {
+        topic: TopicName,
+        limit: RetainedLimit,
+    },
 }
 
 impl RouterError {

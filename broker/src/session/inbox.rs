@@ -8,6 +8,11 @@
 //! out or when the inbox is dropped with them still inside, so a session
 //! that ends, panics or is aborted cannot leave the count raised.
 //!
+//! Each delivery also carries its [`Charge`] against the broker's
+//! memory budget (see [`crate::budget`]), given back with it however it
+//! leaves; the inbox holds the session's [`Account`], which the router
+//! reads to decide what the session may take.
+//!
 //! Sends fail, giving the item back, once the inbox is dropped (the
 //! session ended): a shared subscription then tries its next member. The
 //! inbox also holds the session's "online" flag (a connection is
@@ -25,6 +30,9 @@ use parking_lot::Mutex;
 
 use super::{Delivery, SessionMsg};
 use crate::backlog::Backlog;
+use crate::budget::Account;
+#[cfg(doc)]
+use crate::budget::Charge;
 
 /// A message the session no longer accepts (it has ended), given back.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +51,8 @@ struct Inner {
     /// persistent session on a durable store).
     stored: AtomicBool,
     backlog: Arc<Backlog>,
+    /// The session's share of the memory budget.
+    account: Arc<Account>,
 }
 
 #[derive(Default)]
@@ -53,15 +63,17 @@ struct State {
     closed: bool,
 }
 
-/// A new inbox whose deliveries count in `backlog`: the control sender,
-/// the delivery sender and the inbox itself.
-pub fn inbox(backlog: Arc<Backlog>) -> (ControlTx, DeliveryTx, Inbox) {
+/// A new inbox whose deliveries count in `backlog`, for a session whose
+/// copies are charged to `account`: the control sender, the delivery
+/// sender and the inbox itself.
+pub fn inbox(backlog: Arc<Backlog>, account: Arc<Account>) -> (ControlTx, DeliveryTx, Inbox) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State::default()),
         waker: AtomicWaker::new(),
         online: AtomicBool::new(false),
         stored: AtomicBool::new(false),
         backlog,
+        account,
     });
     (
         ControlTx(inner.clone()),
@@ -111,6 +123,11 @@ impl DeliveryTx {
         Ok(())
     }
 
+    /// The session's share of the memory budget.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.0.account
+    }
+
     /// Whether the session has a connection attached.
     pub fn is_online(&self) -> bool {
         self.0.online.load(Ordering::Relaxed)
@@ -134,7 +151,8 @@ impl DeliveryTx {
     /// A delivery handle and the inbox it feeds (tests of the router side).
     #[cfg(test)]
     pub(crate) fn channel(backlog: Arc<Backlog>) -> (DeliveryTx, Inbox) {
-        let (_, tx, inbox) = inbox(backlog);
+        let account = Account::new(Arc::default());
+        let (_, tx, inbox) = inbox(backlog, account);
         (tx, inbox)
     }
 }
@@ -278,7 +296,12 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             seq: None,
+            charge: Default::default(),
         }
+    }
+
+    fn inbox(backlog: Arc<Backlog>) -> (ControlTx, DeliveryTx, Inbox) {
+        super::inbox(backlog, Account::new(Arc::default()))
     }
 
     async fn next(inbox: &mut Inbox) -> Item {
@@ -324,6 +347,28 @@ mod tests {
         assert!(dtx.send(delivery()).is_err());
         assert!(ctl.send(SessionMsg::Revoke(Vec::new())).is_err());
         assert_eq!(backlog.get(), 0, "a refused send is not counted");
+    }
+
+    /// The deliveries' memory charges go with them, taken out or left in
+    /// a dropped inbox alike.
+    #[test]
+    fn charges_leave_with_their_deliveries() {
+        let budget = Arc::new(crate::budget::MemoryBudget::new(0));
+        let account = Account::new(budget.clone());
+        let (_ctl, dtx, mut inbox) = super::inbox(Arc::default(), account.clone());
+        for _ in 0..3 {
+            let charge = dtx.account().admit(100, false, true).unwrap();
+            dtx.send(Delivery {
+                charge,
+                ..delivery()
+            })
+            .unwrap();
+        }
+        assert_eq!((budget.accounted(), account.held()), (300, 300));
+        drop(inbox.try_delivery());
+        assert_eq!(budget.accounted(), 200);
+        drop(inbox);
+        assert_eq!((budget.accounted(), account.held()), (0, 0));
     }
 
     #[tokio::test]

@@ -12,6 +12,13 @@
 //! (taking it over or destroying it), as it would have if the row had
 //! been there when it looked.
 //!
+//! A new session is refused past `limits.max_sessions`
+//! ([`ManagerError::TooManySessions`]), counted under the table's write
+//! lock so concurrent CONNECTs cannot pass it together. A session that
+//! replaces one of its client id (clean start, a resume that found it
+//! ending, another identity) is not refused: at the bound, a client can
+//! always get back in.
+//!
 //! The session table is shared, so a resize moves nothing: it swaps
 //! generations. Dispatch takes a blocking read lock for a moment (never
 //! across an await); a swap installs the new workers at once, but they
@@ -33,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::session::Session;
-use super::table::SessionEntry;
+use super::table::{NotInserted, SessionEntry};
 use super::{CloseReason, ConnHandle, SessionMsg};
 use crate::auth::Identity;
 use crate::config::MAX_POOL_SIZE;
@@ -47,6 +54,17 @@ pub enum ManagerError {
     ShuttingDown,
     #[error("pool size {0} is out of range 1..={MAX_POOL_SIZE}")]
     InvalidSize(usize),
+    /// A new session would go past `limits.max_sessions`.
+    #[error("the session table is full ({0} sessions, limits.max_sessions)")]
+    TooManySessions(usize),
+}
+
+/// Why no session was created.
+enum NotCreated {
+    /// The client id has a session now: the connection is given back.
+    Exists(ClientId, ConnHandle),
+    /// `limits.max_sessions` reached.
+    Full,
 }
 
 /// `start_session` input: what the connect flow validated.
@@ -128,16 +146,17 @@ impl SessionManager {
         let req = if req.clean_start && self.ctx.table.get(req.client_id.as_str()).is_none() {
             // No live session to resume, take over or destroy: create it
             // here (see the module doc).
-            match create(&self.ctx, req.client_id, req.conn) {
+            match create(&self.ctx, req.client_id, req.conn, Bound::Limited) {
                 Ok(started) => {
                     self.ctx.metrics.sessions_created_direct.inc();
                     return Ok(started);
                 }
+                Err(NotCreated::Full) => return Err(too_many(&self.ctx)),
                 // Another connection of this id got there first.
-                Err(conn) => StartRequest {
-                    client_id: conn.0,
+                Err(NotCreated::Exists(client_id, conn)) => StartRequest {
+                    client_id,
                     clean_start: true,
-                    conn: conn.1,
+                    conn,
                     revoked: Vec::new(),
                 },
             }
@@ -309,9 +328,10 @@ async fn start(
     loop {
         match start_once(ctx, stats, req).await {
             Ok(started) => return Ok(started),
+            Err(NotCreated::Full) => return Err(too_many(ctx)),
             // A connection created a session for this id on its own task
             // meanwhile (see the module doc): deal with that one.
-            Err((client_id, conn)) => {
+            Err(NotCreated::Exists(client_id, conn)) => {
                 // The session the revocations were checked for is gone.
                 req = StartRequest {
                     client_id,
@@ -328,8 +348,13 @@ async fn start_once(
     ctx: &Arc<Context>,
     stats: &WorkerMetrics,
     req: StartRequest,
-) -> Result<StartResult, (ClientId, ConnHandle)> {
+) -> Result<StartResult, NotCreated> {
+    // A session that replaces one of the same client id (a clean start, or
+    // a resume that found it ending) is not a new session: it may go past
+    // `limits.max_sessions` for the moment the old row takes to leave.
+    let mut bound = Bound::Limited;
     if let Some(entry) = ctx.table.get(req.client_id.as_str()) {
+        bound = Bound::Replacing;
         let owner = owner(&entry);
         let claimant = Identity::of(req.conn.info.username.as_deref());
         if !req.clean_start && owner != claimant {
@@ -360,7 +385,7 @@ async fn start_once(
             entry.ended.cancelled().await;
         }
     }
-    let started = create(ctx, req.client_id, req.conn)?;
+    let started = create(ctx, req.client_id, req.conn, bound)?;
     stats.created.inc();
     Ok(started)
 }
@@ -381,16 +406,43 @@ async fn take(entry: &SessionEntry) -> Option<Box<Session>> {
     rx.await.ok()
 }
 
-/// Creates a session for `conn` if `client_id` has no row in the table;
-/// otherwise gives the connection back.
+fn too_many(ctx: &Context) -> ManagerError {
+    ManagerError::TooManySessions(ctx.config.limits.max_sessions)
+}
+
+/// Whether a new session counts against `limits.max_sessions`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Limited,
+    /// It replaces a session of its client id that was in the table.
+    Replacing,
+}
+
+/// Creates a session for `conn` if `client_id` has no row in the table
+/// (otherwise gives the connection back) and, when `bound` says so, the
+/// table is below `limits.max_sessions`.
 fn create(
     ctx: &Arc<Context>,
     client_id: ClientId,
     conn: ConnHandle,
-) -> Result<StartResult, (ClientId, ConnHandle)> {
+    bound: Bound,
+) -> Result<StartResult, NotCreated> {
+    let max = match bound {
+        Bound::Limited => ctx.config.limits.max_sessions,
+        Bound::Replacing => usize::MAX,
+    };
+    // Checked first without building a session: at the bound, a crowd of
+    // refused CONNECTs costs a read of a counter each.
+    if ctx.table.len() >= max {
+        return Err(NotCreated::Full);
+    }
     let (mut session, entry) = Session::create(ctx, client_id);
-    if ctx.table.insert_new(entry).is_err() {
-        return Err((session.client_id().clone(), conn));
+    match ctx.table.insert_new_within(entry, max) {
+        Ok(()) => {}
+        Err(NotInserted::Taken(_)) => {
+            return Err(NotCreated::Exists(session.client_id().clone(), conn))
+        }
+        Err(NotInserted::Full) => return Err(NotCreated::Full),
     }
     session.attach(conn, Vec::new());
     ctx.metrics.sessions_created.inc();

@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::budget::Charge;
 use crate::codec::{LastWill, Packet, SubscriptionOptions};
 use crate::message::Message;
 use crate::types::{PacketId, QoS, TopicFilter};
@@ -77,6 +78,9 @@ pub struct OutPublish {
     pub dup: bool,
     pub packet_id: Option<PacketId>,
     pub subscription_ids: Vec<u32>,
+    /// A QoS 0 message's bytes in the memory budget, until the connection
+    /// has encoded it (a QoS 1/2 one is charged in the window instead).
+    pub charge: Charge,
 }
 
 /// What a session hands its connection to write.
@@ -117,6 +121,8 @@ pub struct Delivery {
     /// Its sequence number in the store, if it was stored for this
     /// session before it was sent (see crate::store).
     pub seq: Option<u64>,
+    /// Its bytes in the memory budget, held as long as the copy is.
+    pub charge: Charge,
 }
 
 /// One subscription as reported to operators.

@@ -15,17 +15,23 @@
 //! only ([`Queued::Stored`]): its content is read back from the store when
 //! it moves into the window. An offline persistent session's queue is
 //! kept so (see `Session::enqueue`), so its messages take disk, not memory.
+//!
+//! Such a place in line still takes a slot of the queue in memory: the
+//! places are charged to the session's share of the memory budget
+//! ([`PLACE_BYTES`] each, see crate::budget), the messages in memory
+//! carry their own charge.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{OutPublish, Outbound};
+use crate::budget::{Account, Charge};
 use crate::codec::{Packet, PubResp};
 use crate::message::Message;
 use crate::types::{PacketId, PacketIdSet, QoS};
 
 /// A message waiting for, or occupying, a place in the window.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Pending {
     pub msg: Arc<Message>,
     pub qos: QoS,
@@ -33,6 +39,10 @@ pub(super) struct Pending {
     pub sub_ids: Vec<u32>,
     /// Its sequence number in the store, if stored (see crate::store).
     pub seq: Option<u64>,
+    /// Its bytes in the memory budget (see crate::budget): given back
+    /// when it leaves the window or the queue, or waits in the queue as
+    /// its place in line only ([`Queued::Stored`]).
+    pub charge: Charge,
 }
 
 impl Pending {
@@ -49,6 +59,8 @@ impl Pending {
             dup,
             packet_id,
             subscription_ids: self.sub_ids.clone(),
+            // The window keeps the message, and its charge.
+            charge: Charge::none(),
         }
     }
 }
@@ -87,6 +99,10 @@ pub(super) type Load<'a> = &'a dyn Fn(u64) -> Option<Pending>;
 /// Reads the places in line of up to `max` stored messages with sequence
 /// numbers in `from..end`, in order (see [`Tail`]).
 pub(super) type ReadTail<'a> = &'a dyn Fn(u64, u64, usize) -> Vec<(u64, u32)>;
+
+/// What a place in line ([`Queued::Stored`]) costs in the budget: its
+/// slot, twice over for the queue's spare capacity.
+pub(super) const PLACE_BYTES: u64 = 2 * std::mem::size_of::<Queued>() as u64;
 
 /// Places in line read back from a [`Tail`] at a time.
 const TAIL_BATCH: usize = 64;
@@ -127,13 +143,18 @@ pub(super) struct Outgoing {
     /// session with nothing in flight (most idle ones) does not carry them.
     lists: Option<Box<Lists>>,
     next_id: PacketId,
-    window: usize,
+    /// `u32` (a window is at most 65,535, a Receive Maximum) and the
+    /// queue's bound beside it: together in 8 bytes, so that the place
+    /// for `account` costs an idle session nothing.
+    window: u32,
     /// Entries of the window not sent on the current connection: always
     /// its last ones.
     unsent: usize,
-    max_queued: usize,
+    max_queued: u32,
     /// Bound on the queue's bytes (see [`Pending::size`]); 0: none.
     max_queued_bytes: usize,
+    /// Where the places in line are charged; `None`: nowhere (tests).
+    account: Option<std::sync::Arc<Account>>,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +167,13 @@ struct Lists {
     /// The bytes of `queue` (see [`Pending::size`]).
     queued_bytes: usize,
     tail: Option<Tail>,
+    /// The [`Queued::Stored`] entries of `queue`, and their charge.
+    places: usize,
+    places_charge: Charge,
+}
+
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// What a PUBREC did to the window.
@@ -162,10 +190,30 @@ impl Outgoing {
         Outgoing {
             lists: None,
             next_id: PacketId::new(1).unwrap_or_else(|_| unreachable!()),
-            window: window.max(1),
+            window: clamp_u32(window).max(1),
             unsent: 0,
-            max_queued,
+            max_queued: clamp_u32(max_queued),
             max_queued_bytes,
+            account: None,
+        }
+    }
+
+    /// Charges the places in line to `account` from now on.
+    pub fn charge_places_to(&mut self, account: std::sync::Arc<Account>) {
+        self.account = Some(account);
+    }
+
+    /// Brings the places' charge in line with their number. Forced: the
+    /// message each place stands for was admitted with a larger charge
+    /// (or comes back from disk, see crate::budget).
+    fn charge_places(&mut self) {
+        let (Some(account), Some(lists)) = (self.account.as_ref(), self.lists.as_mut()) else {
+            return;
+        };
+        let want = lists.places as u64 * PLACE_BYTES;
+        if lists.places_charge.bytes() != want {
+            lists.places_charge = Charge::none();
+            lists.places_charge = account.force(want);
         }
     }
 
@@ -187,7 +235,7 @@ impl Outgoing {
     /// Sets the window (the smaller of ours and the client's receive
     /// maximum). Messages already in flight stay.
     pub fn set_window(&mut self, window: usize) {
-        self.window = window.max(1);
+        self.window = clamp_u32(window).max(1);
     }
 
     pub fn inflight_len(&self) -> usize {
@@ -207,7 +255,7 @@ impl Outgoing {
     /// Whether a new message may go into the window now (nothing from
     /// before a resume still waits to be resent).
     pub fn has_room(&self) -> bool {
-        self.unsent == 0 && self.inflight_len() < self.window
+        self.unsent == 0 && self.inflight_len() < self.window as usize
     }
 
     fn allocate_id(&mut self) -> PacketId {
@@ -247,20 +295,25 @@ impl Outgoing {
     /// Whether a message of `size` bytes may join the queue.
     fn fits(&self, size: usize) -> bool {
         let bytes = self.lists.as_ref().map_or(0, |l| l.queued_bytes);
-        self.queued_len() < self.max_queued
+        self.queued_len() < self.max_queued as usize
             && (self.max_queued_bytes == 0 || bytes + size <= self.max_queued_bytes)
     }
 
     /// Whether the queue refused a message for its byte bound rather than
     /// its count.
     pub fn full_by_bytes(&self) -> bool {
-        self.queued_len() < self.max_queued
+        self.queued_len() < self.max_queued as usize
     }
 
     fn push_queued(&mut self, q: Queued) {
         let lists = self.lists_mut();
         lists.queued_bytes += q.size();
+        let place = matches!(q, Queued::Stored { .. });
+        lists.places += usize::from(place);
         lists.queue.push_back(q);
+        if place {
+            self.charge_places();
+        }
     }
 
     /// Queues a stored message as its place in line only (the caller
@@ -275,6 +328,9 @@ impl Outgoing {
             return Err(pending);
         }
         let size = u32::try_from(size).unwrap_or(u32::MAX);
+        // Its charge goes before its place is charged: the two together
+        // could pass the budget.
+        drop(pending);
         self.push_queued(Queued::Stored { seq, size });
         Ok(())
     }
@@ -288,10 +344,12 @@ impl Outgoing {
                     if let Some(seq) = p.seq {
                         let size = u32::try_from(p.size()).unwrap_or(u32::MAX);
                         *q = Queued::Stored { seq, size };
+                        lists.places += 1;
                     }
                 }
             }
         }
+        self.charge_places();
     }
 
     /// Takes the next queued message if it can go now: QoS 0 always (it
@@ -320,6 +378,10 @@ impl Outgoing {
             }
             let q = lists.queue.pop_front()?;
             lists.queued_bytes = lists.queued_bytes.saturating_sub(q.size());
+            if matches!(q, Queued::Stored { .. }) {
+                lists.places = lists.places.saturating_sub(1);
+                self.charge_places();
+            }
             self.tidy();
             let p = match q {
                 Queued::Ready(p) => p,
@@ -451,10 +513,12 @@ impl Outgoing {
                 lists.tail = (t.left > 0).then_some(t);
             }
         }
+        lists.places += places.len();
         for (seq, size) in places.into_iter().rev() {
             lists.queued_bytes += size as usize;
             lists.queue.push_front(Queued::Stored { seq, size });
         }
+        self.charge_places();
         self.tidy();
     }
 
@@ -478,7 +542,7 @@ impl Outgoing {
         let Some(lists) = self.lists.as_mut() else {
             return out;
         };
-        while self.unsent > 0 && lists.inflight.len() - self.unsent < self.window {
+        while self.unsent > 0 && lists.inflight.len() - self.unsent < self.window as usize {
             let i = lists.inflight.len() - self.unsent;
             self.unsent -= 1;
             let Some(m) = lists.inflight.get_mut(i) else {
@@ -532,6 +596,12 @@ impl Outgoing {
             })
             .collect();
         lists.queued_bytes = lists.queue.iter().map(Queued::size).sum();
+        lists.places = lists
+            .queue
+            .iter()
+            .filter(|q| matches!(q, Queued::Stored { .. }))
+            .count();
+        self.charge_places();
         self.tidy();
         dropped
     }
@@ -558,6 +628,7 @@ mod tests {
             retain: false,
             sub_ids: vec![],
             seq: None,
+            charge: Charge::none(),
         }
     }
 
@@ -641,6 +712,39 @@ mod tests {
         let want: Vec<u64> = (1..72).chain([150]).collect();
         assert_eq!(order, want);
         assert_eq!(o.queued_len(), 0);
+    }
+
+    /// A place in line costs its slot, a message in memory its charge;
+    /// both are given back as they leave.
+    #[test]
+    fn places_in_line_are_charged_while_they_wait() {
+        use crate::budget::MemoryBudget;
+        let budget = Arc::new(MemoryBudget::new(0));
+        let account = Account::new(budget.clone());
+        let mut o = Outgoing::new(1, 100, 0);
+        o.charge_places_to(account.clone());
+        let stored = |seq: u64| Pending {
+            seq: Some(seq),
+            ..pending(QoS::AtLeastOnce)
+        };
+        for seq in 1..=2 {
+            o.enqueue_stored(stored(seq)).unwrap();
+        }
+        assert_eq!(budget.accounted(), 2 * PLACE_BYTES);
+        // In memory while connected, then offline: the place only.
+        let in_memory = Pending {
+            charge: account.force(1000),
+            ..stored(3)
+        };
+        o.enqueue(in_memory).unwrap();
+        assert_eq!(budget.accounted(), 2 * PLACE_BYTES + 1000);
+        o.keep_stored_on_disk();
+        assert_eq!(budget.accounted(), 3 * PLACE_BYTES);
+        let next = o.next_queued(&|seq| Some(stored(seq)), &|_, _, _| Vec::new());
+        assert!(matches!(next, Some(Ok(_))));
+        assert_eq!(budget.accounted(), 2 * PLACE_BYTES);
+        drop(o);
+        assert_eq!(budget.accounted(), 0);
     }
 
     #[test]

@@ -15,12 +15,7 @@ use crate::store::load::Loaded;
 
 /// Puts back what `loaded` holds; returns the number of sessions.
 pub fn restore(ctx: &Arc<Context>, loaded: Loaded) -> usize {
-    for msg in loaded.retained {
-        let topic = msg.topic.clone();
-        if let Err(e) = ctx.retained.set(&topic, Some(msg)) {
-            tracing::warn!(%topic, error = %e, "stored retained message not restored");
-        }
-    }
+    crate::retain::restore(ctx, loaded.retained);
     let life_start = loaded.life_start;
     let mut restored = 0;
     for loaded in loaded.sessions {

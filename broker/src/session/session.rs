@@ -35,12 +35,14 @@ use super::{
 };
 use crate::auth::topics::{covers, strip_share};
 use crate::auth::ClientCtx;
+use crate::budget::{self, Account};
 use crate::codec::{
     LastWill, Packet, ProtocolVersion, PubResp, ReasonCode, RetainHandling, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::context::Context;
 use crate::message::Message;
+use crate::metrics::DropReason;
 use crate::router::SubscribeOutcome;
 use crate::store::load::LoadedSession;
 use crate::store::record;
@@ -146,7 +148,8 @@ impl Session {
         ctx: &Arc<Context>,
         client_id: ClientId,
     ) -> (Box<Session>, Arc<SessionEntry>) {
-        let (tx, deliver_tx, inbox) = super::inbox::inbox(ctx.metrics.backlog.clone());
+        let account = Account::new(ctx.budget.clone());
+        let (tx, deliver_tx, inbox) = super::inbox::inbox(ctx.metrics.backlog.clone(), account);
         let entry = Arc::new(SessionEntry::new(
             ctx.next_id(),
             client_id,
@@ -154,11 +157,12 @@ impl Session {
             SystemTime::now(),
         ));
         let cfg = &ctx.config.mqtt;
-        let out = Outgoing::new(
+        let mut out = Outgoing::new(
             usize::from(cfg.max_inflight_messages),
             cfg.max_queued_messages,
             cfg.max_queued_bytes,
         );
+        out.charge_places_to(deliver_tx.account().clone());
         let session = Box::new(Session {
             protocol: ProtocolVersion::V311,
             saved: false,
@@ -193,15 +197,21 @@ impl Session {
         let (mut session, entry) = Session::create(ctx, ClientId::new(loaded.client_id.as_str()));
         let rec = loaded.record;
         session.protocol = rec.protocol;
+        // A session stored with a longer expiry (the cap lowered since, or
+        // a 3.1.1 session stored as "never" by an older mqttd) gets the
+        // cap, counted from when its connection went: it may expire at once.
         session.set_expiry(rec.expiry_secs);
         session.saved = true;
         session.deliver_tx.set_stored(true);
         let now = Instant::now();
         let wall_now = record::now_ms();
         let at = |ms: u64| now + Duration::from_millis(ms.saturating_sub(wall_now));
-        if rec.expiry_secs != NEVER_EXPIRES {
+        if let Some(ms) = rec.disconnected_at_ms {
+            entry.shared.restore_disconnected_at(ms / 1000);
+        }
+        if session.expiry_secs != NEVER_EXPIRES {
             let gone = rec.disconnected_at_ms.unwrap_or(wall_now);
-            let ends = gone + u64::from(rec.expiry_secs) * 1000;
+            let ends = gone + u64::from(session.expiry_secs) * 1000;
             session.cold().expire_at = Some(at(ends));
         }
         session.will = rec.will.map(Box::new);
@@ -237,7 +247,7 @@ impl Session {
             session.incoming_qos2.insert(id);
         }
         for m in loaded.messages {
-            let pending = pending_of(m.seq, m.record);
+            let pending = pending_of(m.seq, m.record, session.deliver_tx.account());
             match m.stage {
                 SentStage::Published(id) => session.out.restore_inflight(id, pending, false),
                 SentStage::Released(id) => session.out.restore_inflight(id, pending, true),
@@ -448,7 +458,8 @@ impl Session {
         }
         let subs = &self.subscriptions;
         let (ctx, entry) = (&self.ctx, &self.entry);
-        let load = |seq| load_stored(ctx, entry, seq);
+        let account = self.deliver_tx.account();
+        let load = |seq| load_stored(ctx, entry, account, seq);
         let dropped = self.out.drop_queued_unless(
             |p| {
                 subs.keys()
@@ -457,7 +468,7 @@ impl Session {
             &load,
         );
         for p in dropped {
-            self.drop_pending(&p);
+            self.drop_pending(DropReason::Unsubscribed, &p);
         }
     }
 
@@ -525,7 +536,10 @@ impl Session {
         self.fill_window();
     }
 
+    /// Sets the expiry interval, capped by `limits.max_session_expiry_secs`
+    /// whatever set it (CONNECT, DISCONNECT, the store).
     fn set_expiry(&mut self, secs: u32) {
+        let secs = self.ctx.config.limits.granted_session_expiry(secs);
         self.expiry_secs = secs;
         let shared = &self.entry.shared;
         shared.persistent.store(secs > 0, Ordering::Relaxed);
@@ -571,7 +585,18 @@ impl Session {
         self.entry.shared.keepalive.disarm();
         self.deliver_tx.set_online(false);
         self.entry.shared.set_client(None);
-        self.outbox.clear();
+        // QoS 0 messages not yet written are lost with the connection
+        // (QoS 1/2 ones stay in the window for the next).
+        for out in self.outbox.drain(..) {
+            if let Outbound::Publish(p) = out {
+                if p.qos == QoS::AtMostOnce {
+                    self.ctx
+                        .metrics
+                        .messages_dropped
+                        .inc(DropReason::Disconnected, QoS::AtMostOnce);
+                }
+            }
+        }
         self.qos0 = Qos0Budget::default();
         self.out.keep_stored_on_disk();
     }
@@ -581,25 +606,21 @@ impl Session {
     /// offline.
     pub fn detach(&mut self, ending: DetachKind) -> Flow {
         self.unlink();
-        let publish_will = match ending {
+        let (publish_will, asked) = match ending {
             DetachKind::Disconnect {
                 session_expiry_secs,
-            } => {
-                if let Some(secs) = session_expiry_secs {
-                    self.set_expiry(secs);
-                }
-                false
-            }
+            } => (false, session_expiry_secs),
             DetachKind::DisconnectWithWill {
                 session_expiry_secs,
-            } => {
-                if let Some(secs) = session_expiry_secs {
-                    self.set_expiry(secs);
-                }
-                true
-            }
-            DetachKind::Unclean => true,
+            } => (true, session_expiry_secs),
+            DetachKind::Unclean => (true, None),
         };
+        if let Some(secs) = asked {
+            self.set_expiry(secs);
+            if self.expiry_secs < secs {
+                self.ctx.metrics.session_limits.expiry_capped.inc();
+            }
+        }
         if self.expiry_secs == 0 {
             if !publish_will {
                 // DISCONNECT discards the will [MQTT-3.14.4-3].
@@ -793,6 +814,10 @@ impl Session {
                 codes.push(self.refusal(ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
+            if let Err(code) = self.within_limits(&filter) {
+                codes.push(self.refusal(code));
+                continue;
+            }
             let outcome = self.ctx.router.subscribe(
                 &self.entry.client_id,
                 self.entry.uid,
@@ -853,7 +878,7 @@ impl Session {
             for msg in msgs {
                 let qos = msg.qos.min(qos);
                 if room == 0 {
-                    self.drop_message(qos);
+                    self.drop_message(DropReason::ReplayOverflow, qos);
                     continue;
                 }
                 room -= 1;
@@ -863,6 +888,9 @@ impl Session {
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
                     seq: None,
+                    // The retained store holds the message: a replay
+                    // adds only its place, bounded by the retained set.
+                    charge: budget::Charge::none(),
                 });
             }
         }
@@ -884,7 +912,7 @@ impl Session {
             if next.msg.is_expired() {
                 let qos = next.qos;
                 self.replay_pop();
-                self.drop_message(qos);
+                self.drop_message(DropReason::Expired, qos);
                 continue;
             }
             let ready = if next.qos == QoS::AtMostOnce {
@@ -931,6 +959,28 @@ impl Session {
         } else {
             ReasonCode::UNSPECIFIED_ERROR
         }
+    }
+
+    /// Whether `filter` may be added under the session limits: its length
+    /// and levels, and the number of subscriptions (a filter the session
+    /// holds is replaced, not added). `Err`: the 5.0 SUBACK code.
+    fn within_limits(&self, filter: &TopicFilter) -> Result<(), ReasonCode> {
+        let limits = &self.ctx.config.limits;
+        let metrics = &self.ctx.metrics.session_limits;
+        let client_id = &self.entry.client_id;
+        if let Err(hit) = crate::session_limits::check_topic(limits, filter.as_str()) {
+            hit.count(metrics);
+            // Debug: a client can send thousands; the metric counts each.
+            tracing::debug!(%client_id, %filter, limit = hit.key(), "subscription refused: topic filter too long");
+            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        let max = limits.max_subscriptions_per_client;
+        if self.subscriptions.len() >= max && !self.subscriptions.contains_key(filter) {
+            metrics.subscriptions.inc();
+            tracing::debug!(%client_id, %filter, max, "subscription refused: limits.max_subscriptions_per_client reached");
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        Ok(())
     }
 
     fn is_denied(&self, filter: &TopicFilter) -> bool {
@@ -984,9 +1034,10 @@ impl Session {
             retain: d.retain,
             sub_ids: d.subscription_ids,
             seq: d.seq,
+            charge: d.charge,
         };
         if pending.msg.is_expired() {
-            self.drop_pending(&pending);
+            self.drop_pending(DropReason::Expired, &pending);
             return;
         }
         let behind_queue = self.conn.is_some() && self.out.queued_len() > 0;
@@ -1000,13 +1051,13 @@ impl Session {
     }
 
     /// A message that will not be delivered.
-    fn drop_message(&self, qos: QoS) {
-        self.ctx.metrics.messages_dropped.qos(qos).inc();
+    fn drop_message(&self, reason: DropReason, qos: QoS) {
+        self.ctx.metrics.messages_dropped.inc(reason, qos);
     }
 
     /// A message that will not be delivered, and its stored copy.
-    fn drop_pending(&self, p: &Pending) {
-        self.drop_message(p.qos);
+    fn drop_pending(&self, reason: DropReason, p: &Pending) {
+        self.drop_message(reason, p.qos);
         self.forget(p);
     }
 
@@ -1020,10 +1071,12 @@ impl Session {
         match queued {
             Ok(()) => {}
             Err(p) => {
-                self.drop_pending(&p);
-                if self.out.full_by_bytes() {
-                    self.ctx.metrics.queue_byte_limit_drops.inc();
-                }
+                let reason = if self.out.full_by_bytes() {
+                    DropReason::QueueBytes
+                } else {
+                    DropReason::QueueFull
+                };
+                self.drop_pending(reason, &p);
                 let limit = self.ctx.config.mqtt.max_queued_messages;
                 let client_id = self.entry.client_id.clone();
                 let c = self.cold();
@@ -1050,7 +1103,7 @@ impl Session {
     fn deliver_qos0(&mut self, pending: Pending) {
         let cfg = &self.ctx.config.mqtt;
         if self.conn.is_none() {
-            self.drop_message(QoS::AtMostOnce);
+            self.drop_message(DropReason::Qos0Offline, QoS::AtMostOnce);
             return;
         }
         let taken = self.qos0.take(
@@ -1060,14 +1113,17 @@ impl Session {
         );
         match taken {
             Ok(()) => {
-                let publish = pending.to_out(None, false);
+                let mut publish = pending.to_out(None, false);
+                // Charged until the connection has encoded it.
+                publish.charge = pending.charge;
                 self.send_out(Outbound::Publish(publish));
             }
             Err(limit) => {
-                if limit == Qos0Limit::Bytes {
-                    self.ctx.metrics.qos0_byte_limit_drops.inc();
-                }
-                self.drop_message(QoS::AtMostOnce);
+                let reason = match limit {
+                    Qos0Limit::Bytes => DropReason::Qos0Bytes,
+                    Qos0Limit::Messages => DropReason::Qos0Overflow,
+                };
+                self.drop_message(reason, QoS::AtMostOnce);
             }
         }
     }
@@ -1082,16 +1138,20 @@ impl Session {
         }
         loop {
             let (ctx, entry, subs) = (&self.ctx, &self.entry, &self.subscriptions);
+            let account = self.deliver_tx.account();
             let client_id = entry.client_id.as_str();
             let next = self.out.next_queued(
-                &|seq| load_stored(ctx, entry, seq).filter(|p| still_wanted(ctx, entry, subs, p)),
+                &|seq| {
+                    load_stored(ctx, entry, account, seq)
+                        .filter(|p| still_wanted(ctx, entry, subs, p))
+                },
                 &|from, end, max| ctx.store.read_places(client_id, from, end, max),
             );
             let Some(next) = next else {
                 break;
             };
             match next {
-                Err(expired) => self.drop_pending(&expired),
+                Err(expired) => self.drop_pending(DropReason::Expired, &expired),
                 Ok(pending) if pending.qos == QoS::AtMostOnce => self.deliver_qos0(pending),
                 Ok(pending) => self.send_window(pending),
             }
@@ -1143,12 +1203,19 @@ impl Drop for Session {
 }
 
 /// A queued message of the session `entry` read back from the store.
-fn load_stored(ctx: &Context, entry: &SessionEntry, seq: u64) -> Option<Pending> {
+fn load_stored(
+    ctx: &Context,
+    entry: &SessionEntry,
+    entry_account: &Arc<Account>,
+    seq: u64,
+) -> Option<Pending> {
     let record = ctx.store.read_message(entry.client_id.as_str(), seq);
     if record.is_none() {
-        ctx.metrics.messages_dropped.qos(QoS::AtLeastOnce).inc();
+        ctx.metrics
+            .messages_dropped
+            .inc(DropReason::StoreMissing, QoS::AtLeastOnce);
     }
-    Some(pending_of(seq, record?))
+    Some(pending_of(seq, record?, entry_account))
 }
 
 /// Whether a stored message read back still has a subscription to go by
@@ -1165,20 +1232,27 @@ fn still_wanted(
     if subs.keys().any(|f| covers(strip_share(f.as_str()), topic)) {
         return true;
     }
-    ctx.metrics.messages_dropped.qos(p.qos).inc();
+    ctx.metrics
+        .messages_dropped
+        .inc(DropReason::Unsubscribed, p.qos);
     if let Some(seq) = p.seq {
         ctx.store.remove_message(entry.client_id.as_str(), seq);
     }
     false
 }
 
-fn pending_of(seq: u64, r: crate::store::QueuedRecord) -> Pending {
+/// A stored message read back for the session whose share is `account`:
+/// charged whatever the budget holds (it is off the disk already, and the
+/// window bounds how many are read back; see crate::budget).
+fn pending_of(seq: u64, r: crate::store::QueuedRecord, account: &Arc<Account>) -> Pending {
+    let charge = account.force(budget::cost(&r.msg));
     Pending {
         msg: r.msg,
         qos: r.qos,
         retain: r.retain,
         sub_ids: r.sub_ids,
         seq: Some(seq),
+        charge,
     }
 }
 
@@ -1190,7 +1264,9 @@ fn route_will(ctx: &Context, client: &ClientCtx, msg: Arc<Message>, allowed: boo
     } else {
         tracing::info!(client_id = %client.client_id, topic = %msg.topic, "will denied by ACL; dropped");
         ctx.metrics.wills_denied.inc();
-        ctx.metrics.messages_dropped.qos(msg.qos).inc();
+        ctx.metrics
+            .messages_dropped
+            .inc(DropReason::AclDenied, msg.qos);
     }
 }
 

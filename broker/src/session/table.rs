@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::{Bound, ControlFlow};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -41,6 +41,13 @@ pub struct ClientInfo {
     /// Seconds since the Unix epoch (what operators are shown).
     pub connected_at: u64,
     pub listener: Arc<str>,
+}
+
+/// Seconds since the Unix epoch now (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How many entries a scan copies under one acquisition of the table lock.
@@ -74,6 +81,9 @@ pub struct SessionShared {
     pub subscriptions: AtomicU32,
     pub inflight: AtomicU32,
     pub queued: AtomicU32,
+    /// When the last connection left (Unix seconds; 0 while connected or
+    /// before any connection), for operators (`mqttctl sessions`).
+    disconnected_at: AtomicU64,
     /// Written only with `attachment` locked; read without it.
     connected: AtomicBool,
     /// The connection attached now, or the last one while offline.
@@ -107,9 +117,25 @@ impl SessionShared {
                 counts.connected.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        if was && !now {
+            self.disconnected_at.store(unix_now(), Ordering::Relaxed);
+        } else if now {
+            self.disconnected_at.store(0, Ordering::Relaxed);
+        }
         if let Some(i) = info {
             a.last_client = Some(i);
         }
+    }
+    /// When the last connection left (Unix seconds), if the session is
+    /// offline and has had one.
+    pub fn disconnected_at(&self) -> Option<u64> {
+        let at = self.disconnected_at.load(Ordering::Relaxed);
+        (at != 0 && !self.is_connected()).then_some(at)
+    }
+    /// Sets when the last connection left, for a session restored from
+    /// the store (its record says when).
+    pub fn restore_disconnected_at(&self, unix_secs: u64) {
+        self.disconnected_at.store(unix_secs, Ordering::Relaxed);
     }
     pub fn protocol(&self) -> Option<ProtocolVersion> {
         self.attachment
@@ -226,6 +252,15 @@ pub struct Page {
     pub total: usize,
 }
 
+/// Why [`SessionTable::insert_new_within`] left a row out.
+#[derive(Debug)]
+pub enum NotInserted {
+    /// The client id has a row: this one.
+    Taken(Arc<SessionEntry>),
+    /// The table is at its bound.
+    Full,
+}
+
 #[derive(Debug, Default)]
 pub struct SessionTable {
     map: RwLock<BTreeMap<ClientId, Arc<SessionEntry>>>,
@@ -262,6 +297,28 @@ impl SessionTable {
         let mut map = self.map.write();
         if let Some(live) = map.get(&entry.client_id) {
             return Err(live.clone());
+        }
+        entry.shared.enter(&self.counts);
+        map.insert(entry.client_id.clone(), entry);
+        self.counts.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Inserts `entry` unless its client id already has a row (left alone
+    /// and returned) or the table already holds `max` rows
+    /// (`limits.max_sessions`): counted under the write lock, so
+    /// concurrent CONNECTs cannot together pass the bound.
+    pub fn insert_new_within(
+        &self,
+        entry: Arc<SessionEntry>,
+        max: usize,
+    ) -> Result<(), NotInserted> {
+        let mut map = self.map.write();
+        if let Some(live) = map.get(&entry.client_id) {
+            return Err(NotInserted::Taken(live.clone()));
+        }
+        if map.len() >= max {
+            return Err(NotInserted::Full);
         }
         entry.shared.enter(&self.counts);
         map.insert(entry.client_id.clone(), entry);
@@ -412,7 +469,10 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, uid: u64) -> Arc<SessionEntry> {
-        let (tx, _, _) = crate::session::inbox::inbox(Arc::default());
+        let (tx, _, _) = crate::session::inbox::inbox(
+            Arc::default(),
+            crate::budget::Account::new(Arc::default()),
+        );
         Arc::new(SessionEntry::new(
             uid,
             ClientId::new(id),
@@ -492,6 +552,24 @@ mod tests {
         assert_eq!(all.total, 50);
         assert_eq!(all.entries.len(), 50);
         assert!(all.next_cursor.is_none());
+    }
+
+    #[test]
+    fn insert_within_a_bound() {
+        let t = SessionTable::new();
+        assert!(t.insert_new_within(entry("a", 1), 2).is_ok());
+        assert!(matches!(
+            t.insert_new_within(entry("a", 2), 2),
+            Err(NotInserted::Taken(live)) if live.uid == 1
+        ));
+        assert!(t.insert_new_within(entry("b", 3), 2).is_ok());
+        assert!(matches!(
+            t.insert_new_within(entry("c", 4), 2),
+            Err(NotInserted::Full)
+        ));
+        assert_eq!(t.len(), 2);
+        assert!(t.remove_if("a", 1));
+        assert!(t.insert_new_within(entry("c", 4), 2).is_ok());
     }
 
     fn info(user: &str) -> Arc<ClientInfo> {

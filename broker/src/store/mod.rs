@@ -417,6 +417,15 @@ impl Store {
             None => b.remove(&e.retained, topic.as_bytes().to_vec()),
         });
     }
+
+    /// Clears the retained messages of `topics` (expired ones), in one write.
+    pub fn clear_retained<'t>(&self, topics: impl IntoIterator<Item = &'t str>) {
+        self.write(|e, b| {
+            for topic in topics {
+                b.remove(&e.retained, topic.as_bytes().to_vec());
+            }
+        });
+    }
 }
 
 impl Engine {

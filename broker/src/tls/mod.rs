@@ -12,8 +12,11 @@
 //! - [`pem`]: reading PEM files;
 //! - [`identity`]: the username a client certificate stands for.
 
+mod failure;
 pub mod identity;
 pub mod pem;
+
+pub use failure::HandshakeFailure;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -21,6 +21,8 @@ pub struct ListenerCtx {
     pub allow_anonymous: Option<bool>,
     /// The broker's authentication and authorization.
     pub auth: Arc<Auth>,
+    /// This listener's connections, bytes and TLS failures.
+    pub metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
 /// One connection's transport facts.

@@ -391,7 +391,7 @@ def start_broker(binary, tmp):
     log = open(os.path.join(tmp, "mqttd.log"), "w")
     proc = subprocess.Popen(
         [binary, "--listen", f"{HOST}:{PORT}", "--control-socket", os.path.join(tmp, "mqttd.sock"),
-         "--data-dir", os.path.join(tmp, "data")],
+         "--data-dir", os.path.join(tmp, "data"), "--http", "off"],
         stdout=log,
         stderr=log,
     )
@@ -405,8 +405,28 @@ def start_broker(binary, tmp):
 
     if not wait(accepting, 10):
         proc.kill()
-        sys.exit(f"mqttd did not start on port {PORT}; log: {log.name}")
+        proc.wait()
+        sys.exit(f"mqttd did not start on port {PORT}; log: {keep_log(log.name)}")
     return proc
+
+
+def keep_log(path):
+    """Copies the broker's log out of the temporary directory (which goes
+    when the run ends) to KEPT_LOG, and prints it; returns the kept path."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        return f"{path} (unreadable: {e})"
+    os.makedirs(os.path.dirname(KEPT_LOG), exist_ok=True)
+    with open(KEPT_LOG, "w") as f:
+        f.write(text)
+    sys.stderr.write(f"--- mqttd log ---\n{text}--- end of mqttd log ---\n")
+    return KEPT_LOG
+
+
+# Where a failed run's broker log is kept (the temporary directory goes).
+KEPT_LOG = os.environ.get("MQTTD_PAHO_LOG", os.path.abspath("target/paho-tests/mqttd.log"))
 
 
 def main():
@@ -428,6 +448,8 @@ def main():
                 FAILURES.append("mqttd stopped within 10 s of SIGTERM")
             if broker.returncode not in (0, None):
                 FAILURES.append(f"mqttd exit code {broker.returncode}")
+            if FAILURES:
+                print(f"mqttd log kept at {keep_log(os.path.join(tmp, 'mqttd.log'))}")
     print(f"paho interop: {len(FAILURES)} failure(s)" + (f": {FAILURES}" if FAILURES else ""))
     sys.exit(1 if FAILURES else 0)
 

@@ -1,9 +1,6 @@
 //! `mqttctl completions SHELL`: shell completion scripts.
 
-use clap::CommandFactory;
 use clap_complete::Shell;
-
-use crate::cli::Cli;
 
 /// Print a completion script, e.g.
 /// `mqttctl completions bash > /etc/bash_completion.d/mqttctl`.
@@ -16,6 +13,6 @@ pub struct Args {
 
 pub fn run(args: &Args) {
     let mut buf = Vec::new();
-    clap_complete::generate(args.shell, &mut Cli::command(), "mqttctl", &mut buf);
+    clap_complete::generate(args.shell, &mut crate::cli::command(), "mqttctl", &mut buf);
     crate::output::emit(&String::from_utf8_lossy(&buf));
 }

@@ -39,6 +39,28 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     }
 }
 
+/// `--url` as the TCP control API's base: an `http` or `https` URL with a
+/// host (`localhost:8081` parses as a URL of scheme `localhost`, and
+/// would only fail later, as "unreachable").
+fn parse_url(text: &str) -> Result<Url, CtlError> {
+    let usage = |why: String| {
+        CtlError::Usage(format!(
+            "invalid --url {text:?}: {why} (expected e.g. http://host:8081)"
+        ))
+    };
+    let url = Url::parse(text).map_err(|e| usage(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(usage(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(usage("no host".into()));
+    }
+    Ok(url)
+}
+
 /// Picks the target: `--url` if given (then `--socket` is ignored), else
 /// `--socket`, else the first default socket location that exists; a
 /// socket only if its owner is trusted ([`socket_owner`]).
@@ -49,14 +71,10 @@ fn connect(
     token: Option<String>,
 ) -> Result<Client, CtlError> {
     let target = match url {
-        Some(url) => {
-            let url = Url::parse(&url).map_err(|e| {
-                CtlError::Usage(format!(
-                    "invalid --url {url:?}: {e} (expected e.g. http://host:8081)"
-                ))
-            })?;
-            Target::Tcp { url, token }
-        }
+        Some(url) => Target::Tcp {
+            url: parse_url(&url)?,
+            token,
+        },
         None => {
             let path = socket.unwrap_or_else(mqttd_api::socket::client_socket_path);
             // Checked here so a missing socket gets its clear message at once.
@@ -68,4 +86,19 @@ fn connect(
         }
     };
     Client::new(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_must_be_http_with_a_host() {
+        for bad in ["localhost:8081", "ftp://h/", "not a url", "http://"] {
+            let err = parse_url(bad).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::EXIT_USAGE, "{bad}: {err}");
+        }
+        assert!(parse_url("http://127.0.0.1:8081").is_ok());
+        assert!(parse_url("https://mqttd.example:8081/").is_ok());
+    }
 }

@@ -1,6 +1,6 @@
 //! `mqttctl passwd add|set|delete|verify|list FILE [USER]`: edit mqttd's
-//! password file. Works on the file directly, no broker needed; send
-//! mqttd SIGHUP afterwards to reload it.
+//! password file. Works on the file directly, no broker needed; a running
+//! mqttd notices the change within 2 seconds (or at once on SIGHUP).
 //!
 //! Passwords are read from the terminal without echo (asked twice when
 //! set), or as one line from standard input when it is not a terminal,
@@ -142,7 +142,7 @@ fn load_or_new(path: &Path) -> Result<PasswordFile, CtlError> {
 }
 
 fn done(what: &str) {
-    eprintln!("{what}; send mqttd SIGHUP to reload it");
+    eprintln!("{what}; mqttd reloads it within 2 seconds (or at once on SIGHUP)");
 }
 
 /// The password: from the terminal without echo (twice when `confirm`),

@@ -168,6 +168,7 @@ fn render_list(sessions: &[SessionSummary], now: u64) -> String {
                 s.inflight.to_string(),
                 s.queued.to_string(),
                 age(s.created_at, now),
+                or_dash(s.disconnected_at.map(|at| age(at, now))),
             ]
         })
         .collect();
@@ -181,6 +182,7 @@ fn render_list(sessions: &[SessionSummary], now: u64) -> String {
         "INFLIGHT",
         "QUEUED",
         "AGE",
+        "OFFLINE FOR",
     ];
     table(&header, rows, &[5, 6, 7])
 }
@@ -218,6 +220,7 @@ fn render_detail(d: &SessionDetail, now: u64) -> String {
         ("listener", or_dash(d.listener.as_deref())),
         ("keepalive", format!("{}s", d.keepalive_secs)),
         ("connected at", or_dash(s.connected_at.map(when))),
+        ("disconnected at", or_dash(s.disconnected_at.map(when))),
         ("created at", when(s.created_at)),
         (
             "expiry interval",

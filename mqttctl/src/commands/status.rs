@@ -1,6 +1,6 @@
 //! `mqttctl status`: the broker at a glance.
 
-use mqttd_api::{Status, StoreInfo};
+use mqttd_api::{MemoryInfo, Status, StoreInfo};
 
 use crate::client::Client;
 use crate::error::CtlError;
@@ -35,6 +35,9 @@ fn render(s: &Status, now: u64) -> String {
         // A broker older than the store does not send the field.
         None => pairs.push(("store", "not reported by this broker".into())),
     }
+    if let Some(m) = &s.memory {
+        pairs.push(("memory", memory(m)));
+    }
     let mut out = fields(&pairs);
     if !s.listeners.is_empty() {
         let rows = s
@@ -55,6 +58,18 @@ fn render(s: &Status, now: u64) -> String {
         out.push_str(&table(&["RECOVERED AT", "MOVED TO", "REASON"], rows, &[]));
     }
     out
+}
+
+/// The message copies held against the budget (`limits.max_memory_bytes`).
+fn memory(m: &MemoryInfo) -> String {
+    let held = bytes(m.accounted_bytes);
+    let peak = bytes(m.peak_bytes);
+    if m.budget_bytes == 0 {
+        format!("{held} held by messages (no budget; peak {peak})")
+    } else {
+        let budget = bytes(m.budget_bytes);
+        format!("{held} of {budget} budget held by messages (peak {peak})")
+    }
 }
 
 /// The store's lines: the same keys whatever the mode, `-` where a
@@ -109,6 +124,11 @@ mod tests {
             retained_messages: 4,
             pool_size: 2,
             store,
+            memory: Some(MemoryInfo {
+                budget_bytes: 2 << 20,
+                accounted_bytes: 1 << 20,
+                peak_bytes: 3 << 19,
+            }),
         }
     }
 
@@ -133,6 +153,7 @@ mod tests {
             "disk:          1.5 MiB\n",
             "last fsync:    1970-01-01T00:16:40Z (1m ago)\n",
             "recoveries:    none\n",
+            "memory:        1.0 MiB of 2.0 MiB budget held by messages (peak 1.5 MiB)\n",
         ] {
             assert!(out.contains(line), "{line:?} in\n{out}");
         }
