@@ -799,6 +799,7 @@ where
         published: false,
         held_back: false,
     };
+    let mut turn = std::time::Instant::now();
     loop {
         if rate.as_mut().is_some_and(|r| r.in_debt(Instant::now())) {
             d.held_back = !framed.rbuf.is_empty();
@@ -816,9 +817,22 @@ where
             }
         }
         handle_incoming(framed, broker, a, packet).await?;
+        if turn.elapsed() >= ROUTING_TURN {
+            tokio::task::yield_now().await;
+            turn = std::time::Instant::now();
+        }
     }
     Ok(d)
 }
+
+/// Longest a connection drains its read buffer before it lets the other
+/// tasks of its worker thread run. A PUBLISH matching thousands of
+/// sessions takes a millisecond or more to route and a read buffer can
+/// hold hundreds of them, so without a turn one flooding publisher would
+/// keep a thread for a second at a time while new connections, healthy
+/// subscribers and the control socket wait behind it (the overload soak,
+/// bench/README.md).
+const ROUTING_TURN: Duration = Duration::from_millis(1);
 
 async fn handle_incoming<S>(
     framed: &mut Framed<S>,

@@ -199,11 +199,23 @@ pub(crate) fn route(
     // shared group's next member in turn), then their stored copies in
     // one write.
     let cost = budget::cost(&msg);
-    let mut refused = 0;
+    let mut tally = Tally::default();
     let picks: Vec<Option<Pick<'_>>> = deliveries
         .iter()
-        .map(|d| pick(&ctx.metrics, &msg, d, cost, &mut refused))
+        .map(|d| {
+            // QoS 0 is not queued for an offline session (a server "MAY"
+            // store it, MQTT 3.1.1 section 3.1.2.4; Mosquitto does not by
+            // default): dropped here rather than handed to its holder task
+            // to drop, so a message matching thousands of abandoned
+            // sessions does not wake each of them.
+            if !d.shared && msg.qos.min(d.qos) == QoS::AtMostOnce && !d.handle.is_online() {
+                tally.offline_qos0 += 1;
+                return None;
+            }
+            pick(&msg, d, cost, &mut tally)
+        })
         .collect();
+    tally.count(&ctx.metrics);
     let targets: Vec<Option<&RouteDelivery>> =
         picks.iter().map(|p| p.as_ref().map(|p| p.to)).collect();
     let seqs = store_copies(&ctx.store, &msg, &targets, qos2_mark);
@@ -214,12 +226,68 @@ pub(crate) fn route(
         }
     }
     // A retained message no session took now is kept, not dropped.
-    if taken == 0 && refused == 0 && !kept {
+    if taken == 0 && tally.refused() == 0 && tally.offline_qos0 == 0 && !kept {
         ctx.metrics
             .messages_dropped
             .inc(DropReason::NoSubscribers, msg.qos);
     }
-    Routed { taken, refused }
+    Routed {
+        taken,
+        refused: tally.refused(),
+    }
+}
+
+/// Copies of one message not handed to a session at routing, counted in
+/// the metrics once per message rather than once per copy: a message
+/// matching 10,000 abandoned sessions would otherwise make 10,000
+/// increments of one shared counter.
+#[derive(Default)]
+struct Tally {
+    /// Budget refusals by reason and QoS (`Refusal as usize`, QoS level).
+    refused: [[usize; 3]; 4],
+    /// QoS 0 copies for offline sessions.
+    offline_qos0: usize,
+}
+
+impl Tally {
+    fn refuse(&mut self, r: Refusal, qos: QoS) {
+        self.refused[refusal_index(r)][qos as usize] += 1;
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.iter().flatten().sum()
+    }
+
+    fn count(&self, metrics: &Metrics) {
+        let dropped = &metrics.messages_dropped;
+        if self.offline_qos0 > 0 {
+            dropped
+                .reason(DropReason::Qos0Offline, QoS::AtMostOnce)
+                .add(self.offline_qos0 as u64);
+        }
+        for r in [
+            Refusal::Qos0,
+            Refusal::Offline,
+            Refusal::Slow,
+            Refusal::Full,
+        ] {
+            for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let n = self.refused[refusal_index(r)][q as usize];
+                if n > 0 {
+                    dropped.reason(refusal_reason(r), q).add(n as u64);
+                }
+            }
+        }
+    }
+}
+
+fn refusal_index(r: Refusal) -> usize {
+    match r {
+        Refusal::Qos0 => 0,
+        Refusal::Offline => 1,
+        Refusal::Slow => 2,
+        Refusal::Full => 3,
+    }
 }
 
 /// The drop reason of a budget refusal.
@@ -247,29 +315,30 @@ fn admit(msg: &Message, m: &RouteDelivery, cost: u64) -> Result<Charge, Refusal>
 /// persistent member, which queues it. QoS 0 is never given to an
 /// offline member: it would be dropped while the group may still get it.
 fn pick<'d>(
-    metrics: &Metrics,
     msg: &'d Message,
     d: &'d RouteDelivery,
     cost: u64,
-    refused: &mut usize,
+    tally: &mut Tally,
 ) -> Option<Pick<'d>> {
-    let mut first_refusal = None;
-    let candidates: Box<dyn Iterator<Item = &'d RouteDelivery> + 'd> = if d.shared {
-        Box::new(members_in_order(msg, d))
-    } else {
-        Box::new(std::iter::once(d))
-    };
-    for m in candidates {
-        match admit(msg, m, cost) {
-            Ok(charge) => return Some(Pick { to: m, charge }),
-            Err(r) => {
-                first_refusal.get_or_insert((r, msg.qos.min(m.qos)));
+    let first_refusal = if d.shared {
+        let mut first = None;
+        for m in members_in_order(msg, d) {
+            match admit(msg, m, cost) {
+                Ok(charge) => return Some(Pick { to: m, charge }),
+                Err(r) => {
+                    first.get_or_insert((r, msg.qos.min(m.qos)));
+                }
             }
         }
-    }
+        first
+    } else {
+        match admit(msg, d, cost) {
+            Ok(charge) => return Some(Pick { to: d, charge }),
+            Err(r) => Some((r, msg.qos.min(d.qos))),
+        }
+    };
     let (r, qos) = first_refusal?;
-    metrics.messages_dropped.inc(refusal_reason(r), qos);
-    *refused += 1;
+    tally.refuse(r, qos);
     None
 }
 
@@ -413,9 +482,8 @@ mod tests {
     /// Routing of one delivery, as `route` does it, without a store.
     fn offer(msg: &Arc<Message>, d: &RouteDelivery) -> bool {
         let store = Store::memory();
-        let metrics = Metrics::default();
         let cost = budget::cost(msg);
-        pick(&metrics, msg, d, cost, &mut 0)
+        pick(msg, d, cost, &mut Tally::default())
             .is_some_and(|p| hand_over(&store, msg, d, p, None, cost))
     }
 

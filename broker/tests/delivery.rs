@@ -390,3 +390,58 @@ async fn repeated_subscribes_without_reading_do_not_grow_the_replay() {
     // went into the window) are refused.
     wait_until(|| dropped() >= 48 * n as u64).await;
 }
+
+/// QoS 0 for offline persistent sessions is dropped at routing, counted
+/// once per session as `qos0_offline` (not as "no subscribers"), while
+/// QoS 1 is queued for them and arrives on resume, alone.
+#[tokio::test]
+async fn qos0_for_offline_sessions_is_dropped_at_routing() {
+    let b = start_broker("").await;
+    let ctx = b.server.broker().ctx.clone();
+    let ids = ["off-a", "off-b", "off-c"];
+    for id in ids {
+        let (mut raw, _) = common::raw_connect(b.addr, id, 0).await;
+        raw.send(&common::subscribe_bytes(1, "offline/t", 1)).await;
+        let (h, _) = raw.read().await.expect("SUBACK");
+        assert_eq!(h, 0x90);
+        raw.send(&frame(0xe0, &[])).await;
+        raw.expect_closed().await;
+    }
+    let offline = || {
+        ctx.metrics
+            .messages_dropped
+            .reason(DropReason::Qos0Offline, mqttd::types::QoS::AtMostOnce)
+            .get()
+    };
+    let no_subscribers = || {
+        ctx.metrics
+            .messages_dropped
+            .by_reason(DropReason::NoSubscribers)
+    };
+    let (mut publisher, _) = common::raw_connect(b.addr, "offline-pub", 2).await;
+    publisher
+        .send(&publish_bytes("offline/t", 0, false, 0, b"zero"))
+        .await;
+    publisher
+        .send(&publish_bytes("offline/t", 1, false, 7, b"one"))
+        .await;
+    let (h, _) = publisher.read().await.expect("PUBACK");
+    assert_eq!(h, 0x40);
+    wait_until(|| offline() == 3).await;
+    assert_eq!(no_subscribers(), 0);
+    for id in ids {
+        let (mut raw, present) = common::raw_connect(b.addr, id, 0).await;
+        assert!(present, "{id}: session present");
+        let (h, body) = raw.read().await.expect("queued PUBLISH");
+        let (topic, _, payload) = parse_publish(h, &body);
+        assert_eq!(
+            (topic.as_str(), payload.as_slice()),
+            ("offline/t", &b"one"[..])
+        );
+        assert!(
+            raw.read_within(QUIET).await.is_err(),
+            "{id}: only the QoS 1 message was kept"
+        );
+    }
+    assert_eq!(offline(), 3);
+}
