@@ -272,9 +272,13 @@ async fn publish(p: Publisher, spec: &Spec, counters: &Counters, errors: &Errors
         end: spec.end,
         pending: 0,
     };
+    // Set once our DISCONNECT is on its way: the broker closing the
+    // connection after it is the normal end, not a close to count.
+    let said_goodbye = std::sync::atomic::AtomicBool::new(false);
     let writing = async {
         let r = write_loop(&mut w, &template, p.index, qos1, spec, &window).await;
         if r.is_ok() {
+            said_goodbye.store(true, Ordering::Relaxed);
             // Within the flood's grace only: a full socket must not hold
             // the end.
             let _ = mqtt::encode(
@@ -291,6 +295,13 @@ async fn publish(p: Publisher, spec: &Spec, counters: &Counters, errors: &Errors
     let (written, read) = tokio::join!(writing, reading);
     // The read side usually says why (EOF, reset); the write side when
     // the broker reset a connection it never answered on.
+    let read = read.or_else(|why| {
+        if said_goodbye.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    });
     if let Some(why) = read.err().or(written.err()) {
         counters.closed.fetch_add(1, Ordering::Relaxed);
         errors.record(&anyhow!(
