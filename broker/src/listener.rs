@@ -235,7 +235,8 @@ pub async fn accept_loop(mut bound: Bound, broker: Arc<Broker>) {
 /// Starts one connection's task: the transport handshake, then MQTT. Each
 /// kind is its own task type, so that a plain TCP connection neither
 /// reserves room for the TLS and WebSocket state of the other kinds nor
-/// needs a second allocation. The task holds `slot` until it ends.
+/// needs a second allocation. The connection holds `slot` until it ends
+/// (in its [`ConnMeta`]).
 fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -246,35 +247,20 @@ fn spawn_connection(
     let tasks = broker.connections.clone();
     match (t.ctx.kind, t.tls.clone()) {
         (ListenerKind::Tcp, _) => {
-            tasks.spawn(holding(
-                slot,
-                serve_mqtt(stream, peer, &t, CertUser::None, broker),
-            ));
+            tasks.spawn(serve_mqtt(stream, peer, &t, CertUser::None, broker, slot));
         }
         (ListenerKind::Ws, _) => {
-            tasks.spawn(holding(
-                slot,
-                serve_ws(stream, peer, t, CertUser::None, broker),
-            ));
+            tasks.spawn(serve_ws(stream, peer, t, CertUser::None, broker, slot));
         }
         (ListenerKind::Tls, Some(tls)) => {
-            tasks.spawn(holding(
-                slot,
-                serve_tls(stream, peer, t, tls, broker, false),
-            ));
+            tasks.spawn(serve_tls(stream, peer, t, tls, broker, false, slot));
         }
         (ListenerKind::Wss, Some(tls)) => {
-            tasks.spawn(holding(slot, serve_tls(stream, peer, t, tls, broker, true)));
+            tasks.spawn(serve_tls(stream, peer, t, tls, broker, true, slot));
         }
         // `bind` makes TLS state for every TLS kind.
         (ListenerKind::Tls | ListenerKind::Wss, None) => {}
     }
-}
-
-/// Runs `task`, then gives `slot` back.
-async fn holding(slot: Slot, task: impl Future<Output = ()>) {
-    task.await;
-    drop(slot);
 }
 
 /// Starts the refusal of a connection over a bound: the transport
@@ -335,6 +321,7 @@ fn serve_mqtt<S>(
     t: &Transport,
     user: CertUser,
     broker: Arc<Broker>,
+    slot: Slot,
 ) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -343,6 +330,7 @@ where
         listener: t.ctx.clone(),
         peer,
         cert_user: user,
+        slot: Some(slot),
     };
     connection::serve(s, meta, broker)
 }
@@ -355,6 +343,7 @@ async fn serve_tls(
     tls: Arc<TlsServer>,
     broker: Arc<Broker>,
     websocket: bool,
+    slot: Slot,
 ) {
     let accept = async {
         let r = tls.accept(stream).await;
@@ -368,9 +357,9 @@ async fn serve_tls(
         return;
     };
     if websocket {
-        Box::pin(serve_ws(s, peer, t, user, broker)).await;
+        Box::pin(serve_ws(s, peer, t, user, broker, slot)).await;
     } else {
-        serve_mqtt(s, peer, &t, user, broker).await;
+        serve_mqtt(s, peer, &t, user, broker, slot).await;
     }
 }
 
@@ -381,12 +370,13 @@ async fn serve_ws<S>(
     t: Arc<Transport>,
     user: CertUser,
     broker: Arc<Broker>,
+    slot: Slot,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let max_packet = broker.ctx.config.mqtt.max_packet_size_bytes as usize;
     if let Some(s) = handshake(&broker, &t, peer, ws_upgrade(stream, &t, max_packet)).await {
-        serve_mqtt(s, peer, &t, user, broker).await;
+        serve_mqtt(s, peer, &t, user, broker, slot).await;
     }
 }
 

@@ -176,6 +176,7 @@ impl ListenerGate {
 }
 
 /// An admitted connection's place under the bounds, given back on drop.
+#[derive(Debug)]
 pub struct Slot(Arc<ListenerGate>);
 
 impl Drop for Slot {

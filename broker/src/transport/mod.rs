@@ -26,12 +26,18 @@ pub struct ListenerCtx {
 }
 
 /// One connection's transport facts.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnMeta {
     pub listener: Arc<ListenerCtx>,
     pub peer: SocketAddr,
     /// The username from the client certificate, where the listener takes it.
     pub cert_user: CertUser,
+    /// The connection's place under the connection bounds, given back
+    /// when the connection ends (`None` in tests). Held here rather than
+    /// beside the connection's future, which would then be stored twice
+    /// in its task (an async wrapper keeps its argument and the future it
+    /// awaits apart).
+    pub slot: Option<crate::admission::Slot>,
 }
 
 impl ConnMeta {
