@@ -42,6 +42,7 @@ use crate::connect::{self, Accepted, Fate};
 use crate::context::Context;
 use crate::log_limit::LogLimit;
 use crate::publish::{self, Reply};
+use crate::routing_gate::Turn;
 use crate::session::holder;
 use crate::session::session::{Control, Event};
 use crate::session::{CloseReason, DetachKind, Outbound, Session, SessionMsg};
@@ -799,7 +800,10 @@ where
         published: false,
         held_back: false,
     };
-    let mut turn = std::time::Instant::now();
+    // A turn at routing (crate::routing_gate), taken at the first PUBLISH
+    // and kept for at most ROUTING_TURN.
+    let mut turn: Option<Turn<'_>> = None;
+    let mut turn_began = std::time::Instant::now();
     loop {
         if rate.as_mut().is_some_and(|r| r.in_debt(Instant::now())) {
             d.held_back = !framed.rbuf.is_empty();
@@ -810,35 +814,49 @@ where
             break;
         };
         d.any = true;
-        if matches!(packet, Packet::Publish(_)) {
-            d.published = true;
-            if let Some(r) = rate.as_mut() {
-                r.charge(buffered - framed.rbuf.len(), Instant::now());
+        match packet {
+            Packet::Publish(_) => {
+                d.published = true;
+                if let Some(r) = rate.as_mut() {
+                    r.charge(buffered - framed.rbuf.len(), Instant::now());
+                }
             }
+            // Its authorization may wait for the HTTP hook: not with a turn.
+            Packet::Subscribe(_) => turn = None,
+            _ => {}
         }
-        handle_incoming(framed, broker, a, packet).await?;
-        if turn.elapsed() >= ROUTING_TURN {
+        handle_incoming(framed, broker, a, packet, &mut turn).await?;
+        if turn.is_none() {
+            turn_began = std::time::Instant::now();
+        } else if turn_began.elapsed() >= ROUTING_TURN {
+            // Given back first: a waiting publisher gets it, and this
+            // connection's next PUBLISH waits behind it.
+            turn = None;
             tokio::task::yield_now().await;
-            turn = std::time::Instant::now();
+            turn_began = std::time::Instant::now();
         }
     }
     Ok(d)
 }
 
-/// Longest a connection drains its read buffer before it lets the other
-/// tasks of its worker thread run. A PUBLISH matching thousands of
-/// sessions takes a millisecond or more to route and a read buffer can
+/// Longest a connection keeps its turn at routing (and its worker
+/// thread) while it drains its read buffer. A PUBLISH matching thousands
+/// of sessions takes a millisecond or more to route and a read buffer can
 /// hold hundreds of them, so without a turn one flooding publisher would
 /// keep a thread for a second at a time while new connections, healthy
 /// subscribers and the control socket wait behind it (the overload soak,
 /// bench/README.md).
 const ROUTING_TURN: Duration = Duration::from_millis(1);
 
-async fn handle_incoming<S>(
+/// Handles one packet. A PUBLISH is routed with a turn at routing
+/// (`turn`, taken here if not held yet; given back while authorization
+/// waits for the HTTP hook).
+async fn handle_incoming<'b, S>(
     framed: &mut Framed<S>,
-    broker: &Broker,
+    broker: &'b Broker,
     a: &mut Accepted,
     packet: Packet,
+    turn: &mut Option<Turn<'b>>,
 ) -> Result<(), Ending>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -864,12 +882,19 @@ where
                 return refuse_topic(framed, a, &p, hit, &ctx.metrics);
             }
             let auth = framed.meta.auth();
+            if auth.may_wait_for_publish() {
+                *turn = None;
+            }
             let allowed = serving_control(
                 &mut a.session,
                 &mut a.fate,
                 auth.authorize_publish(&a.client, p.topic.as_str()),
             )
             .await?;
+            if turn.is_none() {
+                let gate = ctx.routing.enter(&ctx.metrics.routing_waits);
+                *turn = serving_control(&mut a.session, &mut a.fate, gate).await?;
+            }
             let client_id = a.session.client_id().clone();
             let stored = a.session.is_stored();
             let ids = a.session.incoming_qos2();
@@ -1141,6 +1166,7 @@ mod tests {
             listener: ctx.clone(),
             peer,
             cert_user: CertUser::None,
+            slot: None,
         };
         let fut = serve(stream, meta, broker);
         let sizes = [

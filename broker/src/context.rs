@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::router::{RetainedLimits, RetainedStore, Router};
+use crate::routing_gate::RoutingGate;
 use crate::session::{DeliverTx, SessionTable};
 use crate::store::Store;
 
@@ -27,6 +28,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// `limits.max_memory_bytes` and the message copies charged to it.
     pub budget: Arc<MemoryBudget>,
+    /// Turns at routing PUBLISH packets (see [`crate::routing_gate`]).
+    pub routing: RoutingGate,
     next_id: AtomicU64,
 }
 
@@ -60,6 +63,7 @@ impl Context {
             store,
             metrics,
             budget,
+            routing: RoutingGate::per_cpu(),
             next_id: AtomicU64::new(1),
         })
     }

@@ -69,6 +69,7 @@ pub mod rate;
 pub mod reload;
 pub mod retain;
 pub mod router;
+pub mod routing_gate;
 pub mod server;
 pub mod session;
 pub mod session_limits;

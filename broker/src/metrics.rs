@@ -463,6 +463,9 @@ pub struct Metrics {
     /// Of those, created on the connection's task without a session-manager
     /// worker (a clean start for a client id with no session).
     pub sessions_created_direct: Counter,
+    /// Turns at routing that had to wait for a free one
+    /// ([`crate::routing_gate`]).
+    pub routing_waits: Counter,
     pub sessions_resumed: Counter,
     pub sessions_destroyed: Counter,
     pub sessions_expired: Counter,
@@ -543,6 +546,7 @@ impl Metrics {
             sessions: Gauge::default(),
             sessions_created: Counter::default(),
             sessions_created_direct: Counter::default(),
+            routing_waits: Counter::default(),
             sessions_resumed: Counter::default(),
             sessions_destroyed: Counter::default(),
             sessions_expired: Counter::default(),
@@ -732,7 +736,7 @@ impl Metrics {
 
     /// The unlabelled metrics: name, help and value.
     #[rustfmt::skip] // a table reads better one metric per line
-    fn scalars(&self) -> [(&'static str, &'static str, Value); 23] {
+    fn scalars(&self) -> [(&'static str, &'static str, Value); 24] {
         use Value::{Counter as C, Gauge as G};
         [
             ("mqttd_connections", "Network connections open now.", G(self.connections.get())),
@@ -744,6 +748,7 @@ impl Metrics {
             ("mqttd_sessions", "Sessions in the session table.", G(self.sessions.get())),
             ("mqttd_sessions_created_total", "Sessions created.", C(self.sessions_created.get())),
             ("mqttd_sessions_created_direct_total", "Sessions created on the connection's task, without a session-manager worker (clean start, no live session).", C(self.sessions_created_direct.get())),
+            ("mqttd_routing_waits_total", "Times a connection waited for a free turn to route its PUBLISH packets (one turn per CPU): routing is the broker's bottleneck.", C(self.routing_waits.get())),
             ("mqttd_sessions_resumed_total", "Persistent sessions resumed.", C(self.sessions_resumed.get())),
             ("mqttd_sessions_destroyed_total", "Sessions destroyed.", C(self.sessions_destroyed.get())),
             ("mqttd_sessions_expired_total", "Sessions whose expiry interval elapsed.", C(self.sessions_expired.get())),

@@ -163,7 +163,8 @@ fn ack(id: PacketId, routed: Routed, v5: bool) -> PubResp {
 pub(crate) struct Routed {
     /// Sessions that took a copy.
     pub taken: usize,
-    /// Copies the memory budget refused (each counted by reason).
+    /// Copies the memory budget or a full offline queue refused (each
+    /// counted by reason).
     pub refused: usize,
 }
 
@@ -208,9 +209,17 @@ pub(crate) fn route(
             // default): dropped here rather than handed to its holder task
             // to drop, so a message matching thousands of abandoned
             // sessions does not wake each of them.
-            if !d.shared && msg.qos.min(d.qos) == QoS::AtMostOnce && !d.handle.is_online() {
-                tally.offline_qos0 += 1;
-                return None;
+            if !d.shared && !d.handle.is_online() {
+                let qos = msg.qos.min(d.qos);
+                if qos == QoS::AtMostOnce {
+                    tally.offline_qos0 += 1;
+                    return None;
+                }
+                // Its holder would drop it (see DeliveryTx::is_full).
+                if d.handle.is_full() {
+                    tally.queue_full[qos as usize] += 1;
+                    return None;
+                }
             }
             pick(&msg, d, cost, &mut tally)
         })
@@ -245,6 +254,8 @@ pub(crate) fn route(
 struct Tally {
     /// Budget refusals by reason and QoS (`Refusal as usize`, QoS level).
     refused: [[usize; 3]; 4],
+    /// Copies for offline sessions whose queue is full, by QoS.
+    queue_full: [usize; 3],
     /// QoS 0 copies for offline sessions.
     offline_qos0: usize,
 }
@@ -254,8 +265,10 @@ impl Tally {
         self.refused[refusal_index(r)][qos as usize] += 1;
     }
 
+    /// Copies refused for the budget or a full queue: a 5.0 publisher
+    /// whose message no session took hears "quota exceeded".
     fn refused(&self) -> usize {
-        self.refused.iter().flatten().sum()
+        self.refused.iter().flatten().sum::<usize>() + self.queue_full.iter().sum::<usize>()
     }
 
     fn count(&self, metrics: &Metrics) {
@@ -264,6 +277,12 @@ impl Tally {
             dropped
                 .reason(DropReason::Qos0Offline, QoS::AtMostOnce)
                 .add(self.offline_qos0 as u64);
+        }
+        for q in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let n = self.queue_full[q as usize];
+            if n > 0 {
+                dropped.reason(DropReason::QueueFull, q).add(n as u64);
+            }
         }
         for r in [
             Refusal::Qos0,

@@ -445,3 +445,78 @@ async fn qos0_for_offline_sessions_is_dropped_at_routing() {
     }
     assert_eq!(offline(), 3);
 }
+
+/// An offline session whose queue is full takes no more: the message is
+/// dropped at routing (`queue_full`, without waking the session's holder),
+/// a 5.0 publisher whose message no session could take hears 0x97 quota
+/// exceeded, and the session, back online, gets what its queue kept and
+/// then new messages again.
+#[tokio::test]
+async fn a_full_offline_queue_refuses_at_routing() {
+    const QUEUE: u64 = 3;
+    let b = start_broker(&format!("mqtt:\n  max_queued_messages: {QUEUE}\n")).await;
+    let ctx = b.server.broker().ctx.clone();
+    let mut o = v5::options(b.addr, "full-off");
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(600));
+    let mut off = v5::connect(o.clone()).await;
+    off.subscribe("full/t", QoS::AtLeastOnce).await;
+    off.client.disconnect().await.unwrap();
+    wait_offline(&b, "full-off").await;
+
+    let full = || {
+        ctx.metrics
+            .messages_dropped
+            .reason(DropReason::QueueFull, mqttd::types::QoS::AtLeastOnce)
+            .get()
+    };
+    let mut p = v5::connect_id(b.addr, "full-pub").await;
+    let mut acks = Vec::new();
+    // The first refusal is the holder's (the queue fills); once it has
+    // said so, the router refuses.
+    for i in 0..50 {
+        p.client
+            .publish("full/t", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
+        let reason = loop {
+            if let v5::V5Event::Packet(Packet::PubAck(a)) = p.next().await {
+                break a.reason;
+            }
+        };
+        acks.push(reason);
+        if reason == PubAckReason::QuotaExceeded {
+            break;
+        }
+    }
+    let sent = acks.len() as u64;
+    assert_eq!(acks.last(), Some(&PubAckReason::QuotaExceeded), "{acks:?}");
+    assert!(
+        acks[..QUEUE as usize]
+            .iter()
+            .all(|r| *r == PubAckReason::Success),
+        "the first {QUEUE} were queued: {acks:?}"
+    );
+    wait_until(|| full() == sent - QUEUE).await;
+    assert_eq!(
+        ctx.metrics
+            .messages_dropped
+            .by_reason(DropReason::NoSubscribers),
+        0,
+        "refused copies are not counted as unrouted"
+    );
+
+    // Back online: the queue's three, nothing of the refused ones.
+    let mut on = v5::connect(o).await;
+    assert!(on.connack.session_present);
+    for i in 0..QUEUE {
+        assert_eq!(on.publish().await.payload, format!("{i}").into_bytes());
+    }
+    on.no_publish(QUIET).await;
+    // And it takes new messages again.
+    p.client
+        .publish("full/t", QoS::AtLeastOnce, false, "again")
+        .await
+        .unwrap();
+    assert_eq!(on.publish().await.payload, "again");
+}

@@ -421,6 +421,11 @@ impl Auth {
         self.acl.read().is_some() || self.hook.as_ref().is_some_and(|h| h.authorizes())
     }
 
+    /// Whether [`Auth::authorize_publish`] may wait (for the HTTP hook).
+    pub fn may_wait_for_publish(&self) -> bool {
+        self.hook.as_ref().is_some_and(|h| h.authorizes())
+    }
+
     /// Whether `client` may publish to `topic`, if that can be decided
     /// without asking the HTTP hook (`None`: only the hook can answer).
     /// Lets a session decide about its will without waiting.

@@ -47,6 +47,10 @@ struct Inner {
     /// sent between its first look and its wait is never missed.
     waker: AtomicWaker,
     online: AtomicBool,
+    /// The session is offline and its queue is full by count: a delivery
+    /// would only be dropped, so the router drops it without waking the
+    /// session's holder (see [`DeliveryTx::is_full`]).
+    full: AtomicBool,
     /// QoS 1/2 deliveries are stored before they are sent here (a
     /// persistent session on a durable store).
     stored: AtomicBool,
@@ -71,6 +75,7 @@ pub fn inbox(backlog: Arc<Backlog>, account: Arc<Account>) -> (ControlTx, Delive
         state: Mutex::new(State::default()),
         waker: AtomicWaker::new(),
         online: AtomicBool::new(false),
+        full: AtomicBool::new(false),
         stored: AtomicBool::new(false),
         backlog,
         account,
@@ -136,6 +141,20 @@ impl DeliveryTx {
     /// Set by the session when a connection attaches or goes.
     pub(crate) fn set_online(&self, online: bool) {
         self.0.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Whether the session is offline with a full queue: a message for it
+    /// is dropped at routing (`queue_full`), not handed to its holder to
+    /// drop. With ten thousand abandoned sessions matching a topic, that
+    /// is ten thousand task wake-ups (and stored copies) saved per message.
+    pub fn is_full(&self) -> bool {
+        self.0.full.load(Ordering::Relaxed)
+    }
+
+    /// Set by the session when its offline queue refuses a message for its
+    /// count; cleared when a connection attaches or the queue shrinks.
+    pub(crate) fn set_full(&self, full: bool) {
+        self.0.full.store(full, Ordering::Relaxed);
     }
 
     /// Whether QoS 1/2 deliveries must be stored before they are sent

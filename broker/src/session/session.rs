@@ -468,6 +468,7 @@ impl Session {
             &load,
         );
         for p in dropped {
+            self.deliver_tx.set_full(false);
             self.drop_pending(DropReason::Unsubscribed, &p);
         }
     }
@@ -519,6 +520,7 @@ impl Session {
             .arm(conn.info.conn_id, conn.info.keep_alive_secs);
         self.conn = Some(conn);
         self.deliver_tx.set_online(true);
+        self.deliver_tx.set_full(false);
         if self.expiry_secs > 0 {
             self.save_meta();
         } else if self.saved {
@@ -1074,6 +1076,11 @@ impl Session {
                 let reason = if self.out.full_by_bytes() {
                     DropReason::QueueBytes
                 } else {
+                    // Offline, nothing leaves the queue until a connection
+                    // attaches: the router may drop the next ones itself.
+                    if self.conn.is_none() {
+                        self.deliver_tx.set_full(true);
+                    }
                     DropReason::QueueFull
                 };
                 self.drop_pending(reason, &p);
