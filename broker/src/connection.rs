@@ -829,9 +829,15 @@ where
         if turn.is_none() {
             turn_began = std::time::Instant::now();
         } else if turn_began.elapsed() >= ROUTING_TURN {
-            // Given back first: a waiting publisher gets it, and this
-            // connection's next PUBLISH waits behind it.
-            turn = None;
+            // Given back, then asked for again behind any waiting
+            // publisher (parked until then), and kept while this task lets
+            // the other tasks of its thread run: at most one publisher per
+            // turn is ever in the run queue, so a connect or an
+            // acknowledgement waits behind a few turns, not behind every
+            // flooding publisher's.
+            drop(turn.take());
+            let gate = broker.ctx.routing.enter(&broker.ctx.metrics.routing_waits);
+            turn = serving_control(&mut a.session, &mut a.fate, gate).await?;
             tokio::task::yield_now().await;
             turn_began = std::time::Instant::now();
         }

@@ -11,14 +11,17 @@
 //!
 //! The gate gives routing a bounded number of turns, one per worker
 //! thread of the runtime: a connection takes a turn before it routes a
-//! PUBLISH, keeps it while it routes the packets already in its read
-//! buffer for at most a routing turn (`connection::ROUTING_TURN`), and
-//! gives it back. Publishers that find no free turn wait for one parked,
-//! in arrival order (tokio's semaphore is fair), so they neither spin nor
-//! crowd the run queue: everything else a worker has to do (connects,
-//! acknowledgements, deliveries, the control socket) waits for at most
-//! the turns in progress. Without contention, a turn costs one atomic
-//! operation to take and one to give back.
+//! PUBLISH and keeps it while it routes the packets already in its read
+//! buffer. After a routing turn (`connection::ROUTING_TURN`) it gives the
+//! turn back, asks for it again behind any publisher waiting, and keeps
+//! it while it yields to the other tasks of its thread. Publishers that
+//! find no free turn wait for one parked, in arrival order (tokio's
+//! semaphore is fair), so they neither spin nor crowd the run queue: at
+//! most one publisher per turn is runnable, and everything else a worker
+//! has to do (connects, acknowledgements, deliveries, the control socket)
+//! waits behind a few turns, not behind every flooding publisher's.
+//! Without contention, a turn costs one atomic operation to take and one
+//! to give back.
 //!
 //! `mqttd_routing_waits_total` counts the turns that had to wait: a broker
 //! whose routing is its bottleneck shows it there first.

@@ -30,17 +30,24 @@ pub fn park(session: Box<Session>) {
 }
 
 async fn hold(mut session: Box<Session>) {
+    // One timer for the holder's life, moved only when the deadline
+    // changes: a timer made anew for each delivery would be registered in
+    // and removed from tokio's timer wheel (under its lock) for every
+    // message routed to every offline session.
+    let mut deadline = session.next_deadline();
+    let timer = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
+    tokio::pin!(timer);
     loop {
-        let deadline = session.next_deadline();
         let event = tokio::select! {
             // A due expiry wins over a resume that arrives at the same
             // time: an expired session is never handed out.
             biased;
-            _ = sleep_until(deadline) => {
+            _ = &mut timer, if deadline.is_some() => {
                 if session.on_timer() == Flow::Stop {
                     session.end();
                     return;
                 }
+                rearm(&session, &mut deadline, timer.as_mut(), true);
                 continue;
             }
             event = session.next_event() => event,
@@ -65,12 +72,29 @@ async fn hold(mut session: Box<Session>) {
             },
         }
         session.publish_counters();
+        rearm(&session, &mut deadline, timer.as_mut(), false);
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// Moves the timer to the session's next deadline if it changed (or it
+/// just fired).
+fn rearm(
+    session: &Session,
+    deadline: &mut Option<Instant>,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    fired: bool,
+) {
+    let next = session.next_deadline();
+    if next != *deadline || fired {
+        *deadline = next;
+        if let Some(at) = next {
+            timer.reset(at);
+        }
     }
+}
+
+/// A deadline that is never reached (the timer is not polled without a
+/// real one).
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365 * 30)
 }
