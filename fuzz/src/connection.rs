@@ -616,6 +616,7 @@ async fn scenario(s: Scenario) {
                     listener: listener.clone(),
                     peer,
                     cert_user: CertUser::None,
+                    slot: None,
                 };
                 let serve = tokio::spawn(mqttd::connection::serve(server, meta, broker.clone()));
                 let (rx, mut tx) = tokio::io::split(client);
